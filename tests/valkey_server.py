@@ -1,0 +1,87 @@
+"""Real valkey-server processes for tests: each on a free loopback port in its own directory.
+
+Tests never use a fake server. This starts Debian's `valkey-server` binary with a
+throwaway config so that tests can run beside the deployed instances (6379/6380).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import valkey
+
+VALKEY_SERVER = shutil.which("valkey-server") or "/usr/bin/valkey-server"
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback port (racy in theory, fine on a test machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ValkeyProcess:
+    """One valkey-server child process; `restart()` keeps port and data directory."""
+
+    def __init__(self, workdir: Path, port: int | None = None, **config: str) -> None:
+        self.workdir = workdir
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.config = {
+            "bind": "127.0.0.1",
+            "port": str(self.port),
+            "dir": str(self.workdir),
+            "save": "",
+            "appendonly": "no",
+            "databases": "16",
+            "logfile": str(self.workdir / "valkey.log"),
+            **{k.replace("_", "-"): v for k, v in config.items()},
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"valkey://127.0.0.1:{self.port}"
+
+    def client(self, **kwargs: object) -> valkey.Valkey:
+        return valkey.Valkey(host="127.0.0.1", port=self.port, **kwargs)
+
+    def start(self, timeout: float = 10.0) -> ValkeyProcess:
+        args = [VALKEY_SERVER, "--daemonize", "no"]
+        for key, value in self.config.items():
+            args += [f"--{key}", *value.split(" ")] if value else [f"--{key}", ""]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                log = (self.workdir / "valkey.log")
+                raise RuntimeError(
+                    f"valkey-server exited with {self.proc.returncode}: {err}"
+                    f"{log.read_text()[-2000:] if log.exists() else ''}"
+                )
+            try:
+                if self.client(socket_timeout=0.5).ping():
+                    return self
+            except valkey.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"valkey-server on port {self.port} did not answer within {timeout}s")
+
+    def stop(self) -> None:
+        """SIGTERM: valkey-server saves (if persistence is on) and exits."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> ValkeyProcess:
+        self.stop()
+        return self.start()
