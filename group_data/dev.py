@@ -1,0 +1,23 @@
+"""The dev plan: the local cache, plus a local primary standing in for the hosted tier.
+
+So a laptop has the same two tiers, and the same application settings, as production.
+"""
+
+import grp
+import os
+import pwd
+
+valkey_instances = [
+    {"name": "cache", "role": "cache", "port": 6379, "maxmemory": "128mb"},
+    {"name": "hosted", "role": "primary", "port": 6380, "maxmemory": "128mb"},
+]
+
+# The developer who ran the deploy (through sudo or not) may read the app settings.
+_developer = pwd.getpwnam(os.environ.get("SUDO_USER") or pwd.getpwuid(os.getuid()).pw_name)
+
+valkey_app = {
+    "name": "app",
+    "hosted_instance": "hosted",
+    "cache_instance": "cache",
+    "group": grp.getgrgid(_developer.pw_gid).gr_name,
+}

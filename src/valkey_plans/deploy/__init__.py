@@ -1,0 +1,150 @@
+"""The packaged pyinfra deploy: install Valkey and converge every planned instance.
+
+Use it from a deploy file (`deploy.py` at the repository root does exactly this):
+
+    from valkey_plans.deploy import valkey_plan
+    valkey_plan()
+"""
+
+from __future__ import annotations
+
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.facts.server import LinuxDistribution, Os
+from pyinfra.operations import apt, brew, files, systemd, sysvinit
+
+from valkey_plans.deploy.facts import HasSystemd
+from valkey_plans.deploy.operations import checked_file, daemon, unsupported_os
+from valkey_plans.plan import DEFAULTS, Instance, Plan
+from valkey_plans.render import TEMPLATE_DIR, app_files, instance_config
+
+PACKAGES = ["valkey-server", "valkey-tools"]
+CHECKER = "/usr/local/lib/valkey-plans/check-config"
+
+
+def current_plan() -> Plan:
+    """The validated plan of the host being deployed; raises PlanError before any change."""
+    return Plan.from_host_data(host.name, host.data)
+
+
+def _install_debian_family(plan: Plan, distro: dict) -> None:
+    name, major = distro.get("name"), distro.get("major") or 0
+    codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME", "")
+    if name == "Debian" and major == 12:
+        backports = apt.repo(
+            name="Add bookworm-backports (Valkey 8.0 lives there on Debian 12)",
+            src=f"deb {plan.debian_mirror} bookworm-backports main",
+            filename="bookworm-backports",
+        )
+        apt.update(name="Refresh package lists for backports", _if=backports.did_change)
+        extra = "-t bookworm-backports"
+    elif (name == "Debian" and major >= 13) or (name == "Ubuntu" and major >= 24):
+        extra = ""
+    else:
+        raise unsupported_os(f"{name} {major} ({codename or 'unknown codename'})")
+    apt.packages(
+        name="Install valkey-server and valkey-tools",
+        packages=PACKAGES,
+        extra_install_args=extra or None,
+        update=True,
+        cache_time=plan.apt_cache_time,
+    )
+
+
+def _install_checker() -> None:
+    files.directory(name="valkey-plans helper directory", path="/usr/local/lib/valkey-plans")
+    files.put(
+        name="Config checker (throwaway valkey-server on a candidate config)",
+        src=str(TEMPLATE_DIR / "check-config.sh"),
+        dest=CHECKER,
+        mode="755",
+    )
+
+
+def _converge_instance(plan: Plan, inst: Instance, systemd_host: bool) -> None:
+    config = checked_file(
+        name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
+        content=instance_config(plan, inst),
+        dest=inst.config_path,
+        checker=CHECKER,
+    )
+    if systemd_host:
+        started = systemd.service(
+            name=f"{inst.unit} running and enabled",
+            service=inst.unit,
+            running=True,
+            enabled=True,
+        )
+        systemd.service(
+            name=f"Restart {inst.unit} for its new config",
+            service=inst.unit,
+            restarted=True,
+            _if=lambda: config.did_change() and not started.did_change(),
+        )
+    else:
+        started = daemon(
+            name=f"valkey-server {inst.name} running (no systemd: start-stop-daemon)",
+            config=inst.config_path,
+            pidfile=inst.pidfile,
+            run_dir=inst.run_dir,
+        )
+        daemon(
+            name=f"Restart valkey-server {inst.name} for its new config",
+            config=inst.config_path,
+            pidfile=inst.pidfile,
+            run_dir=inst.run_dir,
+            restarted=True,
+            _if=lambda: config.did_change() and not started.did_change(),
+        )
+
+
+def _app_settings(plan: Plan) -> None:
+    files.directory(
+        name="Application settings directory",
+        path=plan.app.env_dir,
+        user="root",
+        group=plan.app.group,
+        mode="750",
+    )
+    for filename, content in app_files(plan).items():
+        files.put(
+            name=f"Application settings {filename}",
+            src=StringIO(content),
+            dest=f"{plan.app.env_dir}/{filename}",
+            user="root",
+            group=plan.app.group,
+            mode="640",
+        )
+
+
+@deploy("valkey-plans", data_defaults=DEFAULTS)
+def valkey_plan() -> None:
+    """Install Valkey and converge this host to its plan (see README, 'Plan settings')."""
+    plan = current_plan()
+    if host.get_fact(Os) == "Darwin":
+        from valkey_plans.deploy.macos import converge_macos
+
+        converge_macos(plan)
+        return
+    _install_debian_family(plan, host.get_fact(LinuxDistribution))
+    systemd_host = host.get_fact(HasSystemd)
+    if systemd_host:
+        systemd.service(
+            name="The package's default valkey-server.service is off (it would hold 6379)",
+            service="valkey-server.service",
+            running=False,
+            enabled=False,
+        )
+    else:
+        sysvinit.service(
+            name="The package's default valkey-server init script is off (it would hold 6379)",
+            service="valkey-server",
+            running=False,
+            enabled=False,
+        )
+    _install_checker()
+    for inst in plan.instances:
+        _converge_instance(plan, inst, systemd_host)
+    _app_settings(plan)

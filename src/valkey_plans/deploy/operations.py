@@ -1,0 +1,148 @@
+"""pyinfra operations for Valkey: small generators that yield commands only on drift."""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+from io import StringIO
+
+from pyinfra import host
+from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.facts.files import File, Sha256File
+from pyinfra.operations import files
+
+from valkey_plans.deploy.facts import RunningPid
+
+VALKEY_SERVER = "/usr/bin/valkey-server"
+
+
+@operation()
+def checked_file(
+    content: str,
+    dest: str,
+    checker: str | None = None,
+    user: str = "valkey",
+    group: str = "valkey",
+    mode: str = "640",
+):
+    """
+    Install a file only after a checker accepted it, so a bad file never goes live.
+
+    + content: the rendered file
+    + dest: where it lives
+    + checker: command run with the candidate's path as its argument; non-zero keeps
+      the old file (and the old running instance) and fails the operation
+    + user, group, mode: ownership of the installed file
+
+    The candidate is uploaded beside `dest` with the final owner and mode, so neither
+    the candidate nor the live file is ever world-readable, and the swap is a rename.
+
+    **Example:**
+
+    .. code:: python
+
+        checked_file(
+            name="Valkey config",
+            content=rendered,
+            dest="/etc/valkey/valkey-cache.conf",
+            checker="/usr/local/lib/valkey-plans/check-config",
+        )
+    """
+    want = hashlib.sha256(content.encode()).hexdigest()
+    have = host.get_fact(Sha256File, path=dest)
+    if have != want:
+        directory, name = posixpath.split(dest)
+        candidate = posixpath.join(directory, f".{name}.candidate")
+        yield from files.put._inner(
+            src=StringIO(content), dest=candidate, user=user, group=group, mode=mode
+        )
+        check = [checker, QuoteString(candidate), "&&"] if checker else []
+        yield StringCommand(*check, "mv", "-f", QuoteString(candidate), QuoteString(dest))
+        return
+
+    info = host.get_fact(File, path=dest) or {}
+    if info.get("user") != user or info.get("group") != group:
+        yield StringCommand("chown", f"{user}:{group}", QuoteString(dest))
+    if str(info.get("mode")) != mode.lstrip("0"):
+        yield StringCommand("chmod", mode, QuoteString(dest))
+    if info.get("user") == user and info.get("group") == group and str(info.get("mode")) == mode:
+        host.noop(f"{dest} is up to date")
+
+
+@operation()
+def daemon(
+    config: str,
+    pidfile: str,
+    run_dir: str,
+    running: bool = True,
+    restarted: bool = False,
+    user: str = "valkey",
+):
+    """
+    Run one valkey-server without systemd: start-stop-daemon, the valkey user, a pidfile.
+
+    Used where PID 1 is not systemd (containers, WSL, CI), so the same instance
+    config converges there too.
+
+    + config: the instance's config file
+    + pidfile: the pidfile that config names
+    + run_dir: runtime directory holding pidfile and unix socket (created as systemd would)
+    + running: whether the instance should run
+    + restarted: restart it if it runs (use with `_if=` on the config operation)
+    + user: the account valkey-server runs as
+
+    **Example:**
+
+    .. code:: python
+
+        daemon(
+            name="Valkey cache (no systemd)",
+            config="/etc/valkey/valkey-cache.conf",
+            pidfile="/run/valkey-cache/valkey-server.pid",
+            run_dir="/run/valkey-cache",
+        )
+    """
+    pid = host.get_fact(RunningPid, pidfile=pidfile)
+    stop = StringCommand(
+        "start-stop-daemon --stop --quiet --retry TERM/60/KILL/5 --pidfile",
+        QuoteString(pidfile),
+        "--exec",
+        VALKEY_SERVER,
+    )
+    start = StringCommand(
+        "install -d -o",
+        user,
+        "-g",
+        user,
+        "-m 2755",
+        QuoteString(run_dir),
+        "&& start-stop-daemon --start --quiet --chuid",
+        f"{user}:{user}",
+        "--pidfile",
+        QuoteString(pidfile),
+        "--exec",
+        VALKEY_SERVER,
+        "--",
+        QuoteString(config),
+        "--daemonize yes",
+    )
+    if not running:
+        if pid:
+            yield stop
+        else:
+            host.noop(f"{config}: not running")
+        return
+    if pid and restarted:
+        yield stop
+        yield start
+    elif not pid:
+        yield start
+    else:
+        host.noop(f"{config}: running as pid {pid}")
+
+
+def unsupported_os(description: str) -> OperationError:
+    return OperationError(
+        f"valkey-plans cannot install Valkey on {description}; supported: Debian 12"
+        " (bookworm-backports), Debian 13 and later, Ubuntu 24.04 and later, macOS (Homebrew)"
+    )

@@ -1,0 +1,432 @@
+"""The plan: one validated model of what Valkey should look like on a host.
+
+The deploy, the templates, the client settings and the checks all read this model,
+so a value is written once (here, or in the inventory's host/group data) and never
+restated. Every default lives in this module; README's "Plan settings" documents them.
+Validation happens before pyinfra runs a single operation, and its errors name the
+host, the field, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
+
+Role = Literal["cache", "primary", "replica", "cluster-node"]
+Policy = Literal[
+    "noeviction",
+    "allkeys-lru",
+    "allkeys-lfu",
+    "allkeys-random",
+    "volatile-lru",
+    "volatile-lfu",
+    "volatile-random",
+    "volatile-ttl",
+]
+LogLevel = Literal["debug", "verbose", "notice", "warning", "nothing"]
+AppendFsync = Literal["always", "everysec", "no"]
+
+MEMORY_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+HYPHENATED = {"maxmemory_policy": "maxmemory-policy", "maxmemory_samples": "maxmemory-samples"}
+
+#: Names of the cache role's dbs, in their default order (db 0..3).
+CACHE_DB_NAMES = ("user_index", "user_cache", "session_cache", "message_queue")
+
+#: What each role implies unless the plan says otherwise. maxmemory-policy is one
+#: setting per instance in Valkey, so it follows the role, never the db.
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "cache": {
+        "databases": 4,
+        "maxmemory-policy": "volatile-lru",
+        "maxmemory-samples": 10,
+        "save": ["3600 1", "300 100"],
+        "appendonly": False,
+    },
+    "primary": {
+        "databases": 1,
+        "maxmemory-policy": "noeviction",
+        "maxmemory-samples": 5,
+        "save": ["3600 1", "300 100", "60 10000"],
+        "appendonly": True,
+    },
+}
+ROLE_DEFAULTS["replica"] = ROLE_DEFAULTS["primary"]
+ROLE_DEFAULTS["cluster-node"] = ROLE_DEFAULTS["primary"]
+
+#: Defaults of every instance, whatever its role.
+INSTANCE_DEFAULTS: dict[str, Any] = {
+    "bind": ["127.0.0.1"],
+    "maxmemory": "256mb",
+    "appendfsync": "everysec",
+    "loglevel": "notice",
+    "extra_config": {},
+}
+
+#: The host-data keys the deploy reads, with their defaults: pyinfra's `data_defaults`
+#: for the packaged deploy. Inventories and group_data/ override any of them.
+DEFAULTS: dict[str, Any] = {
+    # The Valkey instances on the host; each entry is merged over its role's defaults.
+    "valkey_instances": [{"name": "cache", "role": "cache", "port": 6379}],
+    # Key domains the applications on this host use (a subset of valkey_plans.domains).
+    "valkey_domains": ["usr", "ses", "msg"],
+    # Extra 3-letter domains of your own: {"abc": "what they hold"}.
+    "valkey_custom_domains": {},
+    # What applications get: their name and where the hosted tier and local cache are.
+    "valkey_app": {
+        "name": "app",
+        "env_dir": "/etc/valkey-plans",
+        # Group that may read the settings files (mode 0640); the app's own group.
+        "group": "root",
+        "hosted_instance": None,
+        "hosted_url": None,
+        "cache_instance": "cache",
+    },
+    # Debian mirror used for the bookworm-backports source line.
+    "valkey_debian_mirror": "http://deb.debian.org/debian",
+    # Seconds an apt package list stays fresh before the deploy refreshes it.
+    "valkey_apt_cache_time": 86400,
+}
+
+
+class PlanError(ValueError):
+    """A plan that cannot be deployed; the message lists every problem, one per line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class CacheDb(_Strict):
+    """One db of the cache role: its number and, where it applies, its bound and TTL."""
+
+    db: int = Field(ge=0, le=15)
+    cap: int | None = Field(default=None, ge=1, le=1_000_000)
+    ttl: int | None = Field(default=None, ge=1, description="seconds")
+    sliding: bool = False
+
+
+def _default_cache_dbs() -> dict[str, CacheDb]:
+    return {
+        "user_index": CacheDb(db=0),
+        "user_cache": CacheDb(db=1, cap=100, ttl=3600),
+        "session_cache": CacheDb(db=2, ttl=86400, sliding=True),
+        "message_queue": CacheDb(db=3, cap=1000, ttl=86400),
+    }
+
+
+class Instance(_Strict):
+    """One Valkey server process: a systemd unit `valkey-server@NAME` and its config file."""
+
+    name: str
+    role: Role
+    bind: list[str]
+    port: int
+    maxmemory: str
+    maxmemory_policy: Policy = Field(alias="maxmemory-policy")
+    maxmemory_samples: int = Field(alias="maxmemory-samples")
+    databases: int
+    save: list[str]
+    appendonly: bool
+    appendfsync: AppendFsync
+    loglevel: LogLevel
+    extra_config: dict[str, str]
+    cache_dbs: dict[str, CacheDb] = Field(default_factory=_default_cache_dbs)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_role_defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        # Users may write Valkey's spelling (maxmemory-policy) or Python's (maxmemory_policy).
+        given = {HYPHENATED.get(key, key): value for key, value in data.items()}
+        # An unknown role is reported by the role Literal alone, naming the allowed roles;
+        # the primary's defaults only keep that message from drowning in "Field required".
+        role_defaults = ROLE_DEFAULTS.get(given.get("role"), ROLE_DEFAULTS["primary"])
+        return {**INSTANCE_DEFAULTS, **role_defaults, **given}
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError(
+                "allowed: a lowercase letter, then up to 30 lowercase letters, digits or '-'"
+            )
+        return value
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int) -> int:
+        if not 1 <= value <= 65535:
+            raise ValueError("allowed: a TCP port from 1 to 65535")
+        return value
+
+    @field_validator("maxmemory", mode="before")
+    @classmethod
+    def _maxmemory(cls, value: Any) -> str:
+        text = str(value).strip()
+        if isinstance(value, bool) or not MEMORY_PATTERN.match(text):
+            raise ValueError(
+                "allowed: bytes as an integer, optionally with a unit b, k, kb, m, mb, g, gb"
+                " (for example 256mb); 0 means no limit"
+            )
+        return text.lower()
+
+    @field_validator("maxmemory_samples")
+    @classmethod
+    def _samples(cls, value: int) -> int:
+        if not 1 <= value <= 64:
+            raise ValueError("allowed: an integer from 1 to 64")
+        return value
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("allowed: at least one IP address (127.0.0.1 for loopback only)")
+        for address in value:
+            try:
+                ipaddress.ip_address(address.removeprefix("-"))
+            except ValueError:
+                raise ValueError(f"{address!r} is not an IP address; allowed: IPv4/IPv6") from None
+        return value
+
+    @field_validator("save")
+    @classmethod
+    def _save(cls, value: list[str]) -> list[str]:
+        for rule in value:
+            parts = rule.split()
+            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                raise ValueError(
+                    f"{rule!r} is not a save rule; allowed: 'SECONDS CHANGES' with two"
+                    " positive integers, or an empty list for no snapshots"
+                )
+        return value
+
+    @field_validator("extra_config")
+    @classmethod
+    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, setting in value.items():
+            if not re.match(r"^[a-z][a-z0-9-]*$", key) or "\n" in str(setting):
+                raise ValueError(
+                    f"{key!r}: allowed: Valkey directive names (lowercase, '-') with one-line values"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _role_rules(self) -> Instance:
+        if self.role == "cache":
+            if self.databases < len(CACHE_DB_NAMES):
+                raise ValueError(
+                    f"databases = {self.databases}: a cache instance needs at least"
+                    f" {len(CACHE_DB_NAMES)} ({', '.join(CACHE_DB_NAMES)})"
+                )
+            missing = set(CACHE_DB_NAMES) - set(self.cache_dbs)
+            extra = set(self.cache_dbs) - set(CACHE_DB_NAMES)
+            if missing or extra:
+                raise ValueError(
+                    f"cache_dbs = {sorted(self.cache_dbs)}: allowed: exactly"
+                    f" {', '.join(CACHE_DB_NAMES)}"
+                )
+            numbers = [d.db for d in self.cache_dbs.values()]
+            if len(set(numbers)) != len(numbers) or max(numbers) >= self.databases:
+                raise ValueError(
+                    f"cache_dbs numbers {numbers}: allowed: distinct db numbers below"
+                    f" databases ({self.databases})"
+                )
+        elif self.databases != 1:
+            raise ValueError(
+                f"databases = {self.databases}: a {self.role} instance has db 0 only;"
+                " allowed: 1 (applications never SELECT, and Valkey Cluster has one db)"
+            )
+        return self
+
+    @property
+    def unit(self) -> str:
+        return f"valkey-server@{self.name}.service"
+
+    @property
+    def config_path(self) -> str:
+        return f"/etc/valkey/valkey-{self.name}.conf"
+
+    @property
+    def run_dir(self) -> str:
+        return f"/run/valkey-{self.name}"
+
+    @property
+    def pidfile(self) -> str:
+        return f"{self.run_dir}/valkey-server.pid"
+
+    @property
+    def unixsocket(self) -> str:
+        return f"{self.run_dir}/valkey-server.sock"
+
+    @property
+    def logfile(self) -> str:
+        return f"/var/log/valkey/valkey-server-{self.name}.log"
+
+    def db(self, name: str) -> CacheDb:
+        """The cache db called `name` (user_index, user_cache, ...)."""
+        return self.cache_dbs[name]
+
+
+class App(_Strict):
+    """What applications on this host are told: the env file's inputs."""
+
+    name: str = "app"
+    env_dir: str = "/etc/valkey-plans"
+    group: str = "root"
+    hosted_instance: str | None = None
+    hosted_url: str | None = None
+    cache_instance: str | None = "cache"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not NAME_PATTERN.match(value):
+            raise ValueError("allowed: a lowercase letter, then lowercase letters, digits or '-'")
+        return value
+
+    @field_validator("hosted_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^valkeys?://[^/\s]+(/0)?$", value):
+            raise ValueError(
+                "allowed: valkey://HOST:PORT or valkeys://HOST:PORT (db 0 only;"
+                " credentials come from secrets, never from the URL path)"
+            )
+        return value
+
+
+class Plan(_Strict):
+    """Everything the deploy, the clients and the checks need to know about one host."""
+
+    host: str
+    instances: list[Instance] = Field(alias="valkey_instances")
+    domains: list[str] = Field(alias="valkey_domains")
+    custom_domains: dict[str, str] = Field(alias="valkey_custom_domains")
+    app: App = Field(alias="valkey_app")
+    debian_mirror: str = Field(alias="valkey_debian_mirror")
+    apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
+
+    @field_validator("custom_domains")
+    @classmethod
+    def _custom(cls, value: dict[str, str]) -> dict[str, str]:
+        for code in value:
+            if not DOMAIN_PATTERN.match(code):
+                raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
+        return value
+
+    @field_validator("domains")
+    @classmethod
+    def _domains_shape(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not DOMAIN_PATTERN.match(code):
+                raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Plan:
+        known = {**DOMAINS, **self.custom_domains}
+        unknown = [d for d in self.domains if d not in known]
+        if unknown:
+            raise ValueError(
+                f"valkey_domains: unknown domain {', '.join(map(repr, unknown))}; allowed:"
+                f" {', '.join(sorted(known))}, or declare it in valkey_custom_domains"
+            )
+        for attr in ("name", "port"):
+            seen: set[object] = set()
+            for inst in self.instances:
+                value = getattr(inst, attr)
+                if value in seen:
+                    raise ValueError(
+                        f"valkey_instances: two instances with {attr} {value!r}; allowed:"
+                        f" one instance per {attr} on a host"
+                    )
+                seen.add(value)
+        names = {i.name: i for i in self.instances}
+        for field in ("hosted_instance", "cache_instance"):
+            ref = getattr(self.app, field)
+            if ref is not None and ref not in names:
+                raise ValueError(
+                    f"valkey_app.{field} = {ref!r}: allowed: one of this host's instances"
+                    f" ({', '.join(names) or 'none'})"
+                )
+        if self.app.cache_instance and names[self.app.cache_instance].role != "cache":
+            raise ValueError(
+                f"valkey_app.cache_instance = {self.app.cache_instance!r}: allowed: an"
+                " instance with role cache"
+            )
+        if self.app.hosted_instance and self.app.hosted_url:
+            raise ValueError(
+                "valkey_app: hosted_instance and hosted_url both set; allowed: one of them"
+            )
+        return self
+
+    def instance(self, name: str) -> Instance:
+        for inst in self.instances:
+            if inst.name == name:
+                return inst
+        raise KeyError(f"no instance {name!r} in the plan of {self.host}")
+
+    @property
+    def all_domains(self) -> dict[str, str]:
+        """The declared domains with their descriptions, custom ones included."""
+        known = {**DOMAINS, **self.custom_domains}
+        return {code: known[code] for code in self.domains}
+
+    @classmethod
+    def from_host_data(cls, host: str, data: Mapping[str, Any] | Any) -> Plan:
+        """Build the plan from pyinfra host data (a dict or pyinfra's HostData)."""
+        get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
+        raw: dict[str, Any] = {"host": host}
+        for key, default in DEFAULTS.items():
+            value = get(key, None)
+            raw[key] = default if value is None else value
+        if isinstance(raw["valkey_app"], Mapping):
+            raw["valkey_app"] = {**DEFAULTS["valkey_app"], **raw["valkey_app"]}
+        try:
+            return cls.model_validate(raw)
+        except ValidationError as exc:
+            raise PlanError(format_errors(host, raw, exc)) from None
+
+
+def _field_path(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    """Turn pydantic's location into the names a user wrote: valkey_instances[cache].port."""
+    parts: list[str] = []
+    node: Any = raw
+    for item in loc:
+        if isinstance(item, int) and isinstance(node, list):
+            entry = node[item] if item < len(node) else None
+            label = entry.get("name") if isinstance(entry, Mapping) else None
+            parts[-1] += f"[{label or item}]"
+            node = entry
+            continue
+        if isinstance(item, str) and item.startswith(("function-", "literal[")):
+            continue
+        parts.append(str(item))
+        node = node.get(item) if isinstance(node, Mapping) else None
+    return ".".join(parts)
+
+
+def format_errors(host: str, raw: Mapping[str, Any], exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        field = _field_path(raw, loc)
+        message = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "literal_error":
+            message = f"allowed: one of {err['ctx']['expected']}"
+        elif err["type"] == "extra_forbidden":
+            message = "unknown setting; allowed: the settings listed in README 'Plan settings'"
+        value = err.get("input")
+        shown = "" if isinstance(value, Mapping) else f" = {value!r}"
+        where = f"{field}{shown}: " if field else ""
+        lines.append(f"host {host}: {where}{message}")
+    return "invalid plan\n" + "\n".join(lines)

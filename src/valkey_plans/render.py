@@ -1,0 +1,45 @@
+"""Template rendering: one jinja2 environment for the deploy, the tests and the checks.
+
+StrictUndefined turns a misspelt variable into an error at render time, before
+anything is uploaded, instead of an empty value in a live config.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from valkey_plans.app_settings import app_environment
+
+TEMPLATE_DIR = Path(__file__).parent / "templates"
+
+MANAGED_HEADER = "Managed by valkey-plans (pyinfra): do not edit, change the plan."
+
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+    autoescape=False,
+)
+
+
+def render(template: str, **context: Any) -> str:
+    return _env.get_template(template).render(managed_header=MANAGED_HEADER, **context)
+
+
+def instance_config(plan: Any, instance: Any) -> str:
+    """The valkey-NAME.conf of one planned instance."""
+    return render("valkey-instance.conf.j2", plan=plan, instance=instance)
+
+
+def app_files(plan: Any) -> dict[str, str]:
+    """The application's env file and JSON twin, keyed by file name."""
+    settings = app_environment(plan)
+    return {
+        f"{plan.app.name}.env": render("app.env.j2", plan=plan, settings=settings),
+        f"{plan.app.name}.json": render("app.json.j2", plan=plan, settings=settings),
+    }
