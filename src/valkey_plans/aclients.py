@@ -1,0 +1,84 @@
+"""The asyncio flavour of the workload clients, for FastAPI-style applications.
+
+Same settings, names, options, timeouts and guards as `valkey_plans.clients` (this
+module only supplies valkey.asyncio classes); `await clients.aclose()` on shutdown.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Self
+
+import valkey.asyncio
+from valkey.asyncio.connection import Connection, SSLConnection
+from valkey.asyncio.retry import Retry
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from valkey_plans.clients import RETRIES, WorkloadClients, backoff
+from valkey_plans.guards import GuardedMixin
+
+
+class AsyncRetryingConnectionPool(valkey.asyncio.ConnectionPool):
+    """Retries handing out a connection, as `clients.RetryingConnectionPool` does for sync."""
+
+    async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Connection:
+        try:
+            return await super().get_connection(command_name, *keys, **options)
+        except (ValkeyConnectionError, ValkeyTimeoutError):
+            pass
+        get = super().get_connection
+        retry: Retry = copy.deepcopy(self.connection_kwargs["retry"])
+
+        async def attempt() -> Connection:
+            return await get(command_name, *keys, **options)
+
+        async def ignore(_: Exception) -> None:
+            return None
+
+        return await retry.call_with_retry(attempt, ignore)
+
+
+class AsyncWorkloadValkey(GuardedMixin, valkey.asyncio.Valkey):
+    """A standalone valkey.asyncio client that enforces its workload's guard."""
+
+
+class AsyncWorkloadValkeyCluster(GuardedMixin, valkey.asyncio.ValkeyCluster):
+    """A cluster valkey.asyncio client that enforces its workload's guard."""
+
+
+class AsyncClients(WorkloadClients[AsyncWorkloadValkey | AsyncWorkloadValkeyCluster]):
+    """The asyncio workload clients of one tier: `await AsyncClients(tier).api.get(k)`."""
+
+    def _standalone(self, options: dict[str, Any]) -> AsyncWorkloadValkey:
+        pool = AsyncRetryingConnectionPool(
+            connection_class=SSLConnection if self.tier.tls else Connection,
+            host=self.tier.host,
+            port=self.tier.port,
+            db=self.db,
+            retry=Retry(backoff(), RETRIES),
+            **options,
+        )
+        return AsyncWorkloadValkey(connection_pool=pool)
+
+    def _cluster(self, options: dict[str, Any]) -> AsyncWorkloadValkeyCluster:
+        return AsyncWorkloadValkeyCluster(
+            host=self.tier.host,
+            port=self.tier.port,
+            ssl=self.tier.tls,
+            retry=Retry(backoff(), RETRIES),
+            **options,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pool made by this object and its `for_db` views."""
+        for client in self._made_everywhere():
+            if isinstance(client, AsyncWorkloadValkey):
+                await client.connection_pool.disconnect()
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
