@@ -14,10 +14,11 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -35,6 +36,20 @@ ENV_FILE_VARIABLE = "VALKEY_ENV_FILE"
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _zero_or_one(value: object) -> object:
+    """The env file says 0/1 (what iovalkey code reads too); anything else is a typo."""
+    if isinstance(value, str):
+        flags = {"0": False, "1": True, "false": False, "true": True}
+        if value.strip().lower() not in flags:
+            raise ValueError("must be 0 or 1")
+        return flags[value.strip().lower()]
+    return value
+
+
+#: A 0/1 switch in the env file.
+Flag = Annotated[bool, BeforeValidator(_zero_or_one)]
 
 
 class SettingsError(ValueError):
@@ -58,7 +73,7 @@ class TierSettings(BaseModel):
     app: str = Field("app", pattern=_NAME, description="prefix of every client name")
     host: str = Field("127.0.0.1", min_length=1, pattern=r"^\S+$")
     port: int = Field(6379, ge=1, le=65535)
-    tls: bool = False
+    tls: Flag = False
     tls_ca_file: Path | None = None
     db: int = Field(0, ge=0, le=15)
     mode: Literal["standalone", "cluster"] = "standalone"
@@ -73,17 +88,6 @@ class TierSettings(BaseModel):
 
     #: Fields read without the tier prefix when the tier does not set them itself.
     INHERITED: ClassVar[tuple[str, ...]] = ()
-
-    @field_validator("tls", mode="before")
-    @classmethod
-    def _zero_or_one(cls, value: object) -> object:
-        """The env file says 0/1 (what iovalkey code reads too); anything else is a typo."""
-        if isinstance(value, str):
-            flags = {"0": False, "1": True, "false": False, "true": True}
-            if value.strip().lower() not in flags:
-                raise ValueError("must be 0 or 1")
-            return flags[value.strip().lower()]
-        return value
 
     @field_validator("tls_ca_file")
     @classmethod
@@ -149,6 +153,7 @@ class CacheTierSettings(TierSettings):
     user_ttl: int = Field(3600, ge=1, description="seconds a cached user record lives")
     message_ttl: int = Field(86400, ge=1, description="seconds a queued message lives")
     session_ttl: int = Field(1800, ge=1, description="seconds a session lives")
+    session_sliding: Flag = Field(False, description="each read renews a session's TTL")
 
     @model_validator(mode="after")
     def _distinct_dbs(self) -> Self:
