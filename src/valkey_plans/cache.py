@@ -427,6 +427,29 @@ class MessageQueue:
         return run(self.client, self.calls.processing())
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """The plan's caps and TTLs (seconds) for the cache dbs; defaults match the plan's."""
+
+    user_cap: int = 100
+    user_ttl: float = 3600
+    session_ttl: float = 1800
+    session_sliding: bool = False
+    message_cap: int = 1000
+    message_ttl: float = 86400
+
+    @classmethod
+    def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False) -> Bounds:
+        return cls(
+            user_cap=settings.user_cap,
+            user_ttl=settings.user_ttl,
+            session_ttl=settings.session_ttl,
+            session_sliding=session_sliding,
+            message_cap=settings.message_cap,
+            message_ttl=settings.message_ttl,
+        )
+
+
 @dataclass
 class LocalCache:
     """The four dbs of one cache instance, each on its own client."""
@@ -443,20 +466,14 @@ class LocalCache:
     @classmethod
     def from_clients(cls, index: valkey.Valkey, users: valkey.Valkey, sessions: valkey.Valkey,
                      messages: valkey.Valkey, blocking: valkey.Valkey | None = None,
-                     settings: CacheTierSettings | None = None,
-                     sliding: bool = False) -> LocalCache:
-        """Bounds come from the settings (the plan's values), defaults otherwise."""
-        bounds: dict[str, Any] = {}
-        if settings is not None:
-            bounds = {"user_cap": settings.user_cap, "user_ttl": settings.user_ttl,
-                      "session_ttl": settings.session_ttl, "message_cap": settings.message_cap,
-                      "message_ttl": settings.message_ttl}
+                     bounds: Bounds | None = None) -> LocalCache:
+        """One client per db (and the blocking one for `take`); checks the library once."""
+        b = bounds or Bounds()
         cache = cls(
             index=UserIndex(index),
-            users=UserCache(users, bounds.get("user_cap", 100), bounds.get("user_ttl", 3600)),
-            sessions=SessionCache(sessions, bounds.get("session_ttl", 1800), sliding),
-            messages=MessageQueue(messages, blocking, bounds.get("message_cap", 1000),
-                                  bounds.get("message_ttl", 86400)),
+            users=UserCache(users, b.user_cap, b.user_ttl),
+            sessions=SessionCache(sessions, b.session_ttl, b.session_sliding),
+            messages=MessageQueue(messages, blocking, b.message_cap, b.message_ttl),
         )
         cache.require_library()
         return cache

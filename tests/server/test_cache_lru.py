@@ -1,0 +1,151 @@
+"""The user cache is an exact LRU bounded at its cap, on a real cache instance."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import random
+from collections import OrderedDict
+from collections.abc import Iterator
+
+import pytest
+import valkey
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from tests.valkey_server import ValkeyProcess
+from valkey_plans import functions
+from valkey_plans.cache import USER_LRU, UserCache, UserIndex
+from valkey_plans.keys import new_key
+
+CAP = 4
+USER_KEYS = [new_key("usr") for _ in range(8)]
+STRUCTURAL = 2  # the LRU set and its clock
+
+
+@pytest.fixture(scope="module")
+def cache_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
+    """One cache-role server for the state machine (starting one per example is too slow)."""
+    server = ValkeyProcess(
+        tmp_path_factory.mktemp("cache"), databases="4", maxmemory_policy="volatile-lru"
+    ).start()
+    functions.ensure_loaded(server.client())
+    yield server
+    server.stop()
+
+
+def records(client: valkey.Valkey) -> dict[str, dict]:
+    """What db 1 holds, read around the cache (no LRU touch); keys evicted meanwhile drop out."""
+    keys = sorted(k.decode() for k in client.scan_iter(match="usr:*"))
+    values = dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
+    return {k: json.loads(v) for k, v in values.items() if v is not None}
+
+
+def test_lru_matches_ordered_dict_reference(cache_instance: ValkeyProcess) -> None:
+    client = cache_instance.client(db=1)
+
+    class ExactLru(RuleBasedStateMachine):
+        @initialize()
+        def empty(self) -> None:
+            client.flushdb()
+            self.cache = UserCache(client, cap=CAP, ttl=3600)
+            self.reference: OrderedDict[str, dict] = OrderedDict()
+
+        @rule(key=st.sampled_from(USER_KEYS), n=st.integers(0, 1000))
+        def put(self, key: str, n: int) -> None:
+            self.cache.put(key, {"n": n})
+            self.reference[key] = {"n": n}
+            self.reference.move_to_end(key)
+            while len(self.reference) > CAP:
+                self.reference.popitem(last=False)
+
+        @rule(key=st.sampled_from(USER_KEYS))
+        def get(self, key: str) -> None:
+            expected = self.reference.get(key)
+            if expected is not None:
+                self.reference.move_to_end(key)
+            assert self.cache.get(key) == expected
+
+        @rule(keys=st.lists(st.sampled_from(USER_KEYS), max_size=5))
+        def get_many(self, keys: list[str]) -> None:
+            expected = {}
+            for key in keys:
+                if key in self.reference:
+                    self.reference.move_to_end(key)
+                    expected[key] = self.reference[key]
+            assert self.cache.get_many(keys) == expected
+
+        @rule(key=st.sampled_from(USER_KEYS))
+        def delete(self, key: str) -> None:
+            assert self.cache.delete(key) == (self.reference.pop(key, None) is not None)
+
+        @invariant()
+        def db_equals_reference(self) -> None:
+            assert records(client) == dict(self.reference)
+            order = [k.decode() for k in client.zrange(USER_LRU, 0, -1)]
+            assert order == list(self.reference)
+
+    ExactLru.TestCase.settings = settings(
+        max_examples=60,
+        stateful_step_count=30,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture],
+    )
+    ExactLru.TestCase().runTest()
+
+
+def _churn(port: int, seed: int, cap: int, rounds: int) -> None:
+    rng = random.Random(seed)
+    cache = UserCache(valkey.Valkey(port=port, db=1), cap=cap, ttl=3600)
+    pool = [new_key("usr") for _ in range(cap * 3)]
+    for _ in range(rounds):
+        key = rng.choice(pool)
+        if rng.random() < 0.6:
+            cache.put(key, {"seed": seed, "pad": "x" * rng.randint(0, 200)})
+        else:
+            cache.get(key)
+
+
+def test_two_processes_never_push_the_db_above_its_cap(cache_instance: ValkeyProcess) -> None:
+    cap = 20
+    client = cache_instance.client(db=1)
+    client.flushdb()
+    ctx = multiprocessing.get_context("fork")
+    workers = [
+        ctx.Process(target=_churn, args=(cache_instance.port, seed, cap, 1500)) for seed in (1, 2)
+    ]
+    for worker in workers:
+        worker.start()
+    highest = 0
+    while any(worker.is_alive() for worker in workers):
+        # DBSIZE is one atomic read: records plus the two structural keys
+        highest = max(highest, client.dbsize() - STRUCTURAL)
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+    assert highest <= cap
+    assert len(records(client)) == cap  # 2x3000 puts over 60 keys fill it exactly
+    assert client.zcard(USER_LRU) == cap
+
+
+def test_index_survives_memory_squeeze_while_cached_users_are_evicted(valkey_factory) -> None:
+    server = valkey_factory(
+        "squeeze", databases="4", maxmemory="4mb", maxmemory_policy="volatile-lru"
+    )
+    functions.ensure_loaded(server.client())
+    index = UserIndex(server.client(db=0))
+    linked = {f"user{i}@example.com": new_key("usr") for i in range(2000)}
+    for email, key in linked.items():
+        index.link(email, key)
+    users = UserCache(server.client(db=1), cap=100_000, ttl=3600)
+    put = [new_key("usr") for _ in range(600)]
+    for key in put:  # 600 x 20 kB = 12 MB through a 4 MB instance
+        users.put(key, {"pad": "u" * 20_000})
+    assert server.client().info("stats")["evicted_keys"] > 0
+    still_cached = len(records(server.client(db=1)))
+    assert 0 < still_cached < len(put)
+    assert all(index.lookup(email) == key for email, key in linked.items())
+    # evicted records read as misses and leave the LRU set as they are found missing
+    assert users.get(put[0]) is None
+    assert server.client(db=1).zscore(USER_LRU, put[0]) is None
