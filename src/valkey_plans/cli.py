@@ -8,3 +8,8 @@ import click
 @click.group()
 def main() -> None:
     """Run Valkey the way you planned it."""
+
+
+from valkey_plans.lab_cli import lab  # noqa: E402  (registered last, kept apart)
+
+main.add_command(lab)

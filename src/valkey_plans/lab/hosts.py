@@ -1,0 +1,104 @@
+"""One lab host: overlay root, per-host identity files, a systemd-nspawn boot, readiness.
+
+Per-host files are written into the overlay (never into the cached base): hostname, hosts,
+machine id, ssh host key, the lab's login key, the apt proxy, an empty resolver config.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from valkey_plans.lab import config, mounts, net, procs, ssh
+from valkey_plans.lab.state import Host, LabState
+
+#: Timers that would run apt on their own and race the deploy for the dpkg lock.
+MASKED_UNITS = ("apt-daily.timer", "apt-daily-upgrade.timer")
+
+
+def plan(base: Path, index: int, release: str, lower: Path) -> Host:
+    """The names, address and paths of host number `index` (1-based)."""
+    name = f"{config.PREFIX}{index}"
+    home = base / "hosts" / name
+    return Host(
+        name=name,
+        release=release,
+        address=str(config.SUBNET.network_address + config.FIRST_HOST_OFFSET + index - 1),
+        netns=name,
+        veth=name,
+        lower=str(lower),
+        upper=str(home / "upper"),
+        work=str(home / "work"),
+        root=str(home / "root"),
+    )
+
+
+def prepare(state: LabState, host: Host) -> str:
+    """Create the host's namespace and root; return its public ssh host key line."""
+    net.add_host(host.netns, host.veth, host.address)
+    root = Path(host.root)
+    mounts.mount_overlay(Path(host.lower), Path(host.upper), Path(host.work), root)
+    etc = root / "etc"
+    (etc / "hostname").write_text(f"{host.name}\n")
+    peers = "".join(f"{h.address}\t{h.name}\n" for h in state.hosts)
+    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{peers}")
+    (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
+    resolv = etc / "resolv.conf"
+    resolv.unlink(missing_ok=True)
+    resolv.write_text("# lab host: no DNS; apt reaches the mirror through the proxy\n")
+    (etc / "apt/apt.conf.d/00valkey-plans-lab-proxy").write_text(
+        f'Acquire::http::Proxy "{state.proxy_url}";\n'
+    )
+    for unit in MASKED_UNITS:
+        link = etc / "systemd/system" / unit
+        link.unlink(missing_ok=True)
+        link.symlink_to("/dev/null")
+    ssh.authorize(root, Path(state.ssh_key))
+    return ssh.make_host_key(root, host.name)
+
+
+def boot(state: LabState, host: Host) -> None:
+    """Start systemd-nspawn booting the host; it runs on after this process exits."""
+    argv = [
+        "systemd-nspawn",
+        "--quiet",
+        "--register=no",
+        "--keep-unit",
+        f"--directory={host.root}",
+        f"--machine={host.name}",
+        f"--network-namespace-path=/run/netns/{host.netns}",
+        "--resolv-conf=off",
+        "--timezone=off",
+        "--link-journal=no",
+        "--console=read-only",
+        "--boot",
+    ]
+    host.proc = procs.spawn(argv, Path(state.lab_dir) / "logs" / f"{host.name}.console.log")
+
+
+def wait_ready(state: LabState, host: Host, timeout: float = 120.0) -> str:
+    """Wait until sshd answers and systemd finished booting; return `is-system-running`."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if host.proc is None or not procs.alive(host.proc):
+            raise RuntimeError(f"{host.name}: systemd-nspawn exited; see {_log(state, host)}")
+        try:
+            done = ssh.ssh_run(state, host, "systemctl is-system-running --wait", timeout=60)
+        except subprocess.TimeoutExpired:
+            continue
+        lines = (done.stdout.strip() or done.stderr.strip()).splitlines()
+        last = lines[-1] if lines else ""
+        if done.returncode == 255:  # ssh itself failed: sshd is not up yet
+            time.sleep(0.5)
+            continue
+        if last in ("running", "degraded"):
+            return last
+        time.sleep(0.5)
+    raise RuntimeError(f"{host.name} did not become ready ({last!r}); see {_log(state, host)}")
+
+
+def _log(state: LabState, host: Host) -> Path:
+    return Path(state.lab_dir) / "logs" / f"{host.name}.console.log"

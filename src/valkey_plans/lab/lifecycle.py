@@ -1,0 +1,168 @@
+"""`up`, `status` and `down`: the lab's whole life, serialised by a lock file in the lab dir."""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from valkey_plans.lab import config, hosts, mounts, net, procs, proxy, rootfs, ssh, state
+from valkey_plans.lab.state import LabState, Proc
+
+
+@contextmanager
+def _locked(base: Path) -> Iterator[None]:
+    """One `up`/`down` at a time per lab dir (CLI and test fixture may race)."""
+    base.mkdir(parents=True, exist_ok=True)
+    with (base / "lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
+def assign(n: int, releases: Sequence[str]) -> list[str]:
+    """Release of each of `n` hosts: round-robin over `releases` (bookworm if none given)."""
+    if n < 1:
+        raise ValueError("the lab needs at least one host")
+    chosen = list(releases) or ["bookworm"]
+    for release in chosen:
+        if release not in config.RELEASES:
+            raise ValueError(f"release {release!r} is not one of {', '.join(config.RELEASES)}")
+    return [chosen[i % len(chosen)] for i in range(n)]
+
+
+def up(n: int, releases: Sequence[str] = ()) -> LabState:
+    """Bring up `n` booted hosts; reuse a running lab of the same shape, else rebuild it.
+
+    Anything left by an earlier run (crashed or not) is removed first, so a failed `up` can
+    simply be run again.
+    """
+    wanted = assign(n, releases)
+    base = config.lab_dir()
+    with _locked(base):
+        old = state.load(base)
+        if old and [h.release for h in old.hosts] == wanted and _healthy(old):
+            return old
+        _teardown(base, old)
+        try:
+            return _build(base, wanted)
+        except BaseException:
+            _teardown(base, state.load(base))
+            raise
+
+
+def _build(base: Path, wanted: list[str]) -> LabState:
+    lab = LabState(
+        lab_dir=str(base),
+        ssh_key=str(ssh.ensure_client_key(base)),
+        known_hosts=str(base / "ssh" / "known_hosts"),
+        ssh_config=str(base / "ssh" / "config"),
+    )
+    releases = sorted(set(wanted))
+    with ThreadPoolExecutor() as pool:
+        built = pool.map(lambda r: rootfs.ensure(r, base), releases)
+        lowers = dict(zip(releases, built, strict=True))
+    state.save(lab)
+    lab.bridge_created = net.ensure_bridge()
+    state.save(lab)
+    lab.proxy = proxy.ensure(base)
+    # Hosts are recorded before they exist, so a crash halfway is still cleaned up.
+    lab.hosts = [hosts.plan(base, i + 1, r, lowers[r]) for i, r in enumerate(wanted)]
+    state.save(lab)
+    host_keys = {host.name: hosts.prepare(lab, host) for host in lab.hosts}
+    ssh.write_client_files(lab, host_keys)
+    for host in lab.hosts:
+        hosts.boot(lab, host)
+        state.save(lab)
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda h: hosts.wait_ready(lab, h), lab.hosts))
+    return lab
+
+
+def _healthy(lab: LabState) -> bool:
+    """Every host's nspawn runs and answers over SSH (and the proxy is up)."""
+    if not proxy.listening():
+        return False
+    for host in lab.hosts:
+        if host.proc is None or not procs.alive(host.proc):
+            return False
+        if ssh.ssh_run(lab, host, "true", timeout=30).returncode != 0:
+            return False
+    return True
+
+
+@dataclass(frozen=True)
+class HostStatus:
+    """What `status()` reports per host."""
+
+    name: str
+    release: str
+    address: str
+    running: bool
+    ssh: bool
+
+
+def status() -> tuple[LabState | None, list[HostStatus]]:
+    """The saved state and, per host, whether its container runs and SSH answers."""
+    lab = state.load(config.lab_dir())
+    if lab is None:
+        return None, []
+    report = []
+    for host in lab.hosts:
+        running = host.proc is not None and procs.alive(host.proc)
+        reachable = running and ssh.ssh_run(lab, host, "true", timeout=30).returncode == 0
+        report.append(HostStatus(host.name, host.release, host.address, running, reachable))
+    return lab, report
+
+
+def down() -> None:
+    """Remove every host, namespace, mount, bridge and process the lab started; keep caches."""
+    base = config.lab_dir()
+    with _locked(base):
+        _teardown(base, state.load(base))
+
+
+def _teardown(base: Path, lab: LabState | None) -> None:
+    """Remove what `lab` names plus anything carrying the lab's names (a crash without state)."""
+    recorded = [h.proc for h in lab.hosts if h.proc] if lab else []
+    for proc in recorded + _orphans(base, "systemd-nspawn", f"--directory={base / 'hosts'}/"):
+        procs.stop(proc)
+    mounts.unmount_under(base / "hosts")
+    shutil.rmtree(base / "hosts", ignore_errors=True)
+    for netns in net.lab_namespaces():
+        net.remove_namespace(netns)
+    for link in net.lab_links():
+        net.remove_link(link)
+    proxies = [lab.proxy] if lab and lab.proxy else []
+    cache_arg = f"CacheDir={base / 'apt-cacher-ng' / 'cache'}"
+    for proc in proxies + _orphans(base, "apt-cacher-ng", cache_arg):
+        procs.stop(proc)
+    for host in lab.hosts if lab else []:
+        _rmdir_quiet(Path("/run/systemd/nspawn/propagate") / host.name)
+    state.remove(base)
+
+
+def _orphans(base: Path, program: str, marker: str) -> list[Proc]:
+    """Processes running `program` whose arguments contain `marker` (a path inside the lab)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            argv = cmdline.read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if not argv or not argv[0].decode(errors="replace").endswith(program):
+            continue
+        if any(marker in a.decode(errors="replace") for a in argv):
+            pid = int(cmdline.parent.name)
+            started = procs.start_time(pid)
+            if started is not None:
+                found.append(Proc(pid=pid, start_time=started))
+    return found
+
+
+def _rmdir_quiet(path: Path) -> None:
+    with suppress(OSError):
+        path.rmdir()

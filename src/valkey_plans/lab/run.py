@@ -1,0 +1,17 @@
+"""Running host commands with errors that say what failed."""
+
+from __future__ import annotations
+
+import subprocess
+
+
+def run(
+    *argv: str, check: bool = True, input: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing output; on failure raise with the command and its stderr."""
+    done = subprocess.run(argv, capture_output=True, text=True, input=input, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(
+            f"command failed ({done.returncode}): {' '.join(argv)}\n{done.stderr.strip()}"
+        )
+    return done
