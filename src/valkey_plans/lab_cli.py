@@ -54,6 +54,17 @@ def status() -> None:
 
 
 @lab.command()
+def hosts() -> None:
+    """Print the `--hosts=` value for `pytest checks/` (testinfra over SSH) against the lab."""
+    from valkey_plans.lab import ssh, state
+
+    lab_state = state.load(config.lab_dir())
+    if lab_state is None:
+        raise click.ClickException("no lab is up: run `valkey-plans lab up N` first")
+    click.echo(ssh.testinfra_hosts(lab_state))
+
+
+@lab.command()
 def down() -> None:
     """Stop and remove every host, namespace, mount, bridge and process the lab started."""
     from valkey_plans.lab import lifecycle

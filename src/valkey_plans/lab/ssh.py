@@ -80,3 +80,8 @@ def ssh_run(
         check=False,
         stdin=subprocess.DEVNULL,
     )
+
+
+def testinfra_hosts(state: LabState) -> str:
+    """The `--hosts=` value for `pytest checks/`: every host over SSH with the lab's config."""
+    return ",".join(f"ssh://root@{h.address}?ssh_config={state.ssh_config}" for h in state.hosts)
