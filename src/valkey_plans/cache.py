@@ -24,6 +24,7 @@ from valkey_plans.functions import require_version
 from valkey_plans.keys import KeyFormatError, new_key, parse
 
 if TYPE_CHECKING:
+    from valkey_plans.clients import WorkloadClients
     from valkey_plans.settings import CacheTierSettings
 
 T = TypeVar("T")
@@ -477,3 +478,25 @@ class LocalCache:
         )
         cache.require_library()
         return cache
+
+    @classmethod
+    def from_workload_clients(cls, clients: WorkloadClients[Any], settings: CacheTierSettings,
+                              session_sliding: bool = False) -> LocalCache:
+        """Each db's api client from the cache tier's clients; `take` on the blocking one."""
+        dbs = settings.dbs
+        return cls.from_clients(
+            index=clients.for_db(dbs.user_index).api,
+            users=clients.for_db(dbs.user_cache).api,
+            sessions=clients.for_db(dbs.session_cache).api,
+            messages=clients.for_db(dbs.message_queue).api,
+            blocking=clients.for_db(dbs.message_queue).blocking,
+            bounds=Bounds.from_settings(settings, session_sliding),
+        )
+
+    @classmethod
+    def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False
+                      ) -> LocalCache:
+        """The local cache of `load_settings().cache`, on its own workload clients."""
+        from valkey_plans.clients import Clients
+
+        return cls.from_workload_clients(Clients(settings), settings, session_sliding)

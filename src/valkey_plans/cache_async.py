@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import valkey.asyncio
 
@@ -29,6 +29,9 @@ from valkey_plans.cache import (
 )
 from valkey_plans.functions import require_version_async
 from valkey_plans.keys import new_key
+
+if TYPE_CHECKING:
+    from valkey_plans.settings import CacheTierSettings
 
 T = TypeVar("T")
 
@@ -189,3 +192,20 @@ class AsyncLocalCache:
         )
         await cache.require_library()
         return cache
+
+    @classmethod
+    async def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False
+                            ) -> AsyncLocalCache:
+        """The local cache of `load_settings().cache`, on its own asyncio workload clients."""
+        from valkey_plans.aclients import AsyncClients
+
+        clients = AsyncClients(settings)
+        dbs = settings.dbs
+        return await cls.from_clients(
+            index=clients.for_db(dbs.user_index).api,
+            users=clients.for_db(dbs.user_cache).api,
+            sessions=clients.for_db(dbs.session_cache).api,
+            messages=clients.for_db(dbs.message_queue).api,
+            blocking=clients.for_db(dbs.message_queue).blocking,
+            bounds=Bounds.from_settings(settings, session_sliding),
+        )

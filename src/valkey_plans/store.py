@@ -1,0 +1,326 @@
+"""Read-through to the hosted tier, with the local cache in front and invalidation behind.
+
+The hosted tier (a `primary`, db 0 only) is the source of truth. Reads try the local
+cache, then hosted, then fill the cache. Writes go to hosted first, in one MULTI
+with the PUBLISH of their invalidation (so no committed write can lose its
+invalidation), then update the local copy. Every node runs a subscriber that drops
+its local copies when another node writes; after any (re)subscription it drops the
+whole user and session dbs, because invalidations published while it was away are
+gone. A read racing a remote write can still refill an old copy; the record's TTL
+bounds how long.
+
+Hosted unreachable: whatever the local cache holds keeps being served; a miss or a
+write raises `HostedUnavailable`, so nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import valkey
+
+from valkey_plans.cache import (
+    LocalCache,
+    Record,
+    Session,
+    encode,
+    normalise_email,
+    record_key,
+    sessions_of,
+)
+from valkey_plans.keys import new_key
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+USERS_CHANNEL = "vp:inval:users"
+SESSIONS_CHANNEL = "vp:inval:sessions"
+#: Hosted db 0: normalised email -> `usr:` key (structural, so the `vp:` prefix).
+EMAIL_PREFIX = "vp:email:"
+RESUBSCRIBE_PAUSE = 0.5
+
+
+class HostedUnavailable(ConnectionError):
+    """The hosted tier did not answer: the named operation was not done."""
+
+
+def email_key(email: str) -> str:
+    return f"{EMAIL_PREFIX}{normalise_email(email)}"
+
+
+def _where(client: valkey.Valkey) -> str:
+    kwargs = client.connection_pool.connection_kwargs
+    return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+class Store:
+    """Users and sessions for one node: local cache first, hosted as the truth.
+
+    + hosted: a client on the hosted tier's db 0 (the api workload)
+    + local: this node's `LocalCache`
+    + subscriber: a client on the hosted tier for pub/sub (the subscriber workload)
+    + node: names this node in invalidations so it skips its own (default host:cache port)
+    """
+
+    def __init__(self, hosted: valkey.Valkey, local: LocalCache,
+                 subscriber: valkey.Valkey | None = None, node: str | None = None) -> None:
+        self.hosted = hosted
+        self.local = local
+        self.subscriber = subscriber
+        cache_port = local.users.client.connection_pool.connection_kwargs.get("port")
+        self.node = node or f"{socket.gethostname()}:{cache_port}"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pubsub: Any = None
+        self.subscribed = threading.Event()
+
+    # --- hosted access --------------------------------------------------------------
+
+    def _hosted(self, what: str, action: Callable[[], T]) -> T:
+        try:
+            return action()
+        except (valkey.ConnectionError, valkey.TimeoutError) as exc:
+            raise HostedUnavailable(
+                f"hosted tier {_where(self.hosted)} unreachable, {what} not done: {exc}"
+            ) from None
+
+    def _commit(self, what: str, build: Callable[[Any], None], watch: str | None = None,
+                before: Callable[[Any], None] | None = None) -> None:
+        """One MULTI on hosted; `before` reads under WATCH when the write depends on it."""
+
+        def transaction(pipe: Any) -> None:
+            if before is not None:
+                before(pipe)
+            pipe.multi()
+            build(pipe)
+
+        self._hosted(what, lambda: self.hosted.transaction(
+            transaction, *([watch] if watch else [])))
+
+    def _message(self, **fields: Any) -> str:
+        return json.dumps({"node": self.node, **fields})
+
+    # --- users ----------------------------------------------------------------------
+
+    def get_user(self, key: str) -> Record | None:
+        cached = self.local.users.get(key)
+        if cached is not None:
+            return cached
+        raw = self._hosted(f"reading {key}", lambda: self.hosted.get(key))
+        if raw is None:
+            return None
+        record: Record = json.loads(raw)
+        self.local.users.put(key, record)
+        return record
+
+    def find_user(self, email: str) -> str | None:
+        """The user key of an email: local index, else hosted, then remembered locally."""
+        local = self.local.index.lookup(email)
+        if local is not None:
+            return local
+        raw = self._hosted(f"looking up {email!r}", lambda: self.hosted.get(email_key(email)))
+        if raw is None:
+            return None
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        self.local.index.link(email, key)
+        return key
+
+    def save_user(self, record: Mapping[str, Any], key: str | None = None) -> str:
+        """Write a user to hosted (its `email`, if any, indexed), then here; others drop theirs."""
+        key = record_key(key, "usr", "user") if key else new_key("usr")
+        payload = encode(record)
+        email = record.get("email")
+        new_email = normalise_email(email) if email is not None else None
+        old: dict[str, str | None] = {"email": None}
+
+        def read_old(pipe: Any) -> None:
+            raw = pipe.get(key)
+            old["email"] = json.loads(raw).get("email") if raw else None
+
+        def write(pipe: Any) -> None:
+            stale = old["email"]
+            if stale is not None and normalise_email(stale) != new_email:
+                pipe.delete(email_key(stale))
+            if new_email is not None:
+                pipe.set(email_key(new_email), key)
+            pipe.set(key, payload)
+            pipe.publish(USERS_CHANNEL, self._message(key=key, emails=[stale] if stale else []))
+
+        self._commit(f"saving {key}", write, watch=key, before=read_old)
+        stale = old["email"]
+        if stale is not None and normalise_email(stale) != new_email:
+            self.local.index.unlink(stale)
+        if new_email is not None:
+            self.local.index.link(new_email, key)
+        self.local.users.put(key, record)
+        return key
+
+    def delete_user(self, key: str) -> None:
+        record_key(key, "usr", "user")
+        emails: list[str] = []
+
+        def read_old(pipe: Any) -> None:
+            raw = pipe.get(key)
+            email = json.loads(raw).get("email") if raw else None
+            emails.extend([email] if email else [])
+
+        def write(pipe: Any) -> None:
+            for email in emails:
+                pipe.delete(email_key(email))
+            pipe.delete(key)
+            pipe.publish(USERS_CHANNEL, self._message(key=key, emails=emails))
+
+        self._commit(f"deleting {key}", write, watch=key, before=read_old)
+        self._drop_user(key, emails)
+
+    def _drop_user(self, key: str, emails: list[str]) -> None:
+        self.local.users.delete(key)
+        for email in emails:
+            self.local.index.unlink(email)
+
+    # --- sessions -------------------------------------------------------------------
+
+    def create_session(self, owner: str, data: Mapping[str, Any],
+                       ttl: float | None = None) -> Session:
+        key = new_key("ses")
+        ttl_ms = int((ttl if ttl is not None else self.local.sessions.calls.ttl_ms / 1000) * 1000)
+        payload = json.dumps({"owner": owner, "data": dict(data)})
+        index = sessions_of(owner)
+
+        def write(pipe: Any) -> None:
+            pipe.set(key, payload, px=ttl_ms)
+            pipe.sadd(index, key)
+            pipe.pexpire(index, ttl_ms, gt=True)
+            pipe.pexpire(index, ttl_ms, nx=True)
+
+        self._commit(f"creating a session of {owner}", write)
+        return self.local.sessions.create(owner, data, ttl=ttl_ms / 1000, key=key)
+
+    def get_session(self, key: str) -> Session | None:
+        cached = self.local.sessions.get(key)
+        if cached is not None:
+            return cached
+
+        def read() -> list[Any]:
+            pipe = self.hosted.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            return pipe.execute()
+
+        raw, pttl = self._hosted(f"reading {key}", read)
+        if raw is None or pttl <= 0:
+            return None
+        stored = json.loads(raw)
+        return self.local.sessions.create(stored["owner"], stored["data"], ttl=pttl / 1000,
+                                          key=key)
+
+    def revoke_session(self, key: str) -> None:
+        record_key(key, "ses", "session")
+
+        def write(pipe: Any) -> None:
+            pipe.delete(key)
+            pipe.publish(SESSIONS_CHANNEL, self._message(key=key))
+
+        self._commit(f"revoking {key}", write)
+        self.local.sessions.revoke(key)
+
+    def revoke_sessions(self, owner: str) -> None:
+        """Revoke every session of `owner` on hosted and, through invalidation, on all nodes."""
+        index = sessions_of(owner)
+        members: list[bytes] = []
+
+        def read_members(pipe: Any) -> None:
+            members.extend(pipe.smembers(index))
+
+        def write(pipe: Any) -> None:
+            if members:
+                pipe.delete(*members)
+            pipe.delete(index)
+            pipe.publish(SESSIONS_CHANNEL, self._message(owner=owner))
+
+        self._commit(f"revoking the sessions of {owner}", write, watch=index, before=read_members)
+        self.local.sessions.revoke_all(owner)
+
+    # --- invalidation ---------------------------------------------------------------
+
+    def apply(self, channel: str, raw: bytes | str) -> None:
+        """Drop the local copies an invalidation names (unless this node sent it)."""
+        message = json.loads(raw)
+        if message.get("node") == self.node:
+            return
+        if channel == USERS_CHANNEL:
+            self._drop_user(message["key"], message.get("emails", []))
+        elif channel == SESSIONS_CHANNEL and "owner" in message:
+            self.local.sessions.revoke_all(message["owner"])
+        elif channel == SESSIONS_CHANNEL:
+            self.local.sessions.revoke(message["key"])
+
+    def drop_all(self) -> None:
+        """Forget every local user and session: after missed invalidations, refill from hosted.
+
+        The email index stays: an email's user key only changes through this store.
+        """
+        self.local.users.client.flushdb()
+        self.local.sessions.client.flushdb()
+
+    def start(self) -> Store:
+        """Run the invalidation subscriber in a daemon thread (needs `subscriber`)."""
+        if self.subscriber is None:
+            raise ValueError("Store.start needs a subscriber client on the hosted tier")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._listen, name="vp-invalidation", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def _listen(self) -> None:
+        assert self.subscriber is not None
+        while not self._stop.is_set():
+            try:
+                pubsub = self.subscriber.pubsub()
+                pubsub.subscribe(USERS_CHANNEL, SESSIONS_CHANNEL)
+                confirmed = 0
+                while confirmed < 2 and not self._stop.is_set():
+                    reply = pubsub.get_message(timeout=1.0)
+                    confirmed += bool(reply and reply["type"] == "subscribe")
+                # subscribed: from here no invalidation is missed, so forget what may be stale
+                self.drop_all()
+                self.subscribed.set()
+                socket_in_use = pubsub.connection._sock
+                while not self._stop.is_set():
+                    message = pubsub.get_message(timeout=0.2)
+                    if pubsub.connection is not None and pubsub.connection._sock is not (
+                        socket_in_use
+                    ):
+                        # valkey-py reconnected and resubscribed on its own: same gap
+                        self.drop_all()
+                        socket_in_use = pubsub.connection._sock
+                    if message and message["type"] == "message":
+                        channel = message["channel"]
+                        self.apply(channel.decode() if isinstance(channel, bytes) else channel,
+                                   message["data"])
+                pubsub.close()
+            except (valkey.ConnectionError, valkey.TimeoutError) as exc:
+                self.subscribed.clear()
+                log.warning("invalidation subscriber lost hosted %s: %s; retrying",
+                            _where(self.subscriber), exc)
+                self._stop.wait(RESUBSCRIBE_PAUSE)
+
+    @contextmanager
+    def running(self) -> Iterator[Store]:
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()

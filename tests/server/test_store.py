@@ -1,0 +1,115 @@
+"""Read-through and invalidation across two nodes in front of one real hosted primary."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+import valkey
+
+from valkey_plans import functions
+from valkey_plans.cache import LocalCache
+from valkey_plans.store import HostedUnavailable, Store
+
+BOUND = 5.0  # generous bound for an invalidation to arrive; nothing asserts speed
+
+
+def eventually(check: Callable[[], bool]) -> bool:
+    deadline = time.monotonic() + BOUND
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+@pytest.fixture
+def primary(valkey_factory):
+    return valkey_factory("primary", databases="1", maxmemory_policy="noeviction")
+
+
+def node(valkey_factory, primary, name: str) -> Store:
+    cache = valkey_factory(name, databases="4", maxmemory_policy="volatile-lru")
+    functions.ensure_loaded(cache.client())
+    local = LocalCache.from_clients(*(cache.client(db=n) for n in range(4)))
+    hosted = primary.client(socket_timeout=1, socket_connect_timeout=1, retry_on_error=[])
+    return Store(hosted, local, subscriber=primary.client(), node=name)
+
+
+@pytest.fixture
+def nodes(valkey_factory, primary):
+    a, b = node(valkey_factory, primary, "a"), node(valkey_factory, primary, "b")
+    a.start(), b.start()
+    assert a.subscribed.wait(BOUND) and b.subscribed.wait(BOUND)
+    yield a, b
+    a.stop(), b.stop()
+
+
+def cached(store: Store, key: str) -> bool:
+    return store.local.users.client.exists(key) == 1
+
+
+def test_reads_fill_from_hosted_and_writes_drop_other_copies(nodes, primary) -> None:
+    a, b = nodes
+    key = a.save_user({"email": "Ann@Example.com", "name": "Ann"})
+    assert primary.client().get(key) is not None
+    assert cached(a, key) and not cached(b, key)
+
+    assert b.find_user("ann@example.com") == key  # hosted index, now also local
+    assert b.get_user(key) == {"email": "Ann@Example.com", "name": "Ann"}
+    assert cached(b, key)
+
+    a.save_user({"email": "ann@new.example", "name": "Ann B."}, key=key)
+    assert eventually(lambda: not cached(b, key))
+    assert eventually(lambda: b.local.index.lookup("ann@example.com") is None)
+    assert b.get_user(key) == {"email": "ann@new.example", "name": "Ann B."}
+    assert b.find_user("ann@example.com") is None
+    assert b.find_user("ANN@new.example") == key
+
+    a.delete_user(key)
+    assert eventually(lambda: not cached(b, key))
+    assert b.get_user(key) is None
+
+
+def test_session_revocation_reaches_every_node(nodes) -> None:
+    a, b = nodes
+    owner = a.save_user({"name": "Bo"})
+    first = a.create_session(owner, {"ip": "10.0.0.1"}, ttl=60)
+    second = a.create_session(owner, {"ip": "10.0.0.2"}, ttl=60)
+    assert b.get_session(first.key) == first  # read through, now local on b
+    assert b.get_session(second.key) == second
+    b.revoke_session(first.key)
+    assert eventually(lambda: a.local.sessions.get(first.key) is None)
+    a.revoke_sessions(owner)
+    assert eventually(lambda: b.local.sessions.get(second.key) is None)
+    assert a.get_session(second.key) is None and b.get_session(second.key) is None
+
+
+def test_hosted_down_serves_local_and_fails_writes_loudly(nodes, primary) -> None:
+    a, _ = nodes
+    key = a.save_user({"name": "Cy"})
+    session = a.create_session(key, {}, ttl=60)
+    other = a.save_user({"name": "Di"})
+    a.local.users.delete(other)
+    primary.stop()
+
+    assert a.get_user(key) == {"name": "Cy"}
+    assert a.get_session(session.key) == session
+    with pytest.raises(HostedUnavailable, match=rf"hosted tier 127.0.0.1:{primary.port} "
+                                                rf"unreachable, saving {key} not done"):
+        a.save_user({"name": "Cy 2"}, key=key)
+    assert a.get_user(key) == {"name": "Cy"}  # the failed write changed nothing locally
+    with pytest.raises(HostedUnavailable, match=f"reading {other} not done"):
+        a.get_user(other)
+    with pytest.raises(HostedUnavailable, match="revoking"):
+        a.revoke_session(session.key)
+    assert a.get_session(session.key) == session
+
+
+def test_start_needs_a_subscriber(valkey_factory, primary) -> None:
+    store = node(valkey_factory, primary, "c")
+    store.subscriber = None
+    with pytest.raises(ValueError, match="needs a subscriber"):
+        store.start()
+    assert isinstance(store.hosted, valkey.Valkey)
