@@ -130,6 +130,8 @@ def _teardown(base: Path, lab: LabState | None) -> None:
     recorded = [h.proc for h in lab.hosts if h.proc] if lab else []
     for proc in recorded + _orphans(base, "systemd-nspawn", f"--directory={base / 'hosts'}/"):
         procs.stop(proc)
+    for netns in net.lab_namespaces():  # containers that outlived a killed nspawn
+        procs.kill_all(net.namespace_pids(netns))
     mounts.unmount_under(base / "hosts")
     shutil.rmtree(base / "hosts", ignore_errors=True)
     for netns in net.lab_namespaces():

@@ -74,6 +74,13 @@ def add_host(netns: str, veth: str, address: str) -> None:
     run("ip", "-n", netns, "link", "set", "eth0", "up")
 
 
+def namespace_pids(netns: str) -> list[int]:
+    """Processes inside namespace `netns` (a container whose nspawn died keeps running)."""
+    if not Path("/run/netns", netns).exists():
+        return []
+    return [int(pid) for pid in run("ip", "netns", "pids", netns).stdout.split()]
+
+
 def remove_namespace(netns: str) -> None:
     """Delete a namespace (its eth0 goes with it, and so does the veth peer)."""
     if Path("/run/netns", netns).exists():

@@ -71,3 +71,16 @@ def stop(proc: Proc, grace: float = 30.0) -> None:
     while alive(proc):
         _reap(proc.pid)
         time.sleep(0.1)
+
+
+def kill_all(pids: list[int], wait: float = 30.0) -> None:
+    """SIGKILL `pids` (processes found by namespace, not by name) and wait until they are gone."""
+    procs = [Proc(pid=pid, start_time=t) for pid in pids if (t := start_time(pid)) is not None]
+    for proc in procs:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait
+    while any(alive(p) for p in procs) and time.monotonic() < deadline:
+        for proc in procs:
+            _reap(proc.pid)
+        time.sleep(0.1)

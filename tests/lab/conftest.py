@@ -1,0 +1,82 @@
+"""The lab fixture: one bookworm and one trixie host, booted once per test session.
+
+The hosts are brought up fresh (any earlier lab is removed first) so that every session
+starts from a just-booted Debian, and are removed at the end of the session unless
+VALKEY_PLANS_LAB_KEEP=1 (to poke at them after a failure: `ssh -F LAB_DIR/ssh/config vplab1`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from valkey_plans import lab
+from valkey_plans.lab import ssh
+from valkey_plans.lab.state import Host, LabState
+
+RELEASES = ("bookworm", "trixie")
+TOOLS = ("debootstrap", "systemd-nspawn", "apt-cacher-ng", "ip", "ssh", "ssh-keygen")
+#: Modules whose tests take the lab down: they run after every other test of the session.
+LAST_MODULES = ("test_lab_teardown.py",)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the teardown tests last, so that no other lab test finds its hosts gone."""
+    last = [i for i in items if i.path.name in LAST_MODULES and "tests/lab" in str(i.path)]
+    items[:] = [i for i in items if i not in last] + last
+
+
+@dataclass
+class Lab:
+    """The running lab as tests see it: state, hosts by release, a way to run commands."""
+
+    state: LabState
+
+    def host(self, release: str) -> Host:
+        return next(h for h in self.state.hosts if h.release == release)
+
+    @property
+    def hosts(self) -> list[Host]:
+        return self.state.hosts
+
+    def run(self, host: Host, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        """Run `command` as root on `host` over SSH (rc not checked)."""
+        return ssh.ssh_run(self.state, host, command, timeout=timeout)
+
+    def check(self, host: Host, command: str, timeout: float = 300) -> str:
+        """Run `command` on `host`; fail the test naming host, command and output unless rc 0."""
+        done = self.run(host, command, timeout)
+        assert done.returncode == 0, (
+            f"{host.name}: `{command}` exited {done.returncode}:\n{done.stdout}\n{done.stderr}"
+        )
+        return done.stdout
+
+
+def _require_lab_tools() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("the lab needs root (network namespaces, mounts, systemd-nspawn)")
+    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"the lab needs {', '.join(missing)} (./vp setup installs them)")
+
+
+@pytest.fixture(scope="session")
+def lab_hosts() -> Iterator[Lab]:
+    """A fresh bookworm host and trixie host, booted, reachable over SSH."""
+    _require_lab_tools()
+    lab.down()
+    state = lab.up(len(RELEASES), RELEASES)
+    yield Lab(state)
+    if not os.environ.get("VALKEY_PLANS_LAB_KEEP"):
+        lab.down()
+
+
+@pytest.fixture
+def lab_run(lab_hosts: Lab) -> Callable[[Host, str], str]:
+    """check(host, command) -> stdout, failing loudly on a non-zero exit."""
+    return lab_hosts.check
