@@ -7,7 +7,8 @@ module only supplies valkey.asyncio classes); `await clients.aclose()` on shutdo
 from __future__ import annotations
 
 import copy
-from typing import Any, Self
+from collections.abc import Awaitable, Callable
+from typing import Any, Self, TypeVar
 
 import valkey.asyncio
 from valkey.asyncio.connection import Connection, SSLConnection
@@ -15,8 +16,25 @@ from valkey.asyncio.retry import Retry
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from valkey_plans.clients import RETRIES, WorkloadClients, backoff
-from valkey_plans.guards import GuardedMixin
+from valkey_plans.clients import PERMANENT_ERRORS, RETRIES, WorkloadClients, backoff
+from valkey_plans.guards import Guard, GuardedMixin
+
+T = TypeVar("T")
+
+
+class AsyncWorkloadRetry(Retry):
+    """valkey.asyncio's Retry, except that a rejected login is raised at once."""
+
+    async def call_with_retry(
+        self, do: Callable[[], Awaitable[T]], fail: Callable[[Exception], Awaitable[Any]]
+    ) -> T:
+        async def fail_fast(error: Exception) -> Any:
+            outcome = await fail(error)
+            if isinstance(error, PERMANENT_ERRORS):
+                raise error
+            return outcome
+
+        return await super().call_with_retry(do, fail_fast)
 
 
 class AsyncRetryingConnectionPool(valkey.asyncio.ConnectionPool):
@@ -25,10 +43,12 @@ class AsyncRetryingConnectionPool(valkey.asyncio.ConnectionPool):
     async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Connection:
         try:
             return await super().get_connection(command_name, *keys, **options)
+        except PERMANENT_ERRORS:
+            raise
         except (ValkeyConnectionError, ValkeyTimeoutError):
             pass
         get = super().get_connection
-        retry: Retry = copy.deepcopy(self.connection_kwargs["retry"])
+        retry: AsyncWorkloadRetry = copy.deepcopy(self.connection_kwargs["retry"])
 
         async def attempt() -> Connection:
             return await get(command_name, *keys, **options)
@@ -50,23 +70,24 @@ class AsyncWorkloadValkeyCluster(GuardedMixin, valkey.asyncio.ValkeyCluster):
 class AsyncClients(WorkloadClients[AsyncWorkloadValkey | AsyncWorkloadValkeyCluster]):
     """The asyncio workload clients of one tier: `await AsyncClients(tier).api.get(k)`."""
 
-    def _standalone(self, options: dict[str, Any]) -> AsyncWorkloadValkey:
+    def _standalone(self, options: dict[str, Any], guard: Guard) -> AsyncWorkloadValkey:
         pool = AsyncRetryingConnectionPool(
             connection_class=SSLConnection if self.tier.tls else Connection,
             host=self.tier.host,
             port=self.tier.port,
             db=self.db,
-            retry=Retry(backoff(), RETRIES),
+            retry=AsyncWorkloadRetry(backoff(), RETRIES),
             **options,
         )
-        return AsyncWorkloadValkey(connection_pool=pool)
+        return AsyncWorkloadValkey(connection_pool=pool, vp_guard=guard)
 
-    def _cluster(self, options: dict[str, Any]) -> AsyncWorkloadValkeyCluster:
+    def _cluster(self, options: dict[str, Any], guard: Guard) -> AsyncWorkloadValkeyCluster:
         return AsyncWorkloadValkeyCluster(
             host=self.tier.host,
             port=self.tier.port,
             ssl=self.tier.tls,
-            retry=Retry(backoff(), RETRIES),
+            retry=AsyncWorkloadRetry(backoff(), RETRIES),
+            vp_guard=guard,
             **options,
         )
 

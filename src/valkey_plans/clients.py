@@ -14,12 +14,14 @@ import copy
 import math
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, Self, TypeVar
 
 import valkey
 from valkey.backoff import ExponentialBackoff
 from valkey.connection import Connection, SSLConnection
+from valkey.exceptions import AuthenticationError, AuthorizationError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.retry import Retry
@@ -52,6 +54,26 @@ KEEPALIVE_OPTIONS = {
     for name, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
     if hasattr(socket, name)
 }
+
+
+#: Connection errors another attempt cannot fix: valkey-py files a rejected login under
+#: ConnectionError, and retrying it only delays the real message by the whole backoff.
+PERMANENT_ERRORS = (AuthenticationError, AuthorizationError)
+
+T = TypeVar("T")
+
+
+class WorkloadRetry(Retry):
+    """valkey-py's Retry, except that a rejected login is raised at once."""
+
+    def call_with_retry(self, do: Callable[[], T], fail: Callable[[Exception], Any]) -> T:
+        def fail_fast(error: Exception) -> Any:
+            outcome = fail(error)
+            if isinstance(error, PERMANENT_ERRORS):
+                raise error
+            return outcome
+
+        return super().call_with_retry(do, fail_fast)
 
 
 @dataclass(frozen=True)
@@ -187,23 +209,19 @@ class WorkloadClients(Generic[C]):
 
     def _make(self, workload: Workload) -> C:
         options = workload_options(self.tier, workload, self.max_block)
+        guard = Guard(workload, client_name(self.tier.app, workload), self.max_block)
         if self.tier.mode == "cluster":
-            client = self._cluster(options)
-        else:
-            client = self._standalone(options)
-        client._vp_guard = Guard(  # type: ignore[attr-defined]
-            workload, client_name(self.tier.app, workload), self.max_block
-        )
-        return client
+            return self._cluster(options, guard)
+        return self._standalone(options, guard)
 
     def _made_everywhere(self) -> list[C]:
         with self._lock:
             return [c for view in self._views.values() for c in view._made.values()]
 
-    def _standalone(self, options: dict[str, Any]) -> C:
+    def _standalone(self, options: dict[str, Any], guard: Guard) -> C:
         raise NotImplementedError
 
-    def _cluster(self, options: dict[str, Any]) -> C:
+    def _cluster(self, options: dict[str, Any], guard: Guard) -> C:
         raise NotImplementedError
 
 
@@ -219,10 +237,12 @@ class RetryingConnectionPool(valkey.ConnectionPool):
     def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Connection:
         try:
             return super().get_connection(command_name, *keys, **options)
+        except PERMANENT_ERRORS:
+            raise
         except (ValkeyConnectionError, ValkeyTimeoutError):
             pass
         get = super().get_connection
-        retry: Retry = copy.deepcopy(self.connection_kwargs["retry"])
+        retry: WorkloadRetry = copy.deepcopy(self.connection_kwargs["retry"])
         return retry.call_with_retry(lambda: get(command_name, *keys, **options), lambda _: None)
 
 
@@ -237,23 +257,24 @@ class WorkloadValkeyCluster(GuardedMixin, valkey.ValkeyCluster):
 class Clients(WorkloadClients[WorkloadValkey | WorkloadValkeyCluster]):
     """The sync workload clients of one tier: `Clients(load_settings().hosted).api.get(k)`."""
 
-    def _standalone(self, options: dict[str, Any]) -> WorkloadValkey:
+    def _standalone(self, options: dict[str, Any], guard: Guard) -> WorkloadValkey:
         pool = RetryingConnectionPool(
             connection_class=SSLConnection if self.tier.tls else Connection,
             host=self.tier.host,
             port=self.tier.port,
             db=self.db,
-            retry=Retry(backoff(), RETRIES),
+            retry=WorkloadRetry(backoff(), RETRIES),
             **options,
         )
-        return WorkloadValkey(connection_pool=pool)
+        return WorkloadValkey(connection_pool=pool, vp_guard=guard)
 
-    def _cluster(self, options: dict[str, Any]) -> WorkloadValkeyCluster:
+    def _cluster(self, options: dict[str, Any], guard: Guard) -> WorkloadValkeyCluster:
         return WorkloadValkeyCluster(
             host=self.tier.host,
             port=self.tier.port,
             ssl=self.tier.tls,
-            retry=Retry(backoff(), RETRIES),
+            retry=WorkloadRetry(backoff(), RETRIES),
+            vp_guard=guard,
             **options,
         )
 

@@ -151,13 +151,21 @@ class GuardedMixin:
     """Put in front of a valkey-py client class (sync or asyncio, standalone or cluster).
 
     The check runs when the command method is called, before any I/O, so for asyncio
-    clients the refusal is raised by the call itself, before the await.
+    clients the refusal is raised by the call itself, before the await. Commands the
+    library sends while the client is being constructed (a cluster client asks for
+    COMMAND and the slot map) pass; afterwards a client without a guard refuses all.
     """
 
     _vp_guard: Guard | None = None
+    _vp_armed = False
 
-    def _vp_rules(self) -> Guard:
-        if self._vp_guard is None:
+    def __init__(self, *args: Any, vp_guard: Guard | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._vp_guard = vp_guard
+        self._vp_armed = True
+
+    def _vp_rules(self) -> Guard | None:
+        if self._vp_guard is None and self._vp_armed:
             raise CommandRefused(
                 f"{type(self).__name__} has no workload guard: get clients from "
                 "valkey_plans.clients.Clients (or AsyncClients), not by copying one"
@@ -165,7 +173,9 @@ class GuardedMixin:
         return self._vp_guard
 
     def _vp_check(self, args: Sequence[Any]) -> None:
-        self._vp_rules().check(args)
+        rules = self._vp_rules()
+        if rules is not None:
+            rules.check(args)
 
     def execute_command(self, *args: Any, **options: Any) -> Any:
         self._vp_check(args)
@@ -185,7 +195,9 @@ class GuardedMixin:
         return pipe
 
     def pubsub(self, **kwargs: Any) -> Any:
-        self._vp_rules().check_pubsub()
+        rules = self._vp_rules()
+        if rules is not None:
+            rules.check_pubsub()
         return super().pubsub(**kwargs)  # type: ignore[misc]
 
     def monitor(self) -> Any:
