@@ -59,7 +59,7 @@ class ValkeyProcess:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                log = (self.workdir / "valkey.log")
+                log = self.workdir / "valkey.log"
                 raise RuntimeError(
                     f"valkey-server exited with {self.proc.returncode}: {err}"
                     f"{log.read_text()[-2000:] if log.exists() else ''}"

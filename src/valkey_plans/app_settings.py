@@ -20,14 +20,8 @@ def _hosted_endpoint(plan: Plan) -> tuple[str, int, bool] | None:
         return url.hostname or "", url.port or 6379, url.scheme == "valkeys"
     if plan.app.hosted_instance:
         inst = plan.instance(plan.app.hosted_instance)
-        return _connect_address(inst.bind), inst.port, False
+        return inst.client_address, inst.port, False
     return None
-
-
-def _connect_address(bind: list[str]) -> str:
-    """Where a client on this host reaches an instance bound to `bind`."""
-    first = bind[0].removeprefix("-")
-    return "127.0.0.1" if first in ("0.0.0.0", "::", "127.0.0.1") else first
 
 
 def app_environment(plan: Plan) -> dict[str, str]:
@@ -44,7 +38,7 @@ def app_environment(plan: Plan) -> dict[str, str]:
     if plan.app.cache_instance:
         cache = plan.instance(plan.app.cache_instance)
         env |= {
-            "VALKEY_CACHE_HOST": _connect_address(cache.bind),
+            "VALKEY_CACHE_HOST": cache.client_address,
             "VALKEY_CACHE_PORT": str(cache.port),
             "VALKEY_CACHE_TLS": "0",
         }

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
+from valkey_plans.layout import DEBIAN, InstancePaths
 
 Role = Literal["cache", "primary", "replica", "cluster-node"]
 Policy = Literal[
@@ -34,6 +35,15 @@ AppendFsync = Literal["always", "everysec", "no"]
 
 MEMORY_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+MEMORY_UNITS = {
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 1000**2,
+    "mb": 1024**2,
+    "g": 1000**3,
+    "gb": 1024**3,
+}
 HYPHENATED = {"maxmemory_policy": "maxmemory-policy", "maxmemory_samples": "maxmemory-samples"}
 
 #: Names of the cache role's dbs, in their default order (db 0..3).
@@ -215,7 +225,8 @@ class Instance(_Strict):
         for key, setting in value.items():
             if not re.match(r"^[a-z][a-z0-9-]*$", key) or "\n" in str(setting):
                 raise ValueError(
-                    f"{key!r}: allowed: Valkey directive names (lowercase, '-') with one-line values"
+                    f"{key!r}: allowed: Valkey directive names (lowercase, '-'),"
+                    " one-line values"
                 )
         return value
 
@@ -252,24 +263,21 @@ class Instance(_Strict):
         return f"valkey-server@{self.name}.service"
 
     @property
-    def config_path(self) -> str:
-        return f"/etc/valkey/valkey-{self.name}.conf"
+    def paths(self) -> InstancePaths:
+        """Files of this instance on a Debian-family host (the checks' view)."""
+        return DEBIAN.paths(self.name)
 
     @property
-    def run_dir(self) -> str:
-        return f"/run/valkey-{self.name}"
+    def maxmemory_bytes(self) -> int:
+        """maxmemory as Valkey reports it in CONFIG GET (1k = 1000, 1kb = 1024)."""
+        number, unit = MEMORY_PATTERN.match(self.maxmemory).groups()  # type: ignore[union-attr]
+        return int(number) * MEMORY_UNITS[unit or "b"]
 
     @property
-    def pidfile(self) -> str:
-        return f"{self.run_dir}/valkey-server.pid"
-
-    @property
-    def unixsocket(self) -> str:
-        return f"{self.run_dir}/valkey-server.sock"
-
-    @property
-    def logfile(self) -> str:
-        return f"/var/log/valkey/valkey-server-{self.name}.log"
+    def client_address(self) -> str:
+        """Where a client on this host reaches the instance (loopback if bound to all)."""
+        first = self.bind[0].removeprefix("-")
+        return "127.0.0.1" if first in ("0.0.0.0", "::", "127.0.0.1") else first
 
     def db(self, name: str) -> CacheDb:
         """The cache db called `name` (user_index, user_cache, ...)."""

@@ -12,6 +12,7 @@ from typing import Any
 import jinja2
 
 from valkey_plans.app_settings import app_environment
+from valkey_plans.layout import DEBIAN, Layout
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -31,9 +32,10 @@ def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(managed_header=MANAGED_HEADER, **context)
 
 
-def instance_config(plan: Any, instance: Any) -> str:
-    """The valkey-NAME.conf of one planned instance."""
-    return render("valkey-instance.conf.j2", plan=plan, instance=instance)
+def instance_config(plan: Any, instance: Any, layout: Layout = DEBIAN) -> str:
+    """The valkey-NAME.conf of one planned instance, with the host's file layout."""
+    paths = layout.paths(instance.name)
+    return render("valkey-instance.conf.j2", plan=plan, instance=instance, paths=paths)
 
 
 def app_files(plan: Any) -> dict[str, str]:

@@ -12,12 +12,13 @@ from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Os
-from pyinfra.operations import apt, brew, files, systemd, sysvinit
+from pyinfra.operations import apt, files, systemd, sysvinit
 
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.operations import checked_file, daemon, unsupported_os
-from valkey_plans.plan import DEFAULTS, Instance, Plan
+from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
 from valkey_plans.render import TEMPLATE_DIR, app_files, instance_config
 
 PACKAGES = ["valkey-server", "valkey-tools"]
@@ -26,7 +27,11 @@ CHECKER = "/usr/local/lib/valkey-plans/check-config"
 
 def current_plan() -> Plan:
     """The validated plan of the host being deployed; raises PlanError before any change."""
-    return Plan.from_host_data(host.name, host.data)
+    try:
+        return Plan.from_host_data(host.name, host.data)
+    except PlanError as exc:
+        # pyinfra prints a DeployError as one clean message, without a traceback.
+        raise DeployError(str(exc)) from None
 
 
 def _install_debian_family(plan: Plan, distro: dict) -> None:
@@ -67,7 +72,7 @@ def _converge_instance(plan: Plan, inst: Instance, systemd_host: bool) -> None:
     config = checked_file(
         name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
         content=instance_config(plan, inst),
-        dest=inst.config_path,
+        dest=inst.paths.config,
         checker=CHECKER,
     )
     if systemd_host:
@@ -86,35 +91,32 @@ def _converge_instance(plan: Plan, inst: Instance, systemd_host: bool) -> None:
     else:
         started = daemon(
             name=f"valkey-server {inst.name} running (no systemd: start-stop-daemon)",
-            config=inst.config_path,
-            pidfile=inst.pidfile,
-            run_dir=inst.run_dir,
+            config=inst.paths.config,
+            pidfile=inst.paths.pidfile,
+            run_dir=inst.paths.run_dir,
         )
         daemon(
             name=f"Restart valkey-server {inst.name} for its new config",
-            config=inst.config_path,
-            pidfile=inst.pidfile,
-            run_dir=inst.run_dir,
+            config=inst.paths.config,
+            pidfile=inst.paths.pidfile,
+            run_dir=inst.paths.run_dir,
             restarted=True,
             _if=lambda: config.did_change() and not started.did_change(),
         )
 
 
-def _app_settings(plan: Plan) -> None:
+def app_settings(plan: Plan, env_dir: str, owner: str, group: str | None) -> None:
+    """The env file and JSON that applications read; 0640, readable by the app's group."""
     files.directory(
-        name="Application settings directory",
-        path=plan.app.env_dir,
-        user="root",
-        group=plan.app.group,
-        mode="750",
+        name="Application settings directory", path=env_dir, user=owner, group=group, mode="750"
     )
     for filename, content in app_files(plan).items():
         files.put(
             name=f"Application settings {filename}",
             src=StringIO(content),
-            dest=f"{plan.app.env_dir}/{filename}",
-            user="root",
-            group=plan.app.group,
+            dest=f"{env_dir}/{filename}",
+            user=owner,
+            group=group,
             mode="640",
         )
 
@@ -147,4 +149,4 @@ def valkey_plan() -> None:
     _install_checker()
     for inst in plan.instances:
         _converge_instance(plan, inst, systemd_host)
-    _app_settings(plan)
+    app_settings(plan, plan.app.env_dir, "root", plan.app.group)

@@ -29,7 +29,7 @@ class RunningPid(FactBase[int | None]):
         return StringCommand(
             "pid=$(cat",
             QuoteString(pidfile),
-            "2>/dev/null) && kill -0 \"$pid\" 2>/dev/null && echo \"$pid\" || true",
+            '2>/dev/null) && kill -0 "$pid" 2>/dev/null && echo "$pid" || true',
         )
 
     def process(self, output: list[str]) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Generator
 from io import StringIO
 
 from pyinfra import host
@@ -21,10 +22,10 @@ def checked_file(
     content: str,
     dest: str,
     checker: str | None = None,
-    user: str = "valkey",
-    group: str = "valkey",
+    user: str | None = "valkey",
+    group: str | None = "valkey",
     mode: str = "640",
-):
+) -> Generator[StringCommand, None, None]:
     """
     Install a file only after a checker accepted it, so a bad file never goes live.
 
@@ -32,7 +33,7 @@ def checked_file(
     + dest: where it lives
     + checker: command run with the candidate's path as its argument; non-zero keeps
       the old file (and the old running instance) and fails the operation
-    + user, group, mode: ownership of the installed file
+    + user, group, mode: ownership of the installed file (None: leave as created)
 
     The candidate is uploaded beside `dest` with the final owner and mode, so neither
     the candidate nor the live file is ever world-readable, and the swap is a rename.
@@ -61,11 +62,17 @@ def checked_file(
         return
 
     info = host.get_fact(File, path=dest) or {}
-    if info.get("user") != user or info.get("group") != group:
-        yield StringCommand("chown", f"{user}:{group}", QuoteString(dest))
+    drift = False
+    if user and info.get("user") != user:
+        yield StringCommand("chown", user, QuoteString(dest))
+        drift = True
+    if group and info.get("group") != group:
+        yield StringCommand("chgrp", group, QuoteString(dest))
+        drift = True
     if str(info.get("mode")) != mode.lstrip("0"):
         yield StringCommand("chmod", mode, QuoteString(dest))
-    if info.get("user") == user and info.get("group") == group and str(info.get("mode")) == mode:
+        drift = True
+    if not drift:
         host.noop(f"{dest} is up to date")
 
 
@@ -77,7 +84,7 @@ def daemon(
     running: bool = True,
     restarted: bool = False,
     user: str = "valkey",
-):
+) -> Generator[StringCommand, None, None]:
     """
     Run one valkey-server without systemd: start-stop-daemon, the valkey user, a pidfile.
 

@@ -1,0 +1,71 @@
+"""testinfra wiring: each testinfra host gets the plan that the same inventory gives it.
+
+    pytest checks/ --hosts=local:// --plan-inventory=inventories/dev.py
+
+`valkey-plans verify INVENTORY` builds that command line for every host itself.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from valkey_plans.inventory import load_targets
+from valkey_plans.plan import Plan
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--plan-inventory",
+        default="inventories/dev.py",
+        help="pyinfra inventory whose plans the hosts are checked against",
+    )
+
+
+@pytest.fixture(scope="session")
+def targets(pytestconfig: pytest.Config) -> dict:
+    return {
+        t.testinfra_url.split("?")[0]: t for t in load_targets(pytestconfig.option.plan_inventory)
+    }
+
+
+@pytest.fixture
+def plan(host, targets) -> Plan:
+    """The plan of the host under test, matched by its testinfra URL."""
+    backend = host.backend
+    key = "local://" if backend.NAME == "local" else f"ssh://{backend.host.name}"
+    matches = [
+        t for url, t in targets.items() if url == key or url.endswith(f"@{backend.host.name}")
+    ]
+    if not matches and backend.NAME != "local":
+        matches = [t for url, t in targets.items() if backend.host.name in url]
+    if not matches:
+        pytest.fail(
+            f"host {key} is not in the inventory given by --plan-inventory ({list(targets)})"
+        )
+    return matches[0].plan
+
+
+class Valkey:
+    """valkey-cli on the host under test, reaching one instance over its unix socket."""
+
+    def __init__(self, host, socket: str) -> None:
+        self.host = host
+        self.socket = socket
+
+    def cli(self, *args: str) -> str:
+        cmd = "valkey-cli -s " + shlex.quote(self.socket) + " " + " ".join(map(shlex.quote, args))
+        result = self.host.run_expect([0], cmd)
+        return result.stdout
+
+    def config(self, name: str) -> str:
+        lines = self.cli("CONFIG", "GET", name).splitlines()
+        assert len(lines) >= 2, f"CONFIG GET {name} gave {lines!r}: is the instance up?"
+        return lines[1]
+
+
+@pytest.fixture
+def valkey(host):
+    """valkey(instance) -> a Valkey that talks to that instance on the host under test."""
+    return lambda instance: Valkey(host, instance.paths.unixsocket)

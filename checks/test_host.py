@@ -1,0 +1,78 @@
+"""After a rollout: the host runs Valkey exactly as its plan says."""
+
+from __future__ import annotations
+
+PACKAGE = "valkey-server"
+
+
+def test_valkey_package_installed(host):
+    package = host.package(PACKAGE)
+    assert package.is_installed, f"{PACKAGE} is not installed: run the deploy"
+    assert package.version.split(":")[-1].startswith("8."), f"{PACKAGE} {package.version}, want 8.x"
+
+
+def test_instances_run_as_valkey(host, plan):
+    for inst in plan.instances:
+        pid = host.run(f"cat {inst.paths.pidfile}").stdout.strip()
+        assert pid.isdigit(), f"{inst.name}: no pidfile {inst.paths.pidfile}: instance not running"
+        user = host.run_expect([0], f"ps -o user= -p {pid}").stdout.strip()
+        assert user == "valkey", f"{inst.name}: valkey-server runs as {user!r}, want valkey"
+
+
+def test_systemd_units_enabled_and_default_unit_off(host, plan):
+    if not host.file("/run/systemd/system").is_directory:
+        # Without systemd as PID 1 the deploy uses start-stop-daemon; nothing to enable.
+        links = host.run("ls /etc/rc?.d/S*valkey-server 2>/dev/null").stdout.split()
+        assert not links, f"the package's default init script is enabled: {links}"
+        return
+    for inst in plan.instances:
+        service = host.service(inst.unit)
+        assert service.is_running, f"{inst.unit} is not running"
+        assert service.is_enabled, f"{inst.unit} is not enabled at boot"
+    assert not host.service("valkey-server").is_enabled, "valkey-server.service is enabled"
+    assert not host.service("valkey-server").is_running, "valkey-server.service is running"
+
+
+def test_listening_only_where_planned(host, plan):
+    listening = {str(s) for s in host.socket.get_listening_sockets()}
+    for inst in plan.instances:
+        planned = {f"tcp://{a.removeprefix('-')}:{inst.port}" for a in inst.bind}
+        for address in planned:
+            assert address in listening, f"{inst.name}: not listening on {address}"
+        actual = {s for s in listening if s.startswith("tcp") and s.endswith(f":{inst.port}")}
+        stray = actual - planned
+        assert not stray, f"{inst.name}: listening on {sorted(stray)}, plan says {sorted(planned)}"
+
+
+def test_live_config_matches_plan(plan, valkey):
+    for inst in plan.instances:
+        live = valkey(inst)
+        want = {
+            "databases": str(inst.databases),
+            "maxmemory": str(inst.maxmemory_bytes),
+            "maxmemory-policy": inst.maxmemory_policy,
+            "maxmemory-samples": str(inst.maxmemory_samples),
+            "appendonly": "yes" if inst.appendonly else "no",
+            "port": str(inst.port),
+        }
+        got = {name: live.config(name) for name in want}
+        assert got == want, f"{inst.name}: live CONFIG differs from the plan: {got} != {want}"
+
+
+def test_config_files_owned_by_valkey_and_not_world_readable(host, plan):
+    for inst in plan.instances:
+        conf = host.file(inst.paths.config)
+        assert conf.exists, f"{inst.paths.config} is missing"
+        assert (conf.user, conf.group) == ("valkey", "valkey"), f"{inst.paths.config} owner"
+        assert conf.mode == 0o640, f"{inst.paths.config} mode {oct(conf.mode)}, want 0o640"
+
+
+def test_config_files_are_the_deployed_ones(host, plan):
+    from valkey_plans.render import instance_config
+
+    for inst in plan.instances:
+        content = host.file(inst.paths.config).content_string
+        assert content == instance_config(plan, inst), (
+            f"{inst.paths.config} differs from what the plan renders: edited behind the deploy's"
+            " back? Re-run the deploy."
+        )

@@ -1,0 +1,51 @@
+"""Where an instance's files live: Debian's layout, or Homebrew's on a macOS laptop.
+
+The instance unit that Debian ships (`valkey-server@NAME`) fixes the Linux paths:
+its RuntimeDirectory is /run/valkey-NAME and its sandbox may only write to
+/var/lib/valkey and /var/log/valkey, so every instance keeps its own files there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class InstancePaths:
+    config: str
+    run_dir: str
+    pidfile: str
+    unixsocket: str
+    logfile: str
+    data_dir: str
+
+
+@dataclass(frozen=True)
+class Layout:
+    etc: str
+    run: str
+    data: str
+    log: str
+
+    def paths(self, name: str) -> InstancePaths:
+        run_dir = f"{self.run}/valkey-{name}"
+        return InstancePaths(
+            config=f"{self.etc}/valkey-{name}.conf",
+            run_dir=run_dir,
+            pidfile=f"{run_dir}/valkey-server.pid",
+            unixsocket=f"{run_dir}/valkey-server.sock",
+            logfile=f"{self.log}/valkey-server-{name}.log",
+            data_dir=self.data,
+        )
+
+
+DEBIAN = Layout(etc="/etc/valkey", run="/run", data="/var/lib/valkey", log="/var/log/valkey")
+
+
+def homebrew(prefix: str) -> Layout:
+    return Layout(
+        etc=f"{prefix}/etc/valkey",
+        run=f"{prefix}/var/run",
+        data=f"{prefix}/var/db/valkey",
+        log=f"{prefix}/var/log/valkey",
+    )

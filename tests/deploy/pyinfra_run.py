@@ -1,0 +1,63 @@
+"""Run the real pyinfra CLI on this machine and read its results table."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from valkey_plans.inventory import PROJECT_DIR
+
+BIN = Path(sys.executable).parent
+GRAND_TOTAL = re.compile(r"Grand total\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)")
+
+
+@dataclass
+class Run:
+    returncode: int
+    output: str
+
+    def _total(self, column: int) -> int:
+        match = GRAND_TOTAL.search(self.output)
+        assert match, f"no results table in pyinfra output:\n{self.output[-3000:]}"
+        value = match.group(column)
+        return 0 if value == "-" else int(value)
+
+    @property
+    def changed(self) -> int:
+        return self._total(2)
+
+    @property
+    def errors(self) -> int:
+        return self._total(3)
+
+    @property
+    def unchanged(self) -> int:
+        return self._total(4)
+
+
+def pyinfra(inventory: Path | str, *extra: str, timeout: float = 900) -> Run:
+    proc = subprocess.run(
+        [str(BIN / "pyinfra"), "-y", str(inventory), "deploy.py", *extra],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
+
+
+def valkey_plans(*args: str, timeout: float = 900) -> Run:
+    proc = subprocess.run(
+        [str(BIN / "valkey-plans"), *args],
+        cwd=PROJECT_DIR,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    return Run(proc.returncode, proc.stdout + proc.stderr)
