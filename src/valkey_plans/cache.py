@@ -83,8 +83,16 @@ def normalise_email(email: str) -> str:
     return normal
 
 
+_RECORD_KEY = re.compile(r"[a-z]{3}:[0-9A-Za-z]{12}")
+
+
 def record_key(key: str, domain: str, role: str) -> str:
-    """Check that `key` is a `<domain>:<txkey>` record key before it reaches the server."""
+    """Check that `key` is a `<domain>:<txkey>` record key before it reaches the server.
+
+    The regex is the hot path (every cache call); `keys.parse` explains a failure.
+    """
+    if isinstance(key, str) and key[:3] == domain and _RECORD_KEY.fullmatch(key):
+        return key
     try:
         parsed = parse(key)
     except KeyFormatError as exc:

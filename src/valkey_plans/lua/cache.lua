@@ -22,7 +22,7 @@ Bump VERSION whenever this file changes: clients refuse an instance whose
 loaded library differs, and the deploy reloads it when the version differs.
 ]]
 
-local VERSION = '1'
+local VERSION = '2'
 
 local function positive_integer(value, name, fname)
   local n = tonumber(value)
@@ -78,10 +78,32 @@ local function vp_lru_get(keys, args)
 end
 
 -- KEYS: lru zset, clock, record...  ARGV: -    (touches in the order given)
+-- Same effect as vp_lru_get per key in order, in a few commands per chunk instead
+-- of three per key: the clock advances once per chunk by the number of hits.
+local CHUNK = 500  -- stays well under Lua's unpack() limit
 local function vp_lru_mget(keys, args)
-  local out = {}
-  for i = 3, #keys do
-    out[#out + 1] = lru_get_one(keys[1], keys[2], keys[i])
+  local zset, clock, out = keys[1], keys[2], {}
+  for first = 3, #keys, CHUNK do
+    local last = math.min(first + CHUNK - 1, #keys)
+    local values = redis.call('MGET', unpack(keys, first, last))
+    local hits, misses = {}, {}
+    for i = 1, #values do
+      local key = keys[first + i - 1]
+      out[#out + 1] = values[i]
+      if values[i] then hits[#hits + 1] = key else misses[#misses + 1] = key end
+    end
+    if #hits > 0 then
+      local top = redis.call('INCRBY', clock, #hits)
+      local pairs_ = {}
+      for i = 1, #hits do
+        pairs_[#pairs_ + 1] = string.format('%d', top - #hits + i)
+        pairs_[#pairs_ + 1] = hits[i]
+      end
+      redis.call('ZADD', zset, unpack(pairs_))
+    end
+    if #misses > 0 then
+      redis.call('ZREM', zset, unpack(misses))
+    end
   end
   return out
 end
