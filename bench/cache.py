@@ -29,8 +29,9 @@ RECORD = {"email": "someone@example.com", "name": "Some One", "plan": "pro", "n"
 BATCH = 100
 
 
-def paired_rates(op: Callable[[], object], raw: Callable[[], object], seconds: float,
-                 block: int) -> tuple[float, float]:
+def paired_rates(
+    op: Callable[[], object], raw: Callable[[], object], seconds: float, block: int
+) -> tuple[float, float]:
     """Rates of `op` and `raw`, run in alternating small blocks for about `seconds`.
 
     Alternating often keeps both sides under the same machine load (a shared 2-core
@@ -84,17 +85,31 @@ def main() -> None:
                 return pipe.execute()
 
             cases: list[tuple[str, Callable[[], object], Callable[[], object], int]] = [
-                ("user cache hit (FCALL)", lambda: cache.users.get(users[0]),
-                 lambda: clients[1].get(raw_user), 20),
-                ("session get (FCALL)", lambda: cache.sessions.get(session.key),
-                 lambda: clients[2].get("raw:session"), 20),
-                ("index lookup (GET)", lambda: cache.index.lookup("someone@example.com"),
-                 lambda: clients[0].get(raw_index), 20),
+                (
+                    "user cache hit (FCALL)",
+                    lambda: cache.users.get(users[0]),
+                    lambda: clients[1].get(raw_user),
+                    20,
+                ),
+                (
+                    "session get (FCALL)",
+                    lambda: cache.sessions.get(session.key),
+                    lambda: clients[2].get("raw:session"),
+                    20,
+                ),
+                (
+                    "index lookup (GET)",
+                    lambda: cache.index.lookup("someone@example.com"),
+                    lambda: clients[0].get(raw_index),
+                    20,
+                ),
                 (f"{BATCH} users, one FCALL", batch_cache, batch_raw, 2),
                 (f"{BATCH} users, pipelined FCALLs", batch_pipelined_fcalls, batch_raw, 2),
             ]
-            print(f"valkey {server.client().info('server')['valkey_version']}, "
-                  f"{args.rounds} rounds x {args.seconds}s, medians")
+            print(
+                f"valkey {server.client().info('server')['valkey_version']}, "
+                f"{args.rounds} rounds x {args.seconds}s, medians"
+            )
             print(f"{'operation':32} {'cache/s':>10} {'raw GET/s':>10} {'ratio':>6}")
             for name, op, raw, block in cases:
                 ours, theirs, ratios = [], [], []
@@ -103,8 +118,10 @@ def main() -> None:
                     ours.append(a)
                     theirs.append(b)
                     ratios.append(a / b)
-                print(f"{name:32} {statistics.median(ours):10.0f} "
-                      f"{statistics.median(theirs):10.0f} {statistics.median(ratios):6.2f}")
+                print(
+                    f"{name:32} {statistics.median(ours):10.0f} "
+                    f"{statistics.median(theirs):10.0f} {statistics.median(ratios):6.2f}"
+                )
             assert cache.users.get(users[0]) == RECORD
             assert clients[1].zcard("vp:lru:users") == BATCH
         finally:

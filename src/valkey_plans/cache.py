@@ -140,8 +140,9 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
 
 
-def fcall(function: str, keys: Sequence[str], args: Sequence[str | int],
-          reply: Callable[[Any], T]) -> Call[T]:
+def fcall(
+    function: str, keys: Sequence[str], args: Sequence[str | int], reply: Callable[[Any], T]
+) -> Call[T]:
     return Call(("FCALL", function, len(keys), *keys, *args), reply)
 
 
@@ -259,8 +260,9 @@ class SessionCalls:
         self.ttl_ms = _ms(ttl, "session ttl")
         self.sliding = sliding
 
-    def create(self, owner: str, data: Mapping[str, Any], key: str,
-               ttl: float | None = None) -> Call[Session]:
+    def create(
+        self, owner: str, data: Mapping[str, Any], key: str, ttl: float | None = None
+    ) -> Call[Session]:
         ttl_ms = self.ttl_ms if ttl is None else _ms(ttl, "session ttl")
         record_key(key, "ses", "session")
         owner_key(owner)
@@ -381,8 +383,9 @@ class SessionCache:
         self.client = client
         self.calls = SessionCalls(ttl, sliding)
 
-    def create(self, owner: str, data: Mapping[str, Any], ttl: float | None = None,
-               key: str | None = None) -> Session:
+    def create(
+        self, owner: str, data: Mapping[str, Any], ttl: float | None = None, key: str | None = None
+    ) -> Session:
         return run(self.client, self.calls.create(owner, data, key or new_key("ses"), ttl))
 
     def get(self, key: str) -> Session | None:
@@ -405,8 +408,13 @@ class MessageQueue:
     `take` blocks, so it runs on the blocking workload's client; everything else on api.
     """
 
-    def __init__(self, client: valkey.Valkey, blocking: valkey.Valkey | None = None,
-                 cap: int = 1000, ttl: float = 86400) -> None:
+    def __init__(
+        self,
+        client: valkey.Valkey,
+        blocking: valkey.Valkey | None = None,
+        cap: int = 1000,
+        ttl: float = 86400,
+    ) -> None:
         self.client = client
         self.blocking = blocking or client
         self.calls = QueueCalls(cap, ttl)
@@ -473,9 +481,15 @@ class LocalCache:
         require_version(self.users.client)
 
     @classmethod
-    def from_clients(cls, index: valkey.Valkey, users: valkey.Valkey, sessions: valkey.Valkey,
-                     messages: valkey.Valkey, blocking: valkey.Valkey | None = None,
-                     bounds: Bounds | None = None) -> LocalCache:
+    def from_clients(
+        cls,
+        index: valkey.Valkey,
+        users: valkey.Valkey,
+        sessions: valkey.Valkey,
+        messages: valkey.Valkey,
+        blocking: valkey.Valkey | None = None,
+        bounds: Bounds | None = None,
+    ) -> LocalCache:
         """One client per db (and the blocking one for `take`); checks the library once."""
         b = bounds or Bounds()
         cache = cls(
@@ -488,8 +502,12 @@ class LocalCache:
         return cache
 
     @classmethod
-    def from_workload_clients(cls, clients: WorkloadClients[Any], settings: CacheTierSettings,
-                              session_sliding: bool = False) -> LocalCache:
+    def from_workload_clients(
+        cls,
+        clients: WorkloadClients[Any],
+        settings: CacheTierSettings,
+        session_sliding: bool = False,
+    ) -> LocalCache:
         """Each db's api client from the cache tier's clients; `take` on the blocking one."""
         dbs = settings.dbs
         return cls.from_clients(
@@ -502,8 +520,9 @@ class LocalCache:
         )
 
     @classmethod
-    def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False
-                      ) -> LocalCache:
+    def from_settings(
+        cls, settings: CacheTierSettings, session_sliding: bool = False
+    ) -> LocalCache:
         """The local cache of `load_settings().cache`, on its own workload clients."""
         from valkey_plans.clients import Clients
 

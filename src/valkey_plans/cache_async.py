@@ -109,13 +109,15 @@ class AsyncUserCache(AsyncLruCache):
 class AsyncSessionCache:
     """`ses:` sessions; TTL = expiry, optionally sliding on each get/touch."""
 
-    def __init__(self, client: valkey.asyncio.Valkey, ttl: float = 1800,
-                 sliding: bool = False) -> None:
+    def __init__(
+        self, client: valkey.asyncio.Valkey, ttl: float = 1800, sliding: bool = False
+    ) -> None:
         self.client = client
         self.calls = SessionCalls(ttl, sliding)
 
-    async def create(self, owner: str, data: Mapping[str, Any], ttl: float | None = None,
-                     key: str | None = None) -> Session:
+    async def create(
+        self, owner: str, data: Mapping[str, Any], ttl: float | None = None, key: str | None = None
+    ) -> Session:
         return await run(self.client, self.calls.create(owner, data, key or new_key("ses"), ttl))
 
     async def get(self, key: str) -> Session | None:
@@ -134,9 +136,13 @@ class AsyncSessionCache:
 class AsyncMessageQueue:
     """Messages in transit and the at-least-once work queue, awaited."""
 
-    def __init__(self, client: valkey.asyncio.Valkey,
-                 blocking: valkey.asyncio.Valkey | None = None,
-                 cap: int = 1000, ttl: float = 86400) -> None:
+    def __init__(
+        self,
+        client: valkey.asyncio.Valkey,
+        blocking: valkey.asyncio.Valkey | None = None,
+        cap: int = 1000,
+        ttl: float = 86400,
+    ) -> None:
         self.client = client
         self.blocking = blocking or client
         self.calls = QueueCalls(cap, ttl)
@@ -178,10 +184,15 @@ class AsyncLocalCache:
         await require_version_async(self.users.client)
 
     @classmethod
-    async def from_clients(cls, index: valkey.asyncio.Valkey, users: valkey.asyncio.Valkey,
-                           sessions: valkey.asyncio.Valkey, messages: valkey.asyncio.Valkey,
-                           blocking: valkey.asyncio.Valkey | None = None,
-                           bounds: Bounds | None = None) -> AsyncLocalCache:
+    async def from_clients(
+        cls,
+        index: valkey.asyncio.Valkey,
+        users: valkey.asyncio.Valkey,
+        sessions: valkey.asyncio.Valkey,
+        messages: valkey.asyncio.Valkey,
+        blocking: valkey.asyncio.Valkey | None = None,
+        bounds: Bounds | None = None,
+    ) -> AsyncLocalCache:
         """One client per db (and the blocking one for `take`); checks the library once."""
         b = bounds or Bounds()
         cache = cls(
@@ -194,8 +205,9 @@ class AsyncLocalCache:
         return cache
 
     @classmethod
-    async def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False
-                            ) -> AsyncLocalCache:
+    async def from_settings(
+        cls, settings: CacheTierSettings, session_sliding: bool = False
+    ) -> AsyncLocalCache:
         """The local cache of `load_settings().cache`, on its own asyncio workload clients."""
         from valkey_plans.aclients import AsyncClients
 

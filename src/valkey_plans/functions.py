@@ -64,8 +64,8 @@ def _is_missing(error: valkey.ResponseError) -> bool:
 
 
 def _mismatch(client: valkey.Valkey | valkey.asyncio.Valkey, loaded: str | None) -> str:
-    found = "no library valkey_plans" if loaded is None else (
-        f"library valkey_plans version {loaded}"
+    found = (
+        "no library valkey_plans" if loaded is None else (f"library valkey_plans version {loaded}")
     )
     return (
         f"cache instance on {_where(client)} has {found}, "

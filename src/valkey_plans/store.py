@@ -68,8 +68,13 @@ class Store:
     + node: names this node in invalidations so it skips its own (default host:cache port)
     """
 
-    def __init__(self, hosted: valkey.Valkey, local: LocalCache,
-                 subscriber: valkey.Valkey | None = None, node: str | None = None) -> None:
+    def __init__(
+        self,
+        hosted: valkey.Valkey,
+        local: LocalCache,
+        subscriber: valkey.Valkey | None = None,
+        node: str | None = None,
+    ) -> None:
         self.hosted = hosted
         self.local = local
         self.subscriber = subscriber
@@ -90,8 +95,13 @@ class Store:
                 f"hosted tier {_where(self.hosted)} unreachable, {what} not done: {exc}"
             ) from None
 
-    def _commit(self, what: str, build: Callable[[Any], None], watch: str | None = None,
-                before: Callable[[Any], None] | None = None) -> None:
+    def _commit(
+        self,
+        what: str,
+        build: Callable[[Any], None],
+        watch: str | None = None,
+        before: Callable[[Any], None] | None = None,
+    ) -> None:
         """One MULTI on hosted; `before` reads under WATCH when the write depends on it."""
 
         def transaction(pipe: Any) -> None:
@@ -100,8 +110,9 @@ class Store:
             pipe.multi()
             build(pipe)
 
-        self._hosted(what, lambda: self.hosted.transaction(
-            transaction, *([watch] if watch else [])))
+        self._hosted(
+            what, lambda: self.hosted.transaction(transaction, *([watch] if watch else []))
+        )
 
     def _message(self, **fields: Any) -> str:
         return json.dumps({"node": self.node, **fields})
@@ -186,8 +197,9 @@ class Store:
 
     # --- sessions -------------------------------------------------------------------
 
-    def create_session(self, owner: str, data: Mapping[str, Any],
-                       ttl: float | None = None) -> Session:
+    def create_session(
+        self, owner: str, data: Mapping[str, Any], ttl: float | None = None
+    ) -> Session:
         key = new_key("ses")
         ttl_ms = int((ttl if ttl is not None else self.local.sessions.calls.ttl_ms / 1000) * 1000)
         payload = json.dumps({"owner": owner, "data": dict(data)})
@@ -217,8 +229,7 @@ class Store:
         if raw is None or pttl <= 0:
             return None
         stored = json.loads(raw)
-        return self.local.sessions.create(stored["owner"], stored["data"], ttl=pttl / 1000,
-                                          key=key)
+        return self.local.sessions.create(stored["owner"], stored["data"], ttl=pttl / 1000, key=key)
 
     def revoke_session(self, key: str) -> None:
         record_key(key, "ses", "session")
@@ -308,13 +319,18 @@ class Store:
                         socket_in_use = pubsub.connection._sock
                     if message and message["type"] == "message":
                         channel = message["channel"]
-                        self.apply(channel.decode() if isinstance(channel, bytes) else channel,
-                                   message["data"])
+                        self.apply(
+                            channel.decode() if isinstance(channel, bytes) else channel,
+                            message["data"],
+                        )
                 pubsub.close()
             except (valkey.ConnectionError, valkey.TimeoutError) as exc:
                 self.subscribed.clear()
-                log.warning("invalidation subscriber lost hosted %s: %s; retrying",
-                            _where(self.subscriber), exc)
+                log.warning(
+                    "invalidation subscriber lost hosted %s: %s; retrying",
+                    _where(self.subscriber),
+                    exc,
+                )
                 self._stop.wait(RESUBSCRIBE_PAUSE)
 
     @contextmanager

@@ -24,7 +24,11 @@ def deploy(tmp_path: Path, port: int) -> subprocess.CompletedProcess[str]:
     # pyinfra logs to stderr; fold it into stdout so assertions read one stream
     return subprocess.run(
         [PYINFRA, "@local", str(script), "-y"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
     )
 
 

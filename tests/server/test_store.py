@@ -96,8 +96,11 @@ def test_hosted_down_serves_local_and_fails_writes_loudly(nodes, primary) -> Non
 
     assert a.get_user(key) == {"name": "Cy"}
     assert a.get_session(session.key) == session
-    with pytest.raises(HostedUnavailable, match=rf"hosted tier 127.0.0.1:{primary.port} "
-                                                rf"unreachable, saving {key} not done"):
+    with pytest.raises(
+        HostedUnavailable,
+        match=rf"hosted tier 127.0.0.1:{primary.port} "
+        rf"unreachable, saving {key} not done",
+    ):
         a.save_user({"name": "Cy 2"}, key=key)
     assert a.get_user(key) == {"name": "Cy"}  # the failed write changed nothing locally
     with pytest.raises(HostedUnavailable, match=f"reading {other} not done"):

@@ -24,9 +24,7 @@ def valkey_cli(port: int, *args: str, host_address: str = "127.0.0.1") -> String
     """The one place that builds `valkey-cli` calls, so auth (REDISCLI_AUTH) lands once."""
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ValueError(f"valkey port {port!r} is not a TCP port; allowed: an int 1..65535")
-    return StringCommand(
-        "valkey-cli", "-h", QuoteString(host_address), "-p", str(port), *args
-    )
+    return StringCommand("valkey-cli", "-h", QuoteString(host_address), "-p", str(port), *args)
 
 
 class ValkeyLibraryVersion(FactBase[str | None]):
