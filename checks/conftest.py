@@ -48,15 +48,21 @@ def plan(host, targets) -> Plan:
 
 
 class Valkey:
-    """valkey-cli on the host under test, reaching one instance over its unix socket."""
+    """valkey-cli on the host under test, reaching one instance over its unix socket.
 
-    def __init__(self, host, socket: str) -> None:
+    With ACLs on it logs in as the read-only `checks` user; the password is read on
+    the host from the deploy's root-only file, so it never shows in a command line.
+    """
+
+    def __init__(self, host, instance, acl: bool) -> None:
         self.host = host
-        self.socket = socket
+        self.socket = instance.paths.unixsocket
+        self.auth = f'REDISCLI_AUTH="$(cat {instance.paths.auth_dir}/checks)" ' if acl else ""
+        self.user = "--no-auth-warning --user checks " if acl else ""
 
     def cli(self, *args: str) -> str:
-        cmd = "valkey-cli -s " + shlex.quote(self.socket) + " " + " ".join(map(shlex.quote, args))
-        result = self.host.run_expect([0], cmd)
+        cmd = f"{self.auth}valkey-cli {self.user}-s {shlex.quote(self.socket)} "
+        result = self.host.run_expect([0], cmd + " ".join(map(shlex.quote, args)))
         return result.stdout
 
     def config(self, name: str) -> str:
@@ -66,6 +72,6 @@ class Valkey:
 
 
 @pytest.fixture
-def valkey(host):
+def valkey(host, plan):
     """valkey(instance) -> a Valkey that talks to that instance on the host under test."""
-    return lambda instance: Valkey(host, instance.paths.unixsocket)
+    return lambda instance: Valkey(host, instance, plan.acl)

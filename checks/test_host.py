@@ -36,12 +36,18 @@ def test_systemd_units_enabled_and_default_unit_off(host, plan):
 def test_listening_only_where_planned(host, plan):
     listening = {str(s) for s in host.socket.get_listening_sockets()}
     for inst in plan.instances:
-        planned = {f"tcp://{a.removeprefix('-')}:{inst.port}" for a in inst.bind}
-        for address in planned:
-            assert address in listening, f"{inst.name}: not listening on {address}"
-        actual = {s for s in listening if s.startswith("tcp") and s.endswith(f":{inst.port}")}
-        stray = actual - planned
-        assert not stray, f"{inst.name}: listening on {sorted(stray)}, plan says {sorted(planned)}"
+        for port in inst.ports:
+            planned = {f"tcp://{a.removeprefix('-')}:{port}" for a in inst.bind}
+            for address in planned:
+                assert address in listening, f"{inst.name}: not listening on {address}"
+            actual = {s for s in listening if s.startswith("tcp") and s.endswith(f":{port}")}
+            stray = actual - planned
+            assert not stray, (
+                f"{inst.name}: listening on {sorted(stray)}, plan says {sorted(planned)}"
+            )
+        if inst.tls and inst.tls.only:
+            plain = {s for s in listening if s.startswith("tcp") and s.endswith(f":{inst.port}")}
+            assert not plain, f"{inst.name}: TLS only, yet the plain port listens: {sorted(plain)}"
 
 
 def test_live_config_matches_plan(plan, valkey):
@@ -53,7 +59,7 @@ def test_live_config_matches_plan(plan, valkey):
             "maxmemory-policy": inst.maxmemory_policy,
             "maxmemory-samples": str(inst.maxmemory_samples),
             "appendonly": "yes" if inst.appendonly else "no",
-            "port": str(inst.port),
+            "port": "0" if inst.tls and inst.tls.only else str(inst.port),
         }
         got = {name: live.config(name) for name in want}
         assert got == want, f"{inst.name}: live CONFIG differs from the plan: {got} != {want}"
@@ -76,3 +82,16 @@ def test_config_files_are_the_deployed_ones(host, plan):
             f"{inst.paths.config} differs from what the plan renders: edited behind the deploy's"
             " back? Re-run the deploy."
         )
+
+
+def test_acl_users_on_and_default_user_off(host, plan, valkey):
+    if not plan.acl:
+        return
+    for inst in plan.instances:
+        acl = host.file(inst.paths.aclfile)
+        assert acl.exists, f"{inst.paths.aclfile} is missing"
+        assert (acl.user, acl.mode) == ("valkey", 0o600), f"{inst.paths.aclfile} owner/mode"
+        assert ">" not in acl.content_string, f"{inst.paths.aclfile} holds a plaintext password"
+        anonymous = host.run(f"valkey-cli -s {inst.paths.unixsocket} PING").stdout
+        assert "NOAUTH" in anonymous, f"{inst.name}: the default user can connect: {anonymous!r}"
+        assert valkey(inst).cli("ACL", "WHOAMI").strip() == "checks"

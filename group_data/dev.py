@@ -21,3 +21,9 @@ valkey_app = {
     "cache_instance": "cache",
     "group": grp.getgrgid(_developer.pw_gid).gr_name,
 }
+
+# ACL users per workload, with passwords generated once into the developer's config dir
+# (mode 0600, never in the repo). The env file hands them to the applications.
+valkey_acl = True
+valkey_secrets_file = f"{_developer.pw_dir}/.config/valkey-plans/dev-secrets.json"
+valkey_secrets_generate = True

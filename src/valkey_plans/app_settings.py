@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from valkey_plans.plan import Plan
+from pydantic import SecretStr
 
-WORKLOADS = ("api", "blocking", "subscriber", "background")
+from valkey_plans.plan import Plan
+from valkey_plans.secrets import WORKLOAD_USERS
 
 
 def _hosted_endpoint(plan: Plan) -> tuple[str, int, bool] | None:
@@ -20,11 +21,22 @@ def _hosted_endpoint(plan: Plan) -> tuple[str, int, bool] | None:
         return url.hostname or "", url.port or 6379, url.scheme == "valkeys"
     if plan.app.hosted_instance:
         inst = plan.instance(plan.app.hosted_instance)
-        return inst.client_address, inst.port, False
+        return inst.client_address, inst.client_port, inst.tls is not None
     return None
 
 
-def app_environment(plan: Plan) -> dict[str, str]:
+def _credentials(prefix: str, passwords: dict[str, SecretStr] | None) -> dict[str, str]:
+    if not passwords:
+        return {}
+    env = {}
+    for workload, user in WORKLOAD_USERS.items():
+        env[f"{prefix}{workload.upper()}_USER"] = user
+        env[f"{prefix}{workload.upper()}_PASSWORD"] = passwords[user].get_secret_value()
+    return env
+
+
+def app_environment(plan: Plan, passwords: dict[str, SecretStr] | None = None) -> dict[str, str]:
+    """The settings; with ACLs on, `passwords` adds each workload's user and password."""
     env: dict[str, str] = {"VALKEY_APP": plan.app.name, "VALKEY_MODE": "standalone"}
     hosted = _hosted_endpoint(plan)
     if hosted:
@@ -35,13 +47,20 @@ def app_environment(plan: Plan) -> dict[str, str]:
             "VALKEY_TLS": "1" if tls else "0",
             "VALKEY_DB": "0",
         }
+        if plan.app.hosted_instance:
+            env |= _credentials("VALKEY_", passwords)
+            if tls:
+                env["VALKEY_TLS_CA_FILE"] = plan.instance(plan.app.hosted_instance).tls.ca_cert_file  # type: ignore[union-attr]
     if plan.app.cache_instance:
         cache = plan.instance(plan.app.cache_instance)
         env |= {
             "VALKEY_CACHE_HOST": cache.client_address,
-            "VALKEY_CACHE_PORT": str(cache.port),
-            "VALKEY_CACHE_TLS": "0",
+            "VALKEY_CACHE_PORT": str(cache.client_port),
+            "VALKEY_CACHE_TLS": "1" if cache.tls else "0",
         }
+        if cache.tls:
+            env["VALKEY_CACHE_TLS_CA_FILE"] = cache.tls.ca_cert_file
+        env |= _credentials("VALKEY_CACHE_", passwords)
         for name, db in cache.cache_dbs.items():
             env[f"VALKEY_CACHE_DB_{name.upper()}"] = str(db.db)
         user_cache, messages = cache.db("user_cache"), cache.db("message_queue")

@@ -18,6 +18,9 @@ class InstancePaths:
     unixsocket: str
     logfile: str
     data_dir: str
+    aclfile: str
+    #: Root-only files with the admin and checks passwords, for valkey-cli on the host.
+    auth_dir: str
 
 
 @dataclass(frozen=True)
@@ -26,6 +29,8 @@ class Layout:
     run: str
     data: str
     log: str
+    #: valkey-plans' own state on the host (root-only password files).
+    state: str
 
     def paths(self, name: str) -> InstancePaths:
         run_dir = f"{self.run}/valkey-{name}"
@@ -36,10 +41,18 @@ class Layout:
             unixsocket=f"{run_dir}/valkey-server.sock",
             logfile=f"{self.log}/valkey-server-{name}.log",
             data_dir=self.data,
+            aclfile=f"{self.etc}/users-{name}.acl",
+            auth_dir=f"{self.state}/auth",
         )
 
 
-DEBIAN = Layout(etc="/etc/valkey", run="/run", data="/var/lib/valkey", log="/var/log/valkey")
+DEBIAN = Layout(
+    etc="/etc/valkey",
+    run="/run",
+    data="/var/lib/valkey",
+    log="/var/log/valkey",
+    state="/var/lib/valkey-plans",
+)
 
 
 def homebrew(prefix: str) -> Layout:
@@ -48,4 +61,5 @@ def homebrew(prefix: str) -> Layout:
         run=f"{prefix}/var/run",
         data=f"{prefix}/var/db/valkey",
         log=f"{prefix}/var/log/valkey",
+        state=f"{prefix}/var/valkey-plans",
     )

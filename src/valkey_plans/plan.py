@@ -98,6 +98,14 @@ DEFAULTS: dict[str, Any] = {
         "hosted_url": None,
         "cache_instance": "cache",
     },
+    # ACL users per workload with passwords; the default user is off. Required to
+    # bind beyond loopback.
+    "valkey_acl": False,
+    # JSON file (user -> password, mode 0600) on the machine running pyinfra; never in
+    # the repo. VALKEY_PLANS_SECRET_<USER> environment variables override it.
+    "valkey_secrets_file": None,
+    # Create the secrets file with random passwords if it is missing (dev laptops).
+    "valkey_secrets_generate": False,
     # Debian mirror used for the bookworm-backports source line.
     "valkey_debian_mirror": "http://deb.debian.org/debian",
     # Seconds an apt package list stays fresh before the deploy refreshes it.
@@ -120,6 +128,18 @@ class CacheDb(_Strict):
     cap: int | None = Field(default=None, ge=1, le=1_000_000)
     ttl: int | None = Field(default=None, ge=1, description="seconds")
     sliding: bool = False
+
+
+class Tls(_Strict):
+    """TLS for one instance; certificate paths are on the host, readable by valkey."""
+
+    port: int = Field(ge=1, le=65535)
+    cert_file: str
+    key_file: str
+    ca_cert_file: str
+    auth_clients: Literal["yes", "no", "optional"] = "no"
+    #: Turn the plain-text port off, so every client must use TLS.
+    only: bool = False
 
 
 def _default_cache_dbs() -> dict[str, CacheDb]:
@@ -147,6 +167,7 @@ class Instance(_Strict):
     appendfsync: AppendFsync
     loglevel: LogLevel
     extra_config: dict[str, str]
+    tls: Tls | None = None
     cache_dbs: dict[str, CacheDb] = Field(default_factory=_default_cache_dbs)
 
     @model_validator(mode="before")
@@ -225,8 +246,7 @@ class Instance(_Strict):
         for key, setting in value.items():
             if not re.match(r"^[a-z][a-z0-9-]*$", key) or "\n" in str(setting):
                 raise ValueError(
-                    f"{key!r}: allowed: Valkey directive names (lowercase, '-'),"
-                    " one-line values"
+                    f"{key!r}: allowed: Valkey directive names (lowercase, '-'), one-line values"
                 )
         return value
 
@@ -272,6 +292,21 @@ class Instance(_Strict):
         """maxmemory as Valkey reports it in CONFIG GET (1k = 1000, 1kb = 1024)."""
         number, unit = MEMORY_PATTERN.match(self.maxmemory).groups()  # type: ignore[union-attr]
         return int(number) * MEMORY_UNITS[unit or "b"]
+
+    @property
+    def ports(self) -> list[int]:
+        """Every TCP port the instance listens on (plain and TLS)."""
+        plain = [] if self.tls and self.tls.only else [self.port]
+        return plain + ([self.tls.port] if self.tls else [])
+
+    @property
+    def client_port(self) -> int:
+        """The port applications use: TLS when the plan has it."""
+        return self.tls.port if self.tls else self.port
+
+    @property
+    def loopback_only(self) -> bool:
+        return all(ipaddress.ip_address(a.removeprefix("-")).is_loopback for a in self.bind)
 
     @property
     def client_address(self) -> str:
@@ -320,6 +355,9 @@ class Plan(_Strict):
     domains: list[str] = Field(alias="valkey_domains")
     custom_domains: dict[str, str] = Field(alias="valkey_custom_domains")
     app: App = Field(alias="valkey_app")
+    acl: bool = Field(alias="valkey_acl")
+    secrets_file: str | None = Field(alias="valkey_secrets_file")
+    secrets_generate: bool = Field(alias="valkey_secrets_generate")
     debian_mirror: str = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
 
@@ -348,16 +386,25 @@ class Plan(_Strict):
                 f"valkey_domains: unknown domain {', '.join(map(repr, unknown))}; allowed:"
                 f" {', '.join(sorted(known))}, or declare it in valkey_custom_domains"
             )
-        for attr in ("name", "port"):
+        for attr in ("name", "ports"):
             seen: set[object] = set()
             for inst in self.instances:
-                value = getattr(inst, attr)
-                if value in seen:
-                    raise ValueError(
-                        f"valkey_instances: two instances with {attr} {value!r}; allowed:"
-                        f" one instance per {attr} on a host"
-                    )
-                seen.add(value)
+                values = getattr(inst, attr)
+                for value in values if isinstance(values, list) else [values]:
+                    if value in seen:
+                        what = attr.rstrip("s")
+                        raise ValueError(
+                            f"valkey_instances: two instances with {what} {value!r}; allowed:"
+                            f" one instance per {what} on a host"
+                        )
+                    seen.add(value)
+        exposed = [i.name for i in self.instances if not i.loopback_only]
+        if exposed and not self.acl:
+            raise ValueError(
+                f"valkey_instances {exposed} bind beyond loopback without passwords; allowed:"
+                " loopback only, or valkey_acl: true with passwords (valkey_secrets_file or"
+                " VALKEY_PLANS_SECRET_<USER>)"
+            )
         names = {i.name: i for i in self.instances}
         for field in ("hosted_instance", "cache_instance"):
             ref = getattr(self.app, field)

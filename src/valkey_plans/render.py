@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from pydantic import SecretStr
 
+from valkey_plans.acl import acl_lines
 from valkey_plans.app_settings import app_environment
 from valkey_plans.layout import DEBIAN, Layout
 
@@ -32,15 +34,24 @@ def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(managed_header=MANAGED_HEADER, **context)
 
 
+def acl_file(plan: Any, instance: Any, passwords: dict[str, SecretStr]) -> str:
+    """The aclfile of one instance: hashes only, never a plaintext password.
+
+    Valkey refuses comment lines in an aclfile, so it carries no managed header;
+    the instance config that names it does.
+    """
+    return "\n".join(acl_lines(plan, instance, passwords)) + "\n"
+
+
 def instance_config(plan: Any, instance: Any, layout: Layout = DEBIAN) -> str:
     """The valkey-NAME.conf of one planned instance, with the host's file layout."""
     paths = layout.paths(instance.name)
     return render("valkey-instance.conf.j2", plan=plan, instance=instance, paths=paths)
 
 
-def app_files(plan: Any) -> dict[str, str]:
+def app_files(plan: Any, passwords: dict[str, SecretStr] | None = None) -> dict[str, str]:
     """The application's env file and JSON twin, keyed by file name."""
-    settings = app_environment(plan)
+    settings = app_environment(plan, passwords)
     return {
         f"{plan.app.name}.env": render("app.env.j2", plan=plan, settings=settings),
         f"{plan.app.name}.json": render("app.json.j2", plan=plan, settings=settings),

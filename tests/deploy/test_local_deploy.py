@@ -9,6 +9,8 @@ from pathlib import Path
 import valkey
 
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from valkey_plans.inventory import load_targets
+from valkey_plans.secrets import load_secrets
 
 SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
 
@@ -23,6 +25,13 @@ def pid_of(name: str) -> int:
     return int(out.strip())
 
 
+def dev_password(user: str) -> str:
+    """A password from the dev plan's generated secrets file (see group_data/dev.py)."""
+    (target,) = load_targets("inventories/dev.py")
+    plan = target.plan
+    return load_secrets(plan.secrets_file, plan.secrets_generate)[user].get_secret_value()
+
+
 def read_root_file(path: str) -> str:
     return subprocess.run([*SUDO, "cat", path], capture_output=True, text=True, check=True).stdout
 
@@ -32,10 +41,11 @@ def test_readme_main_command_provisions_and_verifies_the_dev_plan():
     assert first.returncode == 0, first.output[-4000:]
     assert first.errors == 0
     assert "7 passed" in first.output or " passed" in first.output, first.output[-2000:]
-    cache = valkey.Valkey(port=6379)
+    checks = dev_password("checks")
+    cache = valkey.Valkey(port=6379, username="checks", password=checks)
     assert cache.config_get("databases") == {"databases": "4"}
     assert cache.config_get("maxmemory-policy") == {"maxmemory-policy": "volatile-lru"}
-    hosted = valkey.Valkey(port=6380)
+    hosted = valkey.Valkey(port=6380, username="checks", password=checks)
     assert hosted.config_get("databases") == {"databases": "1"}
     assert hosted.config_get("appendonly") == {"appendonly": "yes"}
 

@@ -8,8 +8,7 @@ Use it from a deploy file (`deploy.py` at the repository root does exactly this)
 
 from __future__ import annotations
 
-from io import StringIO
-
+from pydantic import SecretStr
 from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
@@ -17,9 +16,14 @@ from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
 
 from valkey_plans.deploy.facts import HasSystemd
-from valkey_plans.deploy.operations import checked_file, daemon, unsupported_os
+from valkey_plans.deploy.functions import library_loaded
+from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, unsupported_os
+from valkey_plans.layout import DEBIAN
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
-from valkey_plans.render import TEMPLATE_DIR, app_files, instance_config
+from valkey_plans.render import TEMPLATE_DIR, acl_file, app_files, instance_config
+from valkey_plans.secrets import SecretsError, load_secrets
+
+Passwords = dict[str, SecretStr]
 
 PACKAGES = ["valkey-server", "valkey-tools"]
 CHECKER = "/usr/local/lib/valkey-plans/check-config"
@@ -32,6 +36,16 @@ def current_plan() -> Plan:
     except PlanError as exc:
         # pyinfra prints a DeployError as one clean message, without a traceback.
         raise DeployError(str(exc)) from None
+
+
+def current_passwords(plan: Plan) -> Passwords | None:
+    """The ACL users' passwords, read on the machine running pyinfra; None without ACLs."""
+    if not plan.acl:
+        return None
+    try:
+        return load_secrets(plan.secrets_file, plan.secrets_generate)
+    except SecretsError as exc:
+        raise DeployError(f"host {plan.host}: {exc}") from None
 
 
 def _install_debian_family(plan: Plan, distro: dict) -> None:
@@ -68,7 +82,18 @@ def _install_checker() -> None:
     )
 
 
-def _converge_instance(plan: Plan, inst: Instance, systemd_host: bool) -> None:
+def _converge_instance(
+    plan: Plan, inst: Instance, systemd_host: bool, passwords: Passwords | None
+) -> None:
+    acl = None
+    if passwords:
+        acl = checked_file(
+            name=f"ACL users of {inst.name} (checked by a throwaway valkey-server first)",
+            content=acl_file(plan, inst, passwords),
+            dest=inst.paths.aclfile,
+            checker=f"{CHECKER} /dev/null --aclfile",
+            mode="600",
+        )
     config = checked_file(
         name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
         content=instance_config(plan, inst),
@@ -103,17 +128,48 @@ def _converge_instance(plan: Plan, inst: Instance, systemd_host: bool) -> None:
             restarted=True,
             _if=lambda: config.did_change() and not started.did_change(),
         )
+    if acl is not None:
+        acl_reload(
+            name=f"ACL LOAD on {inst.name} (no restart)",
+            socket=inst.paths.unixsocket,
+            auth_file=f"{inst.paths.auth_dir}/admin",
+            _if=lambda: acl.did_change() and not config.did_change() and not started.did_change(),
+        )
 
 
-def app_settings(plan: Plan, env_dir: str, owner: str, group: str | None) -> None:
+def _auth_files(passwords: Passwords) -> None:
+    """admin and checks passwords for valkey-cli on the host: root only.
+
+    Written after every ACL LOAD, so that when the admin password is rotated,
+    ACL LOAD still authenticates with the one the running instance knows.
+    """
+    auth_dir = DEBIAN.paths("any").auth_dir
+    for path in (DEBIAN.state, auth_dir):
+        files.directory(
+            name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
+        )
+    for user in ("admin", "checks"):
+        checked_file(
+            name=f"Password of ACL user {user} for valkey-cli on the host",
+            content=passwords[user].get_secret_value(),
+            dest=f"{auth_dir}/{user}",
+            user="root",
+            group="root",
+            mode="600",
+        )
+
+
+def app_settings(
+    plan: Plan, passwords: Passwords | None, env_dir: str, owner: str, group: str | None
+) -> None:
     """The env file and JSON that applications read; 0640, readable by the app's group."""
     files.directory(
         name="Application settings directory", path=env_dir, user=owner, group=group, mode="750"
     )
-    for filename, content in app_files(plan).items():
-        files.put(
+    for filename, content in app_files(plan, passwords).items():
+        checked_file(
             name=f"Application settings {filename}",
-            src=StringIO(content),
+            content=content,
             dest=f"{env_dir}/{filename}",
             user=owner,
             group=group,
@@ -125,10 +181,11 @@ def app_settings(plan: Plan, env_dir: str, owner: str, group: str | None) -> Non
 def valkey_plan() -> None:
     """Install Valkey and converge this host to its plan (see README, 'Plan settings')."""
     plan = current_plan()
+    passwords = current_passwords(plan)
     if host.get_fact(Os) == "Darwin":
         from valkey_plans.deploy.macos import converge_macos
 
-        converge_macos(plan)
+        converge_macos(plan, passwords)
         return
     _install_debian_family(plan, host.get_fact(LinuxDistribution))
     systemd_host = host.get_fact(HasSystemd)
@@ -148,5 +205,15 @@ def valkey_plan() -> None:
         )
     _install_checker()
     for inst in plan.instances:
-        _converge_instance(plan, inst, systemd_host)
-    app_settings(plan, plan.app.env_dir, "root", plan.app.group)
+        _converge_instance(plan, inst, systemd_host, passwords)
+    if passwords:
+        _auth_files(passwords)
+    for inst in plan.instances:
+        if inst.role == "cache":
+            library_loaded(
+                name=f"valkey_plans Functions library on {inst.name}",
+                port=inst.port,
+                socket=inst.paths.unixsocket,
+                auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
+            )
+    app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group)

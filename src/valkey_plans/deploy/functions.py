@@ -20,11 +20,31 @@ from valkey_plans.functions import LIBRARY_NAME, VERSION_FUNCTION, library_sourc
 DEFAULT_LIBRARY_PATH = "/etc/valkey/valkey_plans.lua"
 
 
-def valkey_cli(port: int, *args: str, host_address: str = "127.0.0.1") -> StringCommand:
-    """The one place that builds `valkey-cli` calls, so auth (REDISCLI_AUTH) lands once."""
+def valkey_cli(
+    port: int,
+    *args: str,
+    host_address: str = "127.0.0.1",
+    socket: str | None = None,
+    auth_file: str | None = None,
+    user: str = "admin",
+) -> StringCommand:
+    """The one place that builds `valkey-cli` calls on a host.
+
+    With `auth_file` (a root-only file the deploy wrote) valkey-cli logs in as `user`
+    through REDISCLI_AUTH read on the host, so no password is ever in a command line.
+    `socket` reaches the instance over its unix socket, which also works when the
+    plain TCP port is off (TLS only).
+    """
     if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
         raise ValueError(f"valkey port {port!r} is not a TCP port; allowed: an int 1..65535")
-    return StringCommand("valkey-cli", "-h", QuoteString(host_address), "-p", str(port), *args)
+    auth = [f'REDISCLI_AUTH="$(cat {auth_file})"'] if auth_file else []
+    login = ["--no-auth-warning", "--user", user] if auth_file else []
+    target = (
+        ["-s", QuoteString(socket)]
+        if socket
+        else ["-h", QuoteString(host_address), "-p", str(port)]
+    )
+    return StringCommand(*auth, "valkey-cli", *login, *target, *args)
 
 
 class ValkeyLibraryVersion(FactBase[str | None]):
@@ -37,8 +57,22 @@ class ValkeyLibraryVersion(FactBase[str | None]):
     not guess about an instance it cannot reach.
     """
 
-    def command(self, port: int, host_address: str = "127.0.0.1") -> StringCommand:
-        return valkey_cli(port, "FCALL_RO", VERSION_FUNCTION, "0", host_address=host_address)
+    def command(
+        self,
+        port: int,
+        host_address: str = "127.0.0.1",
+        socket: str | None = None,
+        auth_file: str | None = None,
+    ) -> StringCommand:
+        return valkey_cli(
+            port,
+            "FCALL_RO",
+            VERSION_FUNCTION,
+            "0",
+            host_address=host_address,
+            socket=socket,
+            auth_file=auth_file,
+        )
 
     def process(self, output: list[str]) -> str | None:
         text = "\n".join(output).strip()
@@ -54,6 +88,8 @@ def library_loaded(
     port: int,
     host_address: str = "127.0.0.1",
     path: str = DEFAULT_LIBRARY_PATH,
+    socket: str | None = None,
+    auth_file: str | None = None,
 ) -> Generator[StringCommand, None, None]:
     """
     Load this package's `valkey_plans` Functions library on one running cache instance.
@@ -61,6 +97,8 @@ def library_loaded(
     + port: the cache instance's TCP port
     + host_address: the address valkey-cli connects to (default 127.0.0.1)
     + path: where the Lua source is kept on the host (uploaded when it differs)
+    + socket: reach the instance over this unix socket instead of TCP
+    + auth_file: root-only file with the admin password (instances with ACLs)
 
     Loads (`FUNCTION LOAD REPLACE`) only when the loaded version differs from the
     packaged one; otherwise a no-op.
@@ -72,13 +110,14 @@ def library_loaded(
         library_loaded(name="valkey_plans library on cache", port=6380)
     """
     yield from files.put._inner(src=StringIO(library_source()), dest=path, mode="644")
-    loaded = host.get_fact(ValkeyLibraryVersion, port=port, host_address=host_address)
+    where = {"host_address": host_address, "socket": socket, "auth_file": auth_file}
+    loaded = host.get_fact(ValkeyLibraryVersion, port=port, **where)
     wanted = library_version()
     if loaded == wanted:
         host.noop(f"{LIBRARY_NAME} version {wanted} already loaded on port {port}")
         return
     yield StringCommand(
-        valkey_cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", host_address=host_address),
+        valkey_cli(port, "-x", "FUNCTION", "LOAD", "REPLACE", **where),
         "<",
         QuoteString(path),
         # valkey-cli exits 0 even on an error reply; the load succeeded only if it

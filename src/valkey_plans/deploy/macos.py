@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from io import StringIO
 
+from pydantic import SecretStr
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.facts.server import User
@@ -121,7 +122,7 @@ def _service_instance(plan: Plan) -> Instance:
     return plan.instances[0]
 
 
-def converge_macos(plan: Plan) -> None:
+def converge_macos(plan: Plan, passwords: dict[str, SecretStr] | None) -> None:
     prefix = host.get_fact(BrewPrefix)
     layout = homebrew(prefix)
     user = host.get_fact(User)
@@ -183,4 +184,4 @@ def converge_macos(plan: Plan) -> None:
                 _if=lambda c=config, s=started: c.did_change() and not s.did_change(),
             )
     # /etc needs root on a Mac; the app settings live beside Homebrew's own config.
-    app_settings(plan, f"{prefix}/etc/valkey-plans", user, None)
+    app_settings(plan, passwords, f"{prefix}/etc/valkey-plans", user, None)

@@ -8,9 +8,8 @@ from collections.abc import Generator
 from io import StringIO
 
 from pyinfra import host
-from pyinfra.api import OperationError, QuoteString, StringCommand, operation
+from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
-from pyinfra.operations import files
 
 from valkey_plans.deploy.facts import RunningPid
 
@@ -35,8 +34,10 @@ def checked_file(
       the old file (and the old running instance) and fails the operation
     + user, group, mode: ownership of the installed file (None: leave as created)
 
-    The candidate is uploaded beside `dest` with the final owner and mode, so neither
-    the candidate nor the live file is ever world-readable, and the swap is a rename.
+    The candidate is uploaded beside `dest` (pyinfra's temp file too), so the
+    directory's own permissions guard it until it has the final owner and mode, and the
+    swap is a rename. Unlike `files.put`, this never prints the content, not even with
+    `--diff`: it carries secrets (ACL hashes, app passwords).
 
     **Example:**
 
@@ -54,9 +55,16 @@ def checked_file(
     if have != want:
         directory, name = posixpath.split(dest)
         candidate = posixpath.join(directory, f".{name}.candidate")
-        yield from files.put._inner(
-            src=StringIO(content), dest=candidate, user=user, group=group, mode=mode
+        yield FileUploadCommand(
+            StringIO(content),
+            candidate,
+            remote_temp_filename=host.get_temp_filename(candidate, temp_directory=directory),
         )
+        if user:
+            yield StringCommand("chown", user, QuoteString(candidate))
+        if group:
+            yield StringCommand("chgrp", group, QuoteString(candidate))
+        yield StringCommand("chmod", mode, QuoteString(candidate))
         check = [checker, QuoteString(candidate), "&&"] if checker else []
         yield StringCommand(*check, "mv", "-f", QuoteString(candidate), QuoteString(dest))
         return
@@ -74,6 +82,41 @@ def checked_file(
         drift = True
     if not drift:
         host.noop(f"{dest} is up to date")
+
+
+@operation()
+def acl_reload(
+    socket: str, auth_file: str, user: str = "admin"
+) -> Generator[StringCommand, None, None]:
+    """
+    Apply a changed aclfile to a running instance with `ACL LOAD`, without a restart.
+
+    Valkey loads the whole file or nothing, so a bad file leaves the live users as
+    they were. The password is read on the host from a root-only file: it never
+    appears in a command line or in pyinfra's output.
+
+    + socket: the instance's unix socket
+    + auth_file: root-only file holding the password of `user`
+    + user: an ACL user allowed to run ACL LOAD
+
+    **Example:**
+
+    .. code:: python
+
+        acl_reload(
+            name="ACL LOAD on cache",
+            socket="/run/valkey-cache/valkey-server.sock",
+            auth_file="/etc/valkey/.auth/admin",
+            _if=acl.did_change,
+        )
+    """
+    yield StringCommand(
+        f'reply=$(REDISCLI_AUTH="$(cat {auth_file})" valkey-cli --no-auth-warning --user',
+        user,
+        "-s",
+        QuoteString(socket),
+        'ACL LOAD 2>&1); echo "$reply"; [ "$reply" = OK ]',
+    )
 
 
 @operation()

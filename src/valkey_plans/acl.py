@@ -1,0 +1,67 @@
+"""The ACL file of an instance: one user per workload, least privilege, hashed passwords.
+
+Valkey keeps `#<sha256>` hashes in the file, never plaintext. Key and channel
+patterns come from the plan's declared domains, so a workload user cannot touch a
+key the plan does not know about.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from pydantic import SecretStr
+
+from valkey_plans.domains import STRUCTURAL_PREFIX
+from valkey_plans.plan import Instance, Plan
+
+#: What each user may run. Order matters: Valkey applies the rules left to right.
+PERMISSIONS: dict[str, str] = {
+    # Fast request/response traffic: reads and writes, functions, publish; nothing
+    # dangerous (KEYS, FLUSH*, CONFIG, DEBUG...), nothing blocking, no function admin.
+    "api": "-@all +@read +@write +@transaction +@connection +fcall +fcall_ro +publish"
+    " -@dangerous -@blocking -@admin -function +function|list",
+    # Workers: lists and streams, including the blocking commands.
+    "queue": "-@all +@read +@list +@stream +@blocking +@transaction +@connection +fcall"
+    " +fcall_ro -@dangerous",
+    # Pub/sub only, on the plan's channels.
+    "subscriber": "-@all +@pubsub +@connection",
+    # Maintenance: scan, inspect and delete; never FLUSHALL/FLUSHDB or KEYS.
+    "background": "-@all +@read +@keyspace +@transaction +@connection -@dangerous",
+    # Verification: read-only introspection.
+    "checks": "-@all +@read +@connection -@dangerous +info +config|get +client|list"
+    " +function|list +scan +dbsize +type +ttl +pttl +slowlog|get +acl|whoami",
+    "admin": "+@all",
+}
+
+
+def key_patterns(plan: Plan) -> list[str]:
+    """Declared domains, structural keys, and the user index's email keys (they hold @)."""
+    return [f"~{domain}:*" for domain in plan.domains] + [f"~{STRUCTURAL_PREFIX}*", "~*@*"]
+
+
+def channel_patterns(plan: Plan) -> list[str]:
+    return [f"&{STRUCTURAL_PREFIX}*", f"&{plan.app.name}:*"]
+
+
+def password_hash(password: SecretStr) -> str:
+    return hashlib.sha256(password.get_secret_value().encode()).hexdigest()
+
+
+def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -> list[str]:
+    """`user ...` lines for the aclfile; the default user is always off."""
+    keys, channels = key_patterns(plan), channel_patterns(plan)
+    scope = {
+        "api": [*keys, *channels],
+        "queue": keys,
+        "subscriber": channels,
+        "background": keys,
+        "checks": ["~*"],
+        "admin": ["~*", "&*"],
+    }
+    lines = ["user default off resetpass -@all"]
+    for user, rules in PERMISSIONS.items():
+        secret = password_hash(passwords[user])
+        lines.append(
+            f"user {user} on #{secret} resetkeys resetchannels {' '.join(scope[user])} {rules}"
+        )
+    return lines

@@ -1,0 +1,111 @@
+"""Passwords of the ACL users: from the environment or a secrets file outside the repo.
+
+Sources, strongest first: `VALKEY_PLANS_SECRET_<USER>` environment variables on the
+machine running pyinfra, then the JSON secrets file the inventory names
+(`valkey_secrets_file`). With `valkey_secrets_generate` (the dev plan), a missing file
+is created once with random passwords, mode 0600, in a 0700 directory. Passwords are
+`SecretStr` everywhere, so no repr, log line or exception shows one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets as random
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+
+from pydantic import SecretStr
+
+#: The ACL users: one per workload, plus read-only `checks` and `admin` for the deploy.
+ACL_USERS = ("api", "queue", "subscriber", "background", "checks", "admin")
+
+#: Which ACL user each client workload logs in as.
+WORKLOAD_USERS = {
+    "api": "api",
+    "blocking": "queue",
+    "subscriber": "subscriber",
+    "background": "background",
+}
+
+ENV_PREFIX = "VALKEY_PLANS_SECRET_"
+
+
+class SecretsError(ValueError):
+    """A secrets source that cannot be used; never carries a password."""
+
+
+def _read_file(path: Path) -> dict[str, str]:
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretsError(
+            f"secrets file {path} has mode {stat.S_IMODE(mode):04o}; allowed: 0600 (owner only):"
+            f" run `chmod 600 {path}`"
+        )
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise SecretsError(f"secrets file {path} is not valid JSON (line {exc.lineno})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SecretsError(f"secrets file {path}: allowed: a JSON object of user -> password")
+    unknown = set(data) - set(ACL_USERS)
+    if unknown:
+        raise SecretsError(
+            f"secrets file {path}: unknown users {sorted(unknown)}; allowed: {', '.join(ACL_USERS)}"
+        )
+    return data
+
+
+def _generate(path: Path) -> None:
+    """Create the file with fresh passwords, owned like the directory it is created in.
+
+    Under sudo the dev plan creates it in the developer's home: it must stay theirs.
+    """
+    existing = next(p for p in path.parents if p.exists())
+    owner = existing.stat()
+    created = [p for p in reversed(path.parents) if not p.exists()]
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({user: random.token_urlsafe(32) for user in ACL_USERS}, out, indent=2)
+    if os.geteuid() == 0 and owner.st_uid != 0:
+        for p in [*created, path]:
+            os.chown(p, owner.st_uid, owner.st_gid)
+
+
+def load_secrets(
+    file: str | None, generate: bool = False, env: Mapping[str, str] | None = None
+) -> dict[str, SecretStr]:
+    """Every ACL user's password; raises SecretsError naming what is missing and where."""
+    env = os.environ if env is None else env
+    found: dict[str, str] = {}
+    if file:
+        path = Path(file).expanduser()
+        if not path.exists() and generate:
+            _generate(path)
+        if path.exists():
+            found.update(_read_file(path))
+        elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in ACL_USERS):
+            raise SecretsError(
+                f"secrets file {path} does not exist; create it (JSON user -> password, mode 0600)"
+                f" or set valkey_secrets_generate: true"
+            )
+    for user in ACL_USERS:
+        value = env.get(f"{ENV_PREFIX}{user.upper()}")
+        if value:
+            found[user] = value
+    missing = [u for u in ACL_USERS if not found.get(u)]
+    if missing:
+        raise SecretsError(
+            "no password for ACL users "
+            + ", ".join(missing)
+            + f"; set {ENV_PREFIX}<USER>"
+            + (f" or add them to {file}" if file else " or name a valkey_secrets_file")
+        )
+    short = [u for u in ACL_USERS if len(found[u]) < 16]
+    if short:
+        raise SecretsError(
+            f"passwords of {', '.join(short)} are shorter than 16 characters; allowed: 16 or more"
+        )
+    return {user: SecretStr(found[user]) for user in ACL_USERS}
