@@ -1,0 +1,96 @@
+"""Run the real pyinfra CLI against the lab inventory and read its per-host outcome."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+INVENTORY = "inventories/lab.py"
+#: pyinfra prints one line per host and operation: "[vplab1] Success" (changed something),
+#: "[vplab1] No changes" or "[vplab1] Error".
+OUTCOME = re.compile(r"^\s*\[(?P<host>[^\]]+)\] (?P<outcome>Success|No changes|Error)\b", re.M)
+
+
+@dataclass
+class Run:
+    """A finished pyinfra run: exit code, full output, and outcome counts per host."""
+
+    returncode: int
+    output: str
+
+    def count(self, host: str, outcome: str) -> int:
+        return sum(
+            1
+            for m in OUTCOME.finditer(self.output)
+            if m["host"] == host and m["outcome"] == outcome
+        )
+
+    def changed(self, host: str) -> int:
+        return self.count(host, "Success")
+
+    def changed_operations(self, host: str) -> list[str]:
+        """Names of the operations that changed something on `host` (for failure messages)."""
+        names, current = [], ""
+        for line in self.output.splitlines():
+            if line.startswith("--> Starting operation:"):
+                current = line.split(":", 1)[1].strip()
+            elif line.strip() == f"[{host}] Success":
+                names.append(current)
+        return names
+
+    def tail(self) -> str:
+        return self.output[-5000:]
+
+
+def plan_env(common: dict | None = None, per_host: dict | None = None) -> dict[str, str]:
+    """Environment that makes inventories/lab.py layer this plan data over group_data/."""
+    return {
+        **os.environ,
+        "VALKEY_PLANS_LAB_DATA": json.dumps(common or {}),
+        "VALKEY_PLANS_LAB_HOST_DATA": json.dumps(per_host or {}),
+        "COLUMNS": "250",
+    }
+
+
+def deploy(env: dict[str, str], timeout: float = 1200) -> Run:
+    """`pyinfra -y inventories/lab.py deploy.py`: one parallel run over SSH to every lab host."""
+    done = subprocess.run(
+        [str(BIN / "pyinfra"), "-y", INVENTORY, "deploy.py"],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout + done.stderr)
+
+
+def checks(env: dict[str, str], hosts: str, timeout: float = 600) -> Run:
+    """`pytest checks/ --hosts=...` over testinfra's SSH backend, plans from the lab inventory."""
+    done = subprocess.run(
+        [
+            str(BIN / "pytest"),
+            "-p",
+            "no:cacheprovider",
+            "-v",
+            "-rf",
+            "checks/",
+            f"--hosts={hosts}",
+            f"--plan-inventory={INVENTORY}",
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    return Run(done.returncode, done.stdout + done.stderr)
