@@ -52,6 +52,8 @@ def _teardown(names: list[str]) -> None:
                     "TERM/30/KILL/5",
                     "--pidfile",
                     f"/run/valkey-{name}/valkey-server.pid",
+                    "--exec",
+                    "/usr/bin/valkey-server",
                 ]
             )
         subprocess.call(

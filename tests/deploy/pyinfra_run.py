@@ -39,14 +39,16 @@ class Run:
         return self._total(4)
 
 
-def pyinfra(inventory: Path | str, *extra: str, timeout: float = 900) -> Run:
+def pyinfra(
+    inventory: Path | str, *extra: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> Run:
     proc = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", str(inventory), "deploy.py", *extra],
+        [str(BIN / "pyinfra"), "-y", *extra, str(inventory), "deploy.py"],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "250"},
+        env={**os.environ, "COLUMNS": "250", **(env or {})},
     )
     return Run(proc.returncode, proc.stdout + proc.stderr)
 

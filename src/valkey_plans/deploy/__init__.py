@@ -119,12 +119,16 @@ def _converge_instance(
             config=inst.paths.config,
             pidfile=inst.paths.pidfile,
             run_dir=inst.paths.run_dir,
+            socket=inst.paths.unixsocket,
+            logfile=inst.paths.logfile,
         )
         daemon(
             name=f"Restart valkey-server {inst.name} for its new config",
             config=inst.paths.config,
             pidfile=inst.paths.pidfile,
             run_dir=inst.paths.run_dir,
+            socket=inst.paths.unixsocket,
+            logfile=inst.paths.logfile,
             restarted=True,
             _if=lambda: config.did_change() and not started.did_change(),
         )

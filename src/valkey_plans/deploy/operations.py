@@ -127,6 +127,8 @@ def daemon(
     running: bool = True,
     restarted: bool = False,
     user: str = "valkey",
+    socket: str | None = None,
+    logfile: str | None = None,
 ) -> Generator[StringCommand, None, None]:
     """
     Run one valkey-server without systemd: start-stop-daemon, the valkey user, a pidfile.
@@ -140,6 +142,9 @@ def daemon(
     + running: whether the instance should run
     + restarted: restart it if it runs (use with `_if=` on the config operation)
     + user: the account valkey-server runs as
+    + socket: wait for this unix socket after a start (what systemd's Type=notify
+      gives the systemd path), and fail with the log's tail if it never appears
+    + logfile: the instance's log, shown when the start fails
 
     **Example:**
 
@@ -176,6 +181,13 @@ def daemon(
         QuoteString(config),
         "--daemonize yes",
     )
+    if socket:
+        tail = f"tail -n 15 {logfile} >&2; " if logfile else ""
+        start = StringCommand(
+            start,
+            f"&& i=0; while [ ! -S {socket} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;",
+            f"[ -S {socket} ] || {{ echo 'valkey-server did not come up:' >&2; {tail}false; }}",
+        )
     if not running:
         if pid:
             yield stop

@@ -29,7 +29,8 @@ fi
 set -- "$candidate" "$@" --daemonize no --port 0 --unixsocket "$scratch/check.sock" \
     --dir "$scratch" --pidfile "$scratch/check.pid" --logfile "$scratch/check.log" \
     --save "" --appendonly no --cluster-config-file "$scratch/nodes.conf"
-if grep -q '^tls-port' "$candidate"; then set -- "$@" --tls-port 0; fi
+# TLS: no listener, but tls-replication makes Valkey load and check the certificates.
+if grep -q '^tls-port' "$candidate"; then set -- "$@" --tls-port 0 --tls-replication yes; fi
 
 $run_as "$server" "$@" >"$scratch/stdout" 2>&1 &
 pid=$!
