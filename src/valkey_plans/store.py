@@ -276,9 +276,17 @@ class Store:
         """Forget every local user and session: after missed invalidations, refill from hosted.
 
         The email index stays: an email's user key only changes through this store.
+        SCAN + UNLINK rather than FLUSHDB, which the workload ACL users may not run.
         """
-        self.local.users.client.flushdb()
-        self.local.sessions.client.flushdb()
+        for client in (self.local.users.client, self.local.sessions.client):
+            batch: list[bytes] = []
+            for key in client.scan_iter(count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    client.unlink(*batch)
+                    batch.clear()
+            if batch:
+                client.unlink(*batch)
 
     def start(self) -> Store:
         """Run the invalidation subscriber in a daemon thread (needs `subscriber`)."""
