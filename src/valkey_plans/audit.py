@@ -1,0 +1,347 @@
+"""Keyspace audit: classify every key of every db of an instance, read-only.
+
+SCAN (never KEYS) walks each db; for each batch of names the audit asks the server
+for the type and TTL of every key (and, in dbs of small strings, their values: one
+MGET tells the type of every string at once and gives the user index's values,
+which are checked). The commands are packed by hand and pipelined on one valkey-py
+connection, with the next SCAN in the same write, so the server works on batch N+1
+while Python classifies batch N: going through valkey-py's Pipeline costs several
+microseconds of Python per command, about 10x the bare scan on a million keys
+(bench/audit.py). valkey-py still owns the connection: AUTH as the read-only
+`checks` user, SELECT, TLS, timeouts, error replies.
+
+Nothing here writes: the commands sent are SCAN, MGET, PTTL, TYPE and INFO, all of
+which the `checks` ACL user may run.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import valkey
+
+from valkey_plans.audit_rules import (
+    CONFORMING,
+    OVER_CAP,
+    VIOLATION,
+    Classifier,
+    DbRules,
+    instance_rules,
+    unplanned,
+)
+from valkey_plans.plan import Instance, Plan
+
+#: Keys per SCAN call (a hint to the server) and so per pipelined batch.
+SCAN_COUNT = 1000
+#: Violations kept with their key and reason; the rest are only counted.
+SAMPLE = 20
+VANISHED = "vanished"
+
+ClientForDb = Callable[[int], valkey.Valkey]
+Progress = Callable[[int], None]
+
+_RECORD = re.compile(rb"[a-z]{3}:[0-9A-Za-z]{12}")
+_EMAIL = re.compile(rb"[^@\sA-Z]+@[^@\sA-Z]+\.[^@\s.A-Z]+")
+_USR = re.compile(rb"usr:[0-9A-Za-z]{12}")
+
+
+@dataclass(frozen=True)
+class Violation:
+    db: int
+    key: str
+    kind: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"db {self.db} {self.key!r}: {self.reason}"
+
+
+@dataclass
+class DbCount:
+    """How many keys of one db fell into each class, and their types."""
+
+    db: int
+    name: str
+    classes: Counter[str] = field(default_factory=Counter)
+    types: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def keys(self) -> int:
+        return sum(self.classes.values())
+
+
+@dataclass
+class InstanceAudit:
+    """The audit of one instance: counts per db and class, the first violations with reasons."""
+
+    instance: str
+    role: str
+    dbs: dict[int, DbCount] = field(default_factory=dict)
+    kinds: Counter[str] = field(default_factory=Counter)
+    sample: list[Violation] = field(default_factory=list)
+    limit: int = SAMPLE
+
+    @property
+    def violations(self) -> int:
+        return sum(self.kinds.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.violations == 0
+
+    def violate(self, db: int, key: str, kind: str, reason: str, per_key: bool = True) -> None:
+        """Record a violation; `per_key=False` for one about the db as a whole (its cap)."""
+        self.kinds[kind] += 1
+        if per_key:
+            self.dbs[db].classes[VIOLATION] += 1
+        if len(self.sample) < self.limit:
+            self.sample.append(Violation(db, key, kind, reason))
+
+    def verdict(self) -> str:
+        """One line: what is wrong (first violations) or how many keys conform."""
+        keys = sum(d.keys for d in self.dbs.values())
+        if self.ok:
+            return f"{self.instance}: {keys} keys, no violations"
+        kinds = ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common())
+        first = "; ".join(str(v) for v in self.sample[:3])
+        return f"{self.instance}: {self.violations} violations of {keys} keys ({kinds}): {first}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "instance": self.instance,
+            "role": self.role,
+            "ok": self.ok,
+            "violations": self.violations,
+            "kinds": dict(self.kinds),
+            "dbs": {
+                str(d.db): {
+                    "name": d.name,
+                    "keys": d.keys,
+                    "classes": dict(d.classes),
+                    "types": dict(d.types),
+                }
+                for d in self.dbs.values()
+            },
+            "first": [v.__dict__ for v in self.sample],
+        }
+
+
+# --- wire: commands packed once per batch ------------------------------------------------
+
+_PTTL = b"*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+_TYPE_PTTL = b"*2\r\n$4\r\nTYPE\r\n$%d\r\n%b\r\n*2\r\n$4\r\nPTTL\r\n$%d\r\n%b\r\n"
+
+
+def _scan(cursor: bytes) -> bytes:
+    count = str(SCAN_COUNT).encode()
+    return b"*4\r\n$4\r\nSCAN\r\n$%d\r\n%b\r\n$5\r\nCOUNT\r\n$%d\r\n%b\r\n" % (
+        len(cursor),
+        cursor,
+        len(count),
+        count,
+    )
+
+
+def _batch(keys: list[bytes], strings: bool) -> bytes:
+    if not keys:
+        return b""
+    if strings:
+        mget = b"*%d\r\n$4\r\nMGET\r\n" % (len(keys) + 1)
+        args = b"".join([b"$%d\r\n%b\r\n" % (len(k), k) for k in keys])
+        return mget + args + b"".join([_PTTL % (len(k), k) for k in keys])
+    return b"".join([_TYPE_PTTL % (len(k), k, len(k), k) for k in keys])
+
+
+def _read_many(conn: Any, n: int) -> list:
+    """n replies; straight from libvalkey's reader when valkey-py uses it.
+
+    `Connection.read_response` costs ~1 us of Python per reply, as much as the
+    server spends on the command; a million keys have two million replies. The
+    fast path only replaces that loop: valkey-py still feeds the reader from the
+    socket (`read_from_socket`, which raises its own ConnectionError/TimeoutError).
+    """
+    parser = getattr(conn, "_parser", None)
+    reader = getattr(parser, "_reader", None)
+    idle = getattr(sys.modules.get(type(parser).__module__), "NOT_ENOUGH_DATA", None)
+    if reader is None or idle is None or parser._next_response is not idle:
+        replies = [conn.read_response() for _ in range(n)]
+    else:
+        replies = []
+        gets, more = reader.gets, parser.read_from_socket
+        while len(replies) < n:
+            reply = gets()
+            if reply is idle:
+                more()
+            else:
+                replies.append(reply)
+    for reply in replies:
+        if isinstance(reply, Exception):
+            raise reply  # an error reply (NOPERM...) or a ConnectionError from the reader
+    return replies
+
+
+def _read_batch(conn: Any, keys: list[bytes], strings: bool) -> tuple[list, list, list]:
+    """(types or None per key, ttls, values or []) for a batch sent by `_batch`."""
+    if not keys:
+        return [], [], []
+    if strings:
+        values, *ttls = _read_many(conn, 1 + len(keys))
+        return [b"string" if v is not None else None for v in values], ttls, values
+    replies = _read_many(conn, 2 * len(keys))
+    return replies[0::2], replies[1::2], []
+
+
+# --- the audit -----------------------------------------------------------------------------
+
+
+class _DbAudit:
+    """Classifies the batches of one db; the common cases are tested inline (hot path)."""
+
+    def __init__(
+        self, report: InstanceAudit, rules: DbRules, classifier: Classifier, client: valkey.Valkey
+    ) -> None:
+        self.report = report
+        self.rules = rules
+        self.classifier = classifier
+        self.client = client
+        self.count = report.dbs.setdefault(rules.db, DbCount(rules.db, rules.name))
+        self.prefix = f"{rules.domain}:".encode() if rules.domain else None
+        self.record_type = (rules.record_type or "").encode()
+
+    def batch(self, keys: list[bytes], types: list, ttls: list, values: list) -> None:
+        rules, count = self.rules, self.count
+        missing = [k for k, t in zip(keys, types, strict=True) if t is None]
+        found = self._types(missing) if missing else {}
+        conforming = 0
+        for i, key in enumerate(keys):
+            type_ = types[i] or found.get(key)
+            ttl = ttls[i]
+            if ttl == -2 or type_ in (None, b"none"):
+                count.classes[VANISHED] += 1
+                continue
+            # Hot path: a well-formed record of this db's domain and type, TTL as required.
+            if (
+                self.prefix is not None
+                and key.startswith(self.prefix)
+                and type_ == self.record_type
+                and (ttl >= 0 or not rules.ttl_required)
+                and _RECORD.fullmatch(key)
+            ):
+                conforming += 1
+                count.types[type_.decode()] += 1
+                continue
+            if (
+                rules.is_index
+                and ttl == -1
+                and type_ == b"string"
+                and len(key) <= 254
+                and _EMAIL.fullmatch(key)
+                and _USR.fullmatch(values[i] or b"")
+            ):
+                conforming += 1
+                count.types["string"] += 1
+                continue
+            self._slow(key, type_.decode(), ttl, values[i] if values else None)
+        count.classes[CONFORMING] += conforming
+
+    def _slow(self, key_bytes: bytes, type_: str, ttl: int, value: bytes | None) -> None:
+        key = key_bytes.decode("utf-8", "backslashreplace")
+        self.count.types[type_] += 1
+        klass, kind, reason = self.classifier.name(self.rules, key, type_, ttl)
+        if klass == CONFORMING and self.rules.is_index:
+            problem = self.classifier.index_value(value)
+            if problem:
+                klass, kind, reason = VIOLATION, "bad-index-value", problem
+        if klass == VIOLATION:
+            self.report.violate(self.rules.db, key, kind, reason)
+        else:
+            self.count.classes[klass] += 1
+
+    def _types(self, keys: list[bytes]) -> dict[bytes, bytes]:
+        """TYPE of the keys MGET found not to be strings (structural keys: few)."""
+        pipe = self.client.pipeline(transaction=False)
+        for key in keys:
+            pipe.type(key)
+        return {
+            k: t if isinstance(t, bytes) else t.encode()
+            for k, t in zip(keys, pipe.execute(), strict=True)
+        }
+
+    def finish(self) -> None:
+        cap = self.rules.cap
+        records = self.count.classes[CONFORMING]
+        if cap is not None and records > cap:
+            self.report.violate(
+                self.rules.db,
+                "",
+                OVER_CAP,
+                f"{self.rules.name} holds {records} {self.rules.domain}: records, cap {cap}",
+                per_key=False,
+            )
+
+
+def scan_db(client: valkey.Valkey, work: _DbAudit, progress: Progress | None = None) -> None:
+    """Walk one db with SCAN; the next SCAN rides in the same write as the batch's commands."""
+    pool = client.connection_pool
+    conn = pool.get_connection("SCAN")
+    strings = work.rules.strings
+    try:
+        conn.send_packed_command([_scan(b"0")])
+        cursor, keys = conn.read_response()
+        pending: tuple | None = None
+        while True:
+            more = cursor != b"0"
+            conn.send_packed_command([_batch(keys, strings) + (_scan(cursor) if more else b"")])
+            if pending is not None:  # classify batch N while the server answers batch N+1
+                work.batch(*pending)
+            replies = _read_batch(conn, keys, strings)
+            pending = (keys, *replies)
+            if progress is not None:
+                progress(len(keys))
+            if not more:
+                break
+            cursor, keys = conn.read_response()
+        work.batch(*pending)
+    except BaseException:
+        conn.disconnect()  # replies may still be in flight: never reuse this connection
+        raise
+    finally:
+        pool.release(conn)
+    work.finish()
+
+
+def dbs_with_keys(client: valkey.Valkey) -> dict[int, int]:
+    """db number -> key count, from INFO keyspace (dbs without keys are not listed)."""
+    info = client.info("keyspace")
+    return {int(name[2:]): int(stats["keys"]) for name, stats in info.items()}
+
+
+def audit_instance(
+    plan: Plan,
+    inst: Instance,
+    client_for_db: ClientForDb,
+    limit: int = SAMPLE,
+    progress: Progress | None = None,
+) -> InstanceAudit:
+    """Audit every planned db of `inst`, and every other db that holds keys."""
+    report = InstanceAudit(inst.name, inst.role, limit=limit)
+    classifier = Classifier(plan, inst)
+    rules = instance_rules(plan, inst)
+    present = dbs_with_keys(client_for_db(0))
+    # One db after another: threads per db were measured slower (the GIL, 2 cores).
+    for db in sorted(set(rules) | set(present)):
+        client = client_for_db(db)
+        scan_db(
+            client, _DbAudit(report, rules.get(db) or unplanned(db), classifier, client), progress
+        )
+    return report
+
+
+def total_keys(client: valkey.Valkey) -> int:
+    """How many keys the audit will walk (for a progress bar)."""
+    return sum(dbs_with_keys(client).values())
