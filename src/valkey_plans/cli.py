@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -43,16 +43,50 @@ def check_plan(inventory: str) -> None:
 
 @main.command()
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--pytest-arg", "pytest_args", multiple=True, help="Extra argument for pytest.")
-def verify(inventory: str, pytest_args: tuple[str, ...]) -> None:
-    """Run the checks/ testinfra suite against every host of INVENTORY."""
+def verify(inventory: str, pytest_args: tuple[str, ...], as_json: bool = False) -> None:
+    """Run the checks/ suite against every host of INVENTORY: one table, host x check.
+
+    Exits non-zero when any check fails; advisory results (kernel settings) do not.
+    """
+    from dataclasses import asdict
+
+    from valkey_plans import verify as checks
+
     targets = _targets(inventory)
-    hosts = ",".join(t.testinfra_url for t in targets)
-    args = [str(BIN / "pytest"), "-p", "no:cacheprovider", "-q", "checks/"]
-    args += [f"--hosts={hosts}", f"--plan-inventory={Path(inventory).resolve()}"]
-    if os.geteuid() != 0 and any(t.testinfra_url == "local://" for t in targets):
-        args.append("--sudo")  # config files are 0640 valkey: reading them needs root
-    sys.exit(_run(args + list(pytest_args)))
+    click.echo(f"verifying {', '.join(t.name for t in targets)} ...", err=True)
+    code, results, output = checks.run(
+        targets, inventory, pytest_args, str(BIN / "pytest"), PROJECT_DIR
+    )
+    if not results or code not in (0, 1):  # pytest itself failed: show why
+        click.echo(output, err=True)
+        raise click.ClickException(f"the checks did not run (pytest exit code {code})")
+    if as_json:
+        click.echo(json.dumps([asdict(r) for r in results], indent=1))
+    else:
+        click.echo(checks.table(results))
+    if code or any(r.status in checks.FAILING for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", "only_host", help="Only this inventory host.")
+@click.option("--instance", "only_instance", help="Only this instance.")
+@click.option("--limit", default=20, show_default=True, help="Violations listed per instance.")
+@click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
+def audit(inventory: str, only_host: str | None, only_instance: str | None, limit: int,
+          as_json: bool) -> None:
+    """Classify every key of every instance of INVENTORY (read-only, as the checks user).
+
+    Exits non-zero when any key violates the plan's conventions.
+    """
+    from valkey_plans.audit_cli import run_audit
+
+    reports = run_audit(_targets(inventory), only_host, only_instance, limit, as_json)
+    if any(not r.ok for r in reports):
+        sys.exit(1)
 
 
 @main.command()
