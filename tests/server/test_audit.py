@@ -1,0 +1,204 @@
+"""The keyspace audit and the cache canary against real valkey-server processes.
+
+Each violation test writes exactly one offending key next to data written through
+the cache API, and asserts that the audit reports that one violation and no other.
+"""
+
+from __future__ import annotations
+
+import pytest
+import valkey
+
+from valkey_plans import acl, audit_rules, functions
+from valkey_plans.audit import SCAN_COUNT, audit_instance
+from valkey_plans.cache import LocalCache
+from valkey_plans.canary import Canary, CanaryFailure
+from valkey_plans.keys import new_key
+from valkey_plans.plan import Plan
+
+WRITE_COMMANDS = {"set", "del", "unlink", "expire", "pexpire", "hset", "zadd", "fcall", "flushdb"}
+
+
+def cache_plan(port: int, **cache_dbs: dict) -> Plan:
+    dbs = {
+        "user_index": {"db": 0},
+        "user_cache": {"db": 1, "cap": 100, "ttl": 3600},
+        "session_cache": {"db": 2, "ttl": 86400},
+        "message_queue": {"db": 3, "cap": 1000, "ttl": 86400},
+        **cache_dbs,
+    }
+    return Plan.from_host_data("test", {
+        "valkey_instances": [{"name": "cache", "role": "cache", "port": port, "cache_dbs": dbs}],
+    })
+
+
+def primary_plan(port: int) -> Plan:
+    return Plan.from_host_data("test", {
+        "valkey_instances": [{"name": "hosted", "role": "primary", "port": port}],
+        "valkey_app": {"cache_instance": None, "hosted_instance": "hosted"},
+        "valkey_domains": ["usr", "ord"],
+    })
+
+
+def clients(port: int, **kwargs: object):
+    made: dict[int, valkey.Valkey] = {}
+    return lambda db: made.setdefault(db, valkey.Valkey(port=port, db=db, **kwargs))
+
+
+@pytest.fixture
+def cache_server(valkey_factory):
+    """A cache-role server with the library and a little of everything, via the cache API."""
+    server = valkey_factory("cache", databases="16", maxmemory_policy="volatile-lru")
+    client_for_db = clients(server.port)
+    functions.ensure_loaded(client_for_db(0))
+    cache = LocalCache.from_clients(*(client_for_db(db) for db in range(4)))
+    user = new_key("usr")
+    cache.index.link("someone@example.com", user)
+    cache.users.put(user, {"name": "Some One"})
+    cache.sessions.create(user, {"cart": 1})
+    cache.messages.enqueue({"to": "someone@example.com"})
+    return server
+
+
+def test_cache_api_data_conforms_and_counts_per_db_and_class(cache_server):
+    plan = cache_plan(cache_server.port)
+    report = audit_instance(plan, plan.instances[0], clients(cache_server.port))
+    assert report.ok, report.verdict()
+    classes = {db: dict(count.classes) for db, count in report.dbs.items()}
+    assert classes[0] == {"conforming": 1}
+    assert classes[1] == {"conforming": 1, "structural": 2}  # vp:lru:users + its clock
+    assert classes[2] == {"conforming": 1, "structural": 1}  # the owner's session set
+    assert classes[3] == {"conforming": 1, "structural": 3}  # lru, clock, pending list
+    assert report.dbs[2].types == {"hash": 1, "set": 1}
+
+
+TXKEY = "0kVq3Xb1d7Fz"
+
+
+@pytest.mark.parametrize(
+    ("db", "command", "kind", "reason"),
+    [
+        (1, ("SET", "cache:user:42", "x", "EX", "60"), "malformed-name", "separator"),
+        (1, ("SET", f"prd:{TXKEY}", "x", "EX", "60"), "undeclared-domain", "'prd'"),
+        (1, ("SET", f"ses:{TXKEY}", "x", "EX", "60"), "wrong-db", "belongs in db 2"),
+        (2, ("HSET", f"ses:{TXKEY}", "owner", "x"), "missing-ttl", "session_cache requires"),
+        (3, ("SET", f"msg:{TXKEY}", "x"), "missing-ttl", "message_queue requires"),
+        (0, ("SET", "a@example.com", f"usr:{TXKEY}", "EX", "60"), "index-entry-ttl", "evict"),
+        (0, ("SET", "b@example.com", "usr:nope"), "bad-index-value", "malformed usr: key"),
+        (0, ("SET", "Not An Email", f"usr:{TXKEY}"), "malformed-name", "normalised email"),
+        (1, ("RPUSH", f"usr:{TXKEY}", "x"), "wrong-type", "list, want string"),
+        (1, ("SET", "vp:mine", "x"), "undeclared-structural", "not declared"),
+        (5, ("SET", f"usr:{TXKEY}", "x"), "unplanned-db", "db 5"),
+    ],
+)
+def test_each_violation_is_reported_alone_with_its_reason(cache_server, db, command, kind, reason):
+    client_for_db = clients(cache_server.port)
+    client_for_db(db).execute_command(*command)
+    plan = cache_plan(cache_server.port)
+    report = audit_instance(plan, plan.instances[0], client_for_db)
+    assert dict(report.kinds) == {kind: 1}, report.verdict()
+    (violation,) = report.sample
+    assert (violation.db, violation.kind) == (db, kind)
+    assert reason in violation.reason, violation.reason
+
+
+def test_user_cache_above_its_cap_is_a_violation(cache_server):
+    client_for_db = clients(cache_server.port)
+    for _ in range(2):  # the fixture put one user: three in a db whose plan cap is 2
+        client_for_db(1).set(new_key("usr"), "{}", ex=60)
+    plan = cache_plan(cache_server.port, user_cache={"db": 1, "cap": 2, "ttl": 3600})
+    report = audit_instance(plan, plan.instances[0], client_for_db)
+    assert dict(report.kinds) == {"over-cap": 1}
+    assert "holds 3 usr: records, cap 2" in report.sample[0].reason
+
+
+def test_primary_keys_outside_db0_and_undeclared_domains(valkey_factory):
+    server = valkey_factory("primary", databases="16")
+    client_for_db = clients(server.port)
+    client_for_db(0).set(new_key("usr"), "{}")
+    client_for_db(0).set(new_key("ord"), "{}")
+    client_for_db(0).set(f"msg:{TXKEY}", "{}")  # a known domain this plan does not declare
+    client_for_db(1).set(new_key("usr"), "{}")
+    plan = primary_plan(server.port)
+    report = audit_instance(plan, plan.instances[0], client_for_db)
+    assert dict(report.kinds) == {"outside-db0": 1, "undeclared-domain": 1}, report.verdict()
+    assert report.dbs[0].classes["conforming"] == 2
+
+
+def test_many_batches_are_all_classified_and_progress_adds_up(valkey_factory):
+    server = valkey_factory("many", databases="4")
+    client_for_db = clients(server.port)
+    pipe = client_for_db(1).pipeline(transaction=False)
+    total = 3 * SCAN_COUNT + 17
+    for _ in range(total):
+        pipe.set(new_key("usr"), "{}", ex=600)
+    pipe.set("stray", "x")
+    pipe.execute()
+    plan = cache_plan(server.port, user_cache={"db": 1, "cap": 1_000_000, "ttl": 3600})
+    seen: list[int] = []
+    report = audit_instance(plan, plan.instances[0], client_for_db, progress=seen.append)
+    assert report.dbs[1].classes == {"conforming": total, "violation": 1}
+    assert sum(seen) == total + 1
+    assert [v.key for v in report.sample] == ["stray"]
+
+
+def test_audit_sends_only_read_commands(cache_server):
+    client_for_db = clients(cache_server.port)
+    client_for_db(1).set("stray", "x")
+    client_for_db(0).config_resetstat()
+    plan = cache_plan(cache_server.port)
+    audit_instance(plan, plan.instances[0], client_for_db)
+    used = {name.removeprefix("cmdstat_") for name in client_for_db(0).info("commandstats")}
+    assert used, "no commands recorded"
+    assert not used & WRITE_COMMANDS, used
+    assert used <= {"scan", "mget", "pttl", "type", "info", "select", "config|resetstat",
+                    "client|setinfo", "hello"}, used
+
+
+def test_audit_runs_as_the_read_only_checks_user(cache_server):
+    admin = valkey.Valkey(port=cache_server.port)
+    rules = acl.PERMISSIONS["checks"].split()
+    admin.execute_command("ACL", "SETUSER", "checks", "on", ">checks-password-0123", "~*", *rules)
+    client_for_db = clients(cache_server.port, username="checks", password="checks-password-0123")
+    client_for_db(1).get("x")  # logged in
+    with pytest.raises(valkey.exceptions.NoPermissionError):
+        client_for_db(1).set("x", "y")
+    plan = cache_plan(cache_server.port)
+    report = audit_instance(plan, plan.instances[0], client_for_db)
+    assert report.ok, report.verdict()
+    assert sum(d.keys for d in report.dbs.values()) == 10
+
+
+def _snapshot(client_for_db) -> dict[int, dict[bytes, object]]:
+    out = {}
+    for db in range(4):
+        client = client_for_db(db)
+        out[db] = {k: client.dump(k) for k in client.scan_iter(count=1000)}
+    return out
+
+
+def test_canary_proves_bounds_and_leaves_real_data_alone(cache_server):
+    client_for_db = clients(cache_server.port)
+    before = _snapshot(client_for_db)
+    plan = cache_plan(cache_server.port)
+    canary = Canary(client_for_db, plan.instances[0])
+    canary.run()
+    assert canary.written and all(
+        k.startswith(audit_rules.CANARY_PREFIX) for keys in canary.written.values() for k in keys
+    )
+    assert canary.cleanup() == []
+    assert _snapshot(client_for_db) == before
+
+
+def test_canary_catches_a_library_that_does_not_evict(cache_server):
+    client_for_db = clients(cache_server.port)
+    broken = functions.library_source().replace(
+        "local excess = redis.call('ZCARD', zset) - cap", "local excess = 0"
+    )
+    assert broken != functions.library_source()
+    client_for_db(0).function_load(broken, replace=True)
+    plan = cache_plan(cache_server.port)
+    canary = Canary(client_for_db, plan.instances[0])
+    with pytest.raises(CanaryFailure, match="exact LRU broken"):
+        canary.run()
+    assert canary.cleanup() == []
