@@ -1,0 +1,191 @@
+"""`valkey-plans verify` on a real deploy: passes when right, fails on exactly the broken check.
+
+One throwaway plan (instances `vpv-cache`/`vpv-primary` on free ports, ACLs on, with a
+generated secrets file) is deployed once for the module; each test breaks one thing
+behind the deploy's back, runs `valkey-plans verify --json`, asserts that exactly the
+matching check failed, and repairs what it broke.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import valkey
+
+from tests.deploy.conftest import _teardown, write_inventory
+from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from tests.valkey_server import free_port
+from valkey_plans import functions
+from valkey_plans.keys import new_key
+from valkey_plans.secrets import load_secrets
+
+SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
+NAMES = ("vpv-cache", "vpv-primary")
+
+
+class Deployed:
+    """The deployed throwaway plan, with an admin client per db of its cache instance."""
+
+    def __init__(self, inventory: Path, ports: dict[str, int], secrets: Path) -> None:
+        self.inventory = inventory
+        self.ports = ports
+        password = load_secrets(str(secrets))["admin"].get_secret_value()
+        self.admin = {
+            db: valkey.Valkey(port=ports["vpv-cache"], db=db, username="admin", password=password)
+            for db in range(4)
+        }
+
+    def verify(self) -> tuple[int, dict[str, dict]]:
+        run = valkey_plans("verify", "--json", str(self.inventory))
+        start = run.output.find("[")
+        assert start >= 0, f"no JSON from verify:\n{run.output[-3000:]}"
+        rows = json.loads(run.output[start : run.output.rindex("]") + 1])
+        return run.returncode, {row["check"]: row for row in rows}
+
+    def failing(self) -> dict[str, str]:
+        code, rows = self.verify()
+        failed = {c: r["reason"] for c, r in rows.items() if r["status"] in ("fail", "error")}
+        assert (code != 0) == bool(failed), (code, rows)
+        return failed
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    tmp = tmp_path_factory.mktemp("verify")
+    ports = {name: free_port() for name in NAMES}
+    secrets = tmp / "secrets" / "vpv.json"
+    instances = [
+        {"name": "vpv-cache", "role": "cache", "port": ports["vpv-cache"], "maxmemory": "32mb"},
+        {"name": "vpv-primary", "role": "primary", "port": ports["vpv-primary"],
+         "maxmemory": "32mb"},
+    ]
+    app = {"name": "vpv", "env_dir": str(tmp / "app"), "hosted_instance": "vpv-primary",
+           "cache_instance": "vpv-cache"}
+    inventory = write_inventory(
+        tmp / "vpv.py", instances, app, valkey_acl=True, valkey_secrets_file=str(secrets),
+        valkey_secrets_generate=True,
+    )
+    try:
+        run = pyinfra(inventory)
+        assert run.returncode == 0, run.output[-3000:]
+        yield Deployed(inventory, ports, secrets)
+    finally:
+        _teardown(list(NAMES))
+
+
+def test_verify_passes_on_a_fresh_deploy_and_kernel_findings_are_advisory(deployed):
+    code, rows = deployed.verify()
+    assert code == 0, rows
+    assert {r["status"] for r in rows.values()} <= {"pass", "advisory"}, rows
+    assert rows["test_kernel_settings_valkey_warns_about"]["status"] in ("pass", "advisory")
+    expected = {
+        "test_keyspace_follows_the_plan",
+        "test_cache_lru_bound_and_ttls_hold_live",
+        "test_functions_library_loaded_on_cache_instances",
+        "test_live_persistence_acl_and_tls_match_rendered_config",
+        "test_logs_free_of_startup_warnings_the_plan_can_fix",
+        "test_live_config_matches_plan",
+    }
+    assert expected <= set(rows)
+
+
+def test_table_names_host_check_result_and_reason(deployed):
+    deployed.admin[1].set("cache:user:42", "x", ex=600)
+    try:
+        run = valkey_plans("verify", str(deployed.inventory))
+    finally:
+        deployed.admin[1].delete("cache:user:42")
+    assert run.returncode != 0
+    line = next(x for x in run.output.splitlines() if "test_keyspace_follows_the_plan" in x)
+    assert line.startswith("@local") and " FAIL " in line and "cache:user:42" in line
+
+
+def _root(*command: str) -> None:
+    subprocess.run([*SUDO, *command], check=True)
+
+
+def _config_set(deployed: Deployed, name: str, value: str) -> Callable[[], None]:
+    old = deployed.admin[0].config_get(name)[name]
+    deployed.admin[0].config_set(name, value)
+    return lambda: deployed.admin[0].config_set(name, old)
+
+
+def _key(deployed: Deployed, db: int, *command: str) -> Callable[[], None]:
+    deployed.admin[db].execute_command(*command)
+    return lambda: deployed.admin[db].delete(command[1])
+
+
+def _chmod(path: str, mode: str) -> Callable[[], None]:
+    _root("chmod", mode, path)
+    return lambda: _root("chmod", "640", path)
+
+
+def _unload_library(deployed: Deployed) -> Callable[[], None]:
+    deployed.admin[0].function_delete(functions.LIBRARY_NAME)
+    return lambda: functions.ensure_loaded(deployed.admin[0])
+
+
+def _library_that_does_not_evict(deployed: Deployed) -> Callable[[], None]:
+    source = functions.library_source()
+    broken = source.replace("local excess = redis.call('ZCARD', zset) - cap", "local excess = 0")
+    deployed.admin[0].function_load(broken, replace=True)
+    return lambda: deployed.admin[0].function_load(source, replace=True)
+
+
+def _log_warning(deployed: Deployed) -> Callable[[], None]:
+    log = "/var/log/valkey/valkey-server-vpv-cache.log"
+    size = Path(log).stat().st_size
+    line = "1:M 01 Jan 2026 00:00:00.000 # WARNING: maxmemory is set to something odd\n"
+    _root("sh", "-c", f"printf '%s' '{line}' >> {log}")
+    return lambda: _root("truncate", "-s", str(size), log)
+
+
+FAULTS: dict[str, tuple[Callable[[Deployed], Callable[[], None]], str, str]] = {
+    "policy": (
+        lambda d: _config_set(d, "maxmemory-policy", "allkeys-lru"),
+        "test_live_config_matches_plan", "allkeys-lru",
+    ),
+    "no-snapshots": (
+        lambda d: _config_set(d, "save", ""),
+        "test_live_persistence_acl_and_tls_match_rendered_config", "save",
+    ),
+    "world-readable-config": (
+        lambda d: _chmod("/etc/valkey/valkey-vpv-cache.conf", "644"),
+        "test_config_files_owned_by_valkey_and_not_world_readable", "0o644",
+    ),
+    "library-unloaded": (
+        _unload_library, "test_functions_library_loaded_on_cache_instances", "no Functions",
+    ),
+    "library-not-evicting": (
+        _library_that_does_not_evict, "test_cache_lru_bound_and_ttls_hold_live",
+        "exact LRU broken",
+    ),
+    "stray-keys-style-name": (
+        lambda d: _key(d, 1, "SET", "cache:user:42", "x", "EX", "600"),
+        "test_keyspace_follows_the_plan", "malformed-name",
+    ),
+    "session-without-ttl": (
+        lambda d: _key(d, 2, "HSET", new_key("ses"), "owner", "x"),
+        "test_keyspace_follows_the_plan", "missing-ttl",
+    ),
+    "log-warning": (
+        _log_warning, "test_logs_free_of_startup_warnings_the_plan_can_fix", "maxmemory",
+    ),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_verify_fails_on_exactly_the_broken_check(deployed, fault):
+    breaks, check, reason = FAULTS[fault]
+    repair = breaks(deployed)
+    try:
+        failed = deployed.failing()
+    finally:
+        repair()
+    assert set(failed) == {check}, failed
+    assert reason in failed[check], failed[check]
