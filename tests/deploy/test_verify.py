@@ -1,7 +1,7 @@
 """`valkey-plans verify` on a real deploy: passes when right, fails on exactly the broken check.
 
-One throwaway plan (instances `vpv-cache`/`vpv-primary` on free ports, ACLs on, with a
-generated secrets file) is deployed once for the module; each test breaks one thing
+One throwaway plan (instances `vpv-cache`/`vpv-primary` on free ports, ACLs on) is
+deployed once for the module; each test breaks one thing
 behind the deploy's back, runs `valkey-plans verify --json`, asserts that exactly the
 matching check failed, and repairs what it broke.
 """
@@ -21,6 +21,7 @@ from tests.deploy.conftest import _teardown, write_inventory
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
 from tests.valkey_server import free_port
 from valkey_plans import functions
+from valkey_plans.inventory import PROJECT_DIR, load_targets
 from valkey_plans.keys import new_key
 from valkey_plans.secrets import load_secrets
 
@@ -58,7 +59,11 @@ class Deployed:
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     tmp = tmp_path_factory.mktemp("verify")
     ports = {name: free_port() for name in NAMES}
-    secrets = tmp / "secrets" / "vpv.json"
+    # The dev plan's secrets: the deploy keeps one host-wide copy of the checks/admin
+    # passwords for valkey-cli (layout auth_dir), so a plan with other passwords would
+    # lock the dev instances' host-side checks out until the next `./vp up`.
+    dev = load_targets(PROJECT_DIR / "inventories" / "dev.py")[0].plan
+    secrets = Path(str(dev.secrets_file))
     instances = [
         {"name": "vpv-cache", "role": "cache", "port": ports["vpv-cache"], "maxmemory": "32mb"},
         {"name": "vpv-primary", "role": "primary", "port": ports["vpv-primary"],
