@@ -12,6 +12,7 @@ import shlex
 import pytest
 
 from tests.lab.pyinfra_lab import Run, checks, deploy, plan_env
+from valkey_plans.keys import new_key
 from valkey_plans.lab import ssh
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
@@ -46,6 +47,20 @@ class Valkey:
 
     def config(self, instance: str, name: str) -> str:
         return self.cli(instance, "CONFIG", "GET", name).splitlines()[1]
+
+    def remember(self, email: str) -> str:
+        """Write data the plan allows: a user record on `hosted`, its index entry on `cache`.
+
+        Both live without a TTL (db 0 of each instance), so nothing but loss removes them.
+        """
+        key = new_key("usr")
+        self.cli("hosted", "SET", key, f"record of {email}")
+        self.cli("cache", "SET", email, key, db=0)
+        return key
+
+    def recall(self, email: str, key: str) -> tuple[str, str]:
+        """(index entry on cache, record on hosted) as written by `remember`."""
+        return self.cli("cache", "GET", email, db=0), self.cli("hosted", "GET", key)
 
     def pid(self, instance: str) -> int:
         unit = f"valkey-server@{instance}"
@@ -118,9 +133,7 @@ def test_changed_maxmemory_restarts_only_that_instance_and_keeps_data(
     target = lab_hosts.host("bookworm")
     bystander = lab_hosts.host("trixie")
     valkeys = {h.name: Valkey(lab_hosts, h) for h in lab_hosts.hosts}
-    for v in valkeys.values():
-        v.cli("cache", "SET", "usr:kept0000001", "before", db=1)
-        v.cli("hosted", "SET", "usr:kept0000001", "before")
+    written = {name: v.remember("restart@example.org") for name, v in valkeys.items()}
     before = {(h, i): v.pid(i) for h, v in valkeys.items() for i in ("cache", "hosted")}
 
     changed = deploy(plan_env(BASE, {target.name: with_cache(maxmemory="48mb")}))
@@ -134,9 +147,9 @@ def test_changed_maxmemory_restarts_only_that_instance_and_keeps_data(
     assert unchanged == {k: before[k] for k in unchanged}, "an unchanged instance restarted"
     assert valkeys[target.name].config("cache", "maxmemory") == str(48 * 1024 * 1024)
     assert valkeys[bystander.name].config("cache", "maxmemory") == str(64 * 1024 * 1024)
-    for v in valkeys.values():
-        assert v.cli("cache", "GET", "usr:kept0000001", db=1) == "before", "cache data lost"
-        assert v.cli("hosted", "GET", "usr:kept0000001") == "before", "hosted data lost"
+    for name, v in valkeys.items():
+        want = (written[name], "record of restart@example.org")
+        assert v.recall("restart@example.org", written[name]) == want, f"{name}: data lost"
 
 
 def test_value_valkey_rejects_leaves_the_old_instance_running_with_its_data(
@@ -144,7 +157,7 @@ def test_value_valkey_rejects_leaves_the_old_instance_running_with_its_data(
 ):
     target = lab_hosts.host("trixie")
     v = Valkey(lab_hosts, target)
-    v.cli("cache", "SET", "usr:still000001", "here", db=1)
+    key = v.remember("rejected@example.org")
     pid = v.pid("cache")
     conf = "/etc/valkey/valkey-cache.conf"
     config_before = lab_hosts.check(target, f"cat {conf}")
@@ -159,7 +172,8 @@ def test_value_valkey_rejects_leaves_the_old_instance_running_with_its_data(
     assert v.pid("cache") == pid, "the old instance was stopped or restarted"
     assert lab_hosts.check(target, "systemctl is-active valkey-server@cache").strip() == "active"
     assert lab_hosts.check(target, f"cat {conf}") == config_before, "config file was replaced"
-    assert v.cli("cache", "GET", "usr:still000001", db=1) == "here", "data lost"
+    want = (key, "record of rejected@example.org")
+    assert v.recall("rejected@example.org", key) == want, "data lost"
 
 
 def test_checks_name_the_failing_check_on_a_host_edited_behind_the_deploys_back(
@@ -193,15 +207,13 @@ def test_checks_name_the_failing_check_on_a_host_edited_behind_the_deploys_back(
 
 def test_data_written_before_a_redeploy_is_there_after_it(lab_hosts, first_deploy, restore):
     valkeys = [Valkey(lab_hosts, h) for h in lab_hosts.hosts]
-    for v in valkeys:
-        v.cli("cache", "SET", "usr:redeploy0001", "kept", db=0)
-        v.cli("hosted", "SET", "usr:redeploy0001", "kept")
+    written = [v.remember("redeploy@example.org") for v in valkeys]
 
     # A redeploy that restarts every instance (a changed value on both hosts), then another
     # back to the base plan: two restarts that must keep everything.
     assert deploy(plan_env(with_cache(maxmemory="40mb"))).returncode == 0
     assert deploy(plan_env(BASE)).returncode == 0
 
-    for v in valkeys:
-        assert v.cli("cache", "GET", "usr:redeploy0001", db=0) == "kept"
-        assert v.cli("hosted", "GET", "usr:redeploy0001") == "kept"
+    for v, key in zip(valkeys, written, strict=True):
+        want = (key, "record of redeploy@example.org")
+        assert v.recall("redeploy@example.org", key) == want, f"{v.host.name}: data lost"

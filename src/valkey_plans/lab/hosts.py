@@ -59,13 +59,24 @@ def prepare(state: LabState, host: Host) -> str:
     return ssh.make_host_key(root, host.name)
 
 
+def _unit_manager_present() -> bool:
+    """True when this machine runs systemd as PID 1 with a system bus nspawn can ask."""
+    return Path("/run/systemd/system").is_dir() and Path("/run/dbus/system_bus_socket").exists()
+
+
 def boot(state: LabState, host: Host) -> None:
-    """Start systemd-nspawn booting the host; it runs on after this process exits."""
+    """Start systemd-nspawn booting the host; it runs on after this process exits.
+
+    Where systemd runs this machine, nspawn asks it for a scope of its own (a properly
+    delegated cgroup for the host's systemd); without systemd (containers, this project's
+    build machines) there is nobody to ask, so nspawn keeps the cgroup it was started in.
+    """
+    keep_unit = [] if _unit_manager_present() else ["--keep-unit"]
     argv = [
         "systemd-nspawn",
         "--quiet",
         "--register=no",
-        "--keep-unit",
+        *keep_unit,
         f"--directory={host.root}",
         f"--machine={host.name}",
         f"--network-namespace-path=/run/netns/{host.netns}",
