@@ -1,0 +1,60 @@
+"""Pure parts of the lab: release assignment, the rootfs cache key, the lab dir override."""
+
+from __future__ import annotations
+
+import pytest
+
+from valkey_plans.lab import config, lifecycle, rootfs, ssh
+from valkey_plans.lab.state import Host, LabState
+
+
+def test_releases_are_assigned_round_robin_with_bookworm_by_default():
+    assert lifecycle.assign(3, ["bookworm", "trixie"]) == ["bookworm", "trixie", "bookworm"]
+    assert lifecycle.assign(2, []) == ["bookworm", "bookworm"]
+    with pytest.raises(ValueError, match="sid"):
+        lifecycle.assign(1, ["sid"])
+    with pytest.raises(ValueError, match="at least one"):
+        lifecycle.assign(0, [])
+
+
+def test_rootfs_cache_key_changes_with_release_and_package_list(monkeypatch):
+    bookworm = rootfs.cache_key("bookworm")
+    assert bookworm != rootfs.cache_key("trixie")
+    monkeypatch.setattr(config, "INCLUDE", (*config.INCLUDE, "curl"))
+    assert rootfs.cache_key("bookworm") != bookworm
+
+
+def test_lab_dir_follows_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv(config.LAB_DIR_ENV, str(tmp_path))
+    assert config.lab_dir() == tmp_path
+    assert config.state_file() == tmp_path / "state.json"
+    monkeypatch.delenv(config.LAB_DIR_ENV)
+    assert config.lab_dir() == config.DEFAULT_LAB_DIR
+
+
+def test_testinfra_hosts_name_every_host_with_the_lab_ssh_config(tmp_path):
+    hosts = [
+        Host(
+            name=f"vplab{i}",
+            release="bookworm",
+            address=f"10.149.73.{10 + i}",
+            netns="n",
+            veth="v",
+            lower="l",
+            upper="u",
+            work="w",
+            root="r",
+        )
+        for i in (1, 2)
+    ]
+    state = LabState(
+        lab_dir=str(tmp_path),
+        ssh_key="k",
+        known_hosts="kh",
+        ssh_config="/lab/ssh/config",
+        hosts=hosts,
+    )
+    assert ssh.testinfra_hosts(state) == (
+        "ssh://root@10.149.73.11?ssh_config=/lab/ssh/config,"
+        "ssh://root@10.149.73.12?ssh_config=/lab/ssh/config"
+    )
