@@ -42,7 +42,7 @@ class Layout:
             logfile=f"{self.log}/valkey-server-{name}.log",
             data_dir=self.data,
             aclfile=f"{self.etc}/users-{name}.acl",
-            auth_dir=f"{self.state}/auth",
+            auth_dir=f"{self.state}/auth/{name}",
         )
 
 

@@ -8,6 +8,8 @@ Use it from a deploy file (`deploy.py` at the repository root does exactly this)
 
 from __future__ import annotations
 
+import posixpath
+
 from pydantic import SecretStr
 from pyinfra import host
 from pyinfra.api import deploy
@@ -141,26 +143,28 @@ def _converge_instance(
         )
 
 
-def _auth_files(passwords: Passwords) -> None:
-    """admin and checks passwords for valkey-cli on the host: root only.
+def _auth_files(plan: Plan, passwords: Passwords) -> None:
+    """admin and checks passwords for valkey-cli on the host: root only, one set per instance.
 
-    Written after every ACL LOAD, so that when the admin password is rotated,
-    ACL LOAD still authenticates with the one the running instance knows.
+    Per instance, because two plans on one host may give their instances different
+    passwords. Written after every ACL LOAD, so that when the admin password is
+    rotated, ACL LOAD still authenticates with the one the running instance knows.
     """
-    auth_dir = DEBIAN.paths("any").auth_dir
-    for path in (DEBIAN.state, auth_dir):
+    shared = [DEBIAN.state, posixpath.dirname(DEBIAN.paths("any").auth_dir)]
+    for path in shared + [inst.paths.auth_dir for inst in plan.instances]:
         files.directory(
             name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
         )
-    for user in ("admin", "checks"):
-        checked_file(
-            name=f"Password of ACL user {user} for valkey-cli on the host",
-            content=passwords[user].get_secret_value(),
-            dest=f"{auth_dir}/{user}",
-            user="root",
-            group="root",
-            mode="600",
-        )
+    for inst in plan.instances:
+        for user in ("admin", "checks"):
+            checked_file(
+                name=f"Password of ACL user {user} for valkey-cli on {inst.name}",
+                content=passwords[user].get_secret_value(),
+                dest=f"{inst.paths.auth_dir}/{user}",
+                user="root",
+                group="root",
+                mode="600",
+            )
 
 
 def app_settings(
@@ -211,7 +215,7 @@ def valkey_plan() -> None:
     for inst in plan.instances:
         _converge_instance(plan, inst, systemd_host, passwords)
     if passwords:
-        _auth_files(passwords)
+        _auth_files(plan, passwords)
     for inst in plan.instances:
         if inst.role == "cache":
             library_loaded(
