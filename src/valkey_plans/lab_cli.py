@@ -21,7 +21,7 @@ def lab() -> None:
     "releases",
     multiple=True,
     type=click.Choice(config.RELEASES),
-    help="Debian release; repeat to assign releases to hosts round-robin (default bookworm).",
+    help="Debian release; repeat to assign releases round-robin (default: bookworm, trixie).",
 )
 def up(n: int, releases: tuple[str, ...]) -> None:
     """Bring up N booted hosts (reusing a running lab of the same shape)."""

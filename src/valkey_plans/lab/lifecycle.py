@@ -24,10 +24,13 @@ def _locked(base: Path) -> Iterator[None]:
 
 
 def assign(n: int, releases: Sequence[str]) -> list[str]:
-    """Release of each of `n` hosts: round-robin over `releases` (bookworm if none given)."""
+    """Release of each of `n` hosts: round-robin over `releases` (every supported one if none).
+
+    So `lab up 2` gives one bookworm and one trixie host: the two releases the deploy supports.
+    """
     if n < 1:
         raise ValueError("the lab needs at least one host")
-    chosen = list(releases) or ["bookworm"]
+    chosen = list(releases) or list(config.RELEASES)
     for release in chosen:
         if release not in config.RELEASES:
             raise ValueError(f"release {release!r} is not one of {', '.join(config.RELEASES)}")
