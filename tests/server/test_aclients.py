@@ -8,7 +8,7 @@ import time
 import pytest
 import valkey.asyncio
 
-from tests.server.test_clients import by_name, tier_for
+from tests.server.workload_helpers import by_name, tier_for
 from tests.valkey_server import ValkeyProcess, free_port
 from valkey_plans.aclients import AsyncClients
 from valkey_plans.clients import CommandRefused

@@ -4,43 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 import valkey
 
+from tests.server.workload_helpers import by_name, tier_for, wait_until
 from tests.valkey_server import ValkeyProcess, free_port
 from valkey_plans.clients import Clients, CommandRefused
-from valkey_plans.settings import TierSettings, load_settings
-
-
-def tier_for(server: ValkeyProcess, **env: str) -> TierSettings:
-    return load_settings(
-        {"VALKEY_APP": "shop", "VALKEY_PORT": str(server.port),
-         **{f"VALKEY_{k.upper()}": v for k, v in env.items()}}
-    ).hosted
 
 
 @pytest.fixture
 def clients(valkey_server: ValkeyProcess) -> Iterator[Clients]:
     with Clients(tier_for(valkey_server)) as made:
         yield made
-
-
-def by_name(server: ValkeyProcess) -> dict[str, list[dict[str, str]]]:
-    names: dict[str, list[dict[str, str]]] = {}
-    for entry in server.client().client_list():
-        names.setdefault(entry["name"], []).append(entry)
-    return names
-
-
-def wait_until(condition: Callable[[], bool], what: str, limit: float = 10.0) -> None:
-    """Poll for a server-side state; the limit only bounds a hang, it is not a speed check."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never saw: {what}")
-        time.sleep(0.01)
 
 
 def test_each_workload_has_its_own_pool_and_client_name(clients, valkey_server):
@@ -268,3 +245,10 @@ def test_cluster_mode_uses_valkey_cluster_behind_the_same_interface(valkey_facto
             clients.for_db(1)
         names = by_name(node)
         assert {"shop:api", "shop:blocking", "shop:background"} <= set(names)
+
+
+def test_a_copied_client_without_its_guard_refuses_everything(clients):
+    twin = clients.api.client()  # valkey-py's single-connection copy bypasses Clients
+    with pytest.raises(CommandRefused, match="no workload guard"):
+        twin.get("k")
+    twin.close()
