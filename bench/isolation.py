@@ -49,8 +49,13 @@ from valkey_plans.settings import TierSettings  # noqa: E402
 
 HOT_KEY = "usr:hot"
 QUEUE = "never-filled"
-SCENARIOS = ("raw valkey-py GET", "api alone", "api + blocking waiting",
-             "api + background delete", "api + CPU-only neighbour")
+SCENARIOS = (
+    "raw valkey-py GET",
+    "api alone",
+    "api + blocking waiting",
+    "api + background delete",
+    "api + CPU-only neighbour",
+)
 
 
 def latencies(get: Callable[[str], object], count: int) -> list[float]:
@@ -127,8 +132,9 @@ def _step(go: Event, state: Synchronized) -> None:
     state.value = RUNNING
 
 
-def delete_keys(port: int, keys: int, batch: int, deleted: Synchronized, go: Event,
-                state: Synchronized) -> None:
+def delete_keys(
+    port: int, keys: int, batch: int, deleted: Synchronized, go: Event, state: Synchronized
+) -> None:
     """The background workload: its own process and client, pipelines of DELs."""
     with Clients(TierSettings(app="bench", port=port)) as clients:
         background = clients.background
@@ -153,8 +159,9 @@ def spin(stop: Event, go: Event, state: Synchronized) -> None:
     state.value = DONE
 
 
-def measure_round(clients: Clients, raw: valkey.Valkey, server: ValkeyProcess,
-                  args: argparse.Namespace, nice: int) -> dict[str, list[float]]:
+def measure_round(
+    clients: Clients, raw: valkey.Valkey, server: ValkeyProcess, args: argparse.Namespace, nice: int
+) -> dict[str, list[float]]:
     api = clients.api
     samples: dict[str, list[float]] = {name: [] for name in SCENARIOS}
     fill(raw, args.keys)
@@ -198,13 +205,17 @@ def measure_round(clients: Clients, raw: valkey.Valkey, server: ValkeyProcess,
 
 
 def report(rounds: list[dict[str, list[float]]], args: argparse.Namespace, nice: int) -> None:
-    print(f"\nbackground worker and CPU control at nice {nice}: {args.rounds} rounds of "
-          f"{args.keys} DELs in pipelines of {args.batch};\nscenarios alternate in blocks of "
-          f"{args.block} GETs; medians of per-round percentiles (us)")
+    print(
+        f"\nbackground worker and CPU control at nice {nice}: {args.rounds} rounds of "
+        f"{args.keys} DELs in pipelines of {args.batch};\nscenarios alternate in blocks of "
+        f"{args.block} GETs; medians of per-round percentiles (us)"
+    )
     print(f"{'scenario':26} {'samples':>8} {'p50':>7} {'p99':>7} {'p99/alone':>10}")
     medians = {
-        name: (statistics.median(percentile(r[name], 0.50) for r in rounds),
-               statistics.median(percentile(r[name], 0.99) for r in rounds))
+        name: (
+            statistics.median(percentile(r[name], 0.50) for r in rounds),
+            statistics.median(percentile(r[name], 0.99) for r in rounds),
+        )
         for name in SCENARIOS
     }
     alone_p50, alone_p99 = medians["api alone"]
@@ -212,11 +223,15 @@ def report(rounds: list[dict[str, list[float]]], args: argparse.Namespace, nice:
         samples = statistics.median(len(r[name]) for r in rounds)
         print(f"{name:26} {samples:8.0f} {p50:7.1f} {p99:7.1f} {p99 / alone_p99:10.2f}")
     raw_p50, raw_p99 = medians["raw valkey-py GET"]
-    print(f"api alone vs raw valkey-py: p50 {alone_p50 / raw_p50:.2f}x, "
-          f"p99 {alone_p99 / raw_p99:.2f}x")
+    print(
+        f"api alone vs raw valkey-py: p50 {alone_p50 / raw_p50:.2f}x, "
+        f"p99 {alone_p99 / raw_p99:.2f}x"
+    )
     ratio = medians["api + background delete"][1] / alone_p99
-    print(f"goal p99(background) <= 1.5 x p99(alone): {ratio:.2f}x "
-          f"{'met' if ratio <= 1.5 else 'NOT met'}")
+    print(
+        f"goal p99(background) <= 1.5 x p99(alone): {ratio:.2f}x "
+        f"{'met' if ratio <= 1.5 else 'NOT met'}"
+    )
 
 
 def main() -> None:
@@ -225,9 +240,13 @@ def main() -> None:
     parser.add_argument("--keys", type=int, default=100_000, help="keys the background deletes")
     parser.add_argument("--batch", type=int, default=100, help="DELs per background pipeline")
     parser.add_argument("--block", type=int, default=200, help="GETs per scenario block")
-    parser.add_argument("--nice", type=int, nargs="+", default=[19, 0],
-                        help="niceness of the background worker and the CPU control; "
-                             "one table per value")
+    parser.add_argument(
+        "--nice",
+        type=int,
+        nargs="+",
+        default=[19, 0],
+        help="niceness of the background worker and the CPU control; one table per value",
+    )
     parser.add_argument("--max-wait", type=float, default=10.0, help="BLPOP timeout (s)")
     args = parser.parse_args()
 
@@ -237,17 +256,18 @@ def main() -> None:
         try:
             raw = server.client()
             raw.set(HOT_KEY, "x" * 100)
-            with Clients(TierSettings(app="bench", port=server.port), max_block=args.max_wait) \
-                    as clients:
+            with Clients(
+                TierSettings(app="bench", port=server.port), max_block=args.max_wait
+            ) as clients:
                 latencies(clients.api.get, 1000)  # warm up both pools
                 latencies(raw.get, 1000)
                 for nice in args.nice:
-                    results[nice] = [measure_round(clients, raw, server, args, nice)
-                                     for _ in range(args.rounds)]
+                    results[nice] = [
+                        measure_round(clients, raw, server, args, nice) for _ in range(args.rounds)
+                    ]
         finally:
             server.stop()
-    print(f"valkey-py {valkey.__version__}, valkey-server on a free port, "
-          f"{os.cpu_count()} CPUs")
+    print(f"valkey-py {valkey.__version__}, valkey-server on a free port, {os.cpu_count()} CPUs")
     for nice, rounds in results.items():
         report(rounds, args, nice)
 

@@ -71,8 +71,15 @@ BLOCKING_COMMANDS: dict[str, Callable[[Sequence[Any]], float | None]] = {
 
 #: Commands that turn a connection into a push channel; only `pubsub()` may do that.
 SUBSCRIBE_COMMANDS = frozenset(
-    {"SUBSCRIBE", "PSUBSCRIBE", "SSUBSCRIBE", "UNSUBSCRIBE", "PUNSUBSCRIBE",
-     "SUNSUBSCRIBE", "MONITOR"}
+    {
+        "SUBSCRIBE",
+        "PSUBSCRIBE",
+        "SSUBSCRIBE",
+        "UNSUBSCRIBE",
+        "PUNSUBSCRIBE",
+        "SUNSUBSCRIBE",
+        "MONITOR",
+    }
 )
 
 #: What the subscriber client runs besides `pubsub()`.

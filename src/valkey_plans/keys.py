@@ -84,8 +84,7 @@ def encode_time(when: datetime | int) -> str:
     if not 0 <= micros < TIME_LIMIT_US:
         shown = when.isoformat() if isinstance(when, datetime) else f"{micros} us"
         raise KeyFormatError(
-            f"time {shown} is beyond the {TIME_DIGITS}-digit base-{BASE} range "
-            f"({_time_range()})"
+            f"time {shown} is beyond the {TIME_DIGITS}-digit base-{BASE} range ({_time_range()})"
         )
     return _encode(micros, TIME_DIGITS)
 

@@ -30,8 +30,9 @@ def test_each_workload_has_its_own_pool_and_client_name(clients, valkey_server):
     for workload in ("api", "blocking", "subscriber", "background"):
         assert f"shop:{workload}" in names, sorted(names)
     assert names["shop:subscriber"][0]["sub"] == "1"
-    pools = {id(clients.get(w).connection_pool)
-             for w in ("api", "blocking", "subscriber", "background")}
+    pools = {
+        id(clients.get(w).connection_pool) for w in ("api", "blocking", "subscriber", "background")
+    }
     assert len(pools) == 4
     assert clients.api is clients.api  # made once, lazily
     pubsub.close()
@@ -57,8 +58,14 @@ def test_for_db_uses_its_own_pools_on_that_db_without_select(clients, valkey_ser
 def test_each_workload_logs_in_as_its_own_acl_user(valkey_server):
     admin = valkey_server.client()
     for workload in ("api", "blocking", "subscriber", "background"):
-        admin.acl_setuser(f"shop-{workload}", enabled=True, passwords=[f"+pw-{workload}"],
-                          keys=["*"], channels=["*"], commands=["+@all"])
+        admin.acl_setuser(
+            f"shop-{workload}",
+            enabled=True,
+            passwords=[f"+pw-{workload}"],
+            keys=["*"],
+            channels=["*"],
+            commands=["+@all"],
+        )
     env = {}
     for workload in ("api", "blocking", "subscriber", "background"):
         env |= {f"{workload}_user": f"shop-{workload}", f"{workload}_password": f"pw-{workload}"}
@@ -73,8 +80,9 @@ def test_each_workload_logs_in_as_its_own_acl_user(valkey_server):
 
 
 def test_wrong_password_fails_without_showing_it(valkey_server):
-    valkey_server.client().acl_setuser("shop-api", enabled=True, passwords=["+right"],
-                                       keys=["*"], commands=["+@all"])
+    valkey_server.client().acl_setuser(
+        "shop-api", enabled=True, passwords=["+right"], keys=["*"], commands=["+@all"]
+    )
     tier = tier_for(valkey_server, api_user="shop-api", api_password="wrong-topsecret")
     with Clients(tier) as clients, pytest.raises(valkey.AuthenticationError) as err:
         clients.api.ping()
@@ -154,8 +162,10 @@ def test_api_runs_1000_round_trips_while_blocking_waits_and_subscriber_listens(
     blocker = threading.Thread(target=block)
     blocker.start()
     wait_until(
-        lambda: any(e["cmd"] == "blpop" and "b" in e["flags"]
-                    for e in by_name(valkey_server).get("shop:blocking", [])),
+        lambda: any(
+            e["cmd"] == "blpop" and "b" in e["flags"]
+            for e in by_name(valkey_server).get("shop:blocking", [])
+        ),
         "the blocking client parked in BLPOP",
     )
     for i in range(1000):
@@ -199,8 +209,11 @@ def test_api_loop_survives_a_server_restart_without_losing_acknowledged_writes(v
         wait_until(lambda: len(acked) >= 200, "writes before the restart")
         server.restart()
         at_restart = len(acked)
-        wait_until(lambda: len(acked) >= at_restart + 200 or bool(failures),
-                   "writes after the restart", limit=30)
+        wait_until(
+            lambda: len(acked) >= at_restart + 200 or bool(failures),
+            "writes after the restart",
+            limit=30,
+        )
         stop.set()
         writer.join()
         run_after = clients.api.info("server")["run_id"]
@@ -222,8 +235,13 @@ def test_subscriber_resubscribes_after_a_restart(valkey_factory):
         server.restart()
         # reading notices the dead socket; the retry reconnects and re-subscribes
         messages = []
-        wait_until(lambda: messages.append(pubsub.get_message(timeout=0.2)) or any(
-            m and m["type"] == "subscribe" for m in messages), "re-subscription")
+        wait_until(
+            lambda: (
+                messages.append(pubsub.get_message(timeout=0.2))
+                or any(m and m["type"] == "subscribe" for m in messages)
+            ),
+            "re-subscription",
+        )
         clients.subscriber.publish("news", "back")
         assert pubsub.get_message(timeout=5)["data"] == b"back"
         pubsub.close()

@@ -11,8 +11,11 @@ from valkey_plans.settings import TierSettings, load_settings
 
 def tier_for(server: ValkeyProcess, **env: str) -> TierSettings:
     return load_settings(
-        {"VALKEY_APP": "shop", "VALKEY_PORT": str(server.port),
-         **{f"VALKEY_{k.upper()}": v for k, v in env.items()}}
+        {
+            "VALKEY_APP": "shop",
+            "VALKEY_PORT": str(server.port),
+            **{f"VALKEY_{k.upper()}": v for k, v in env.items()},
+        }
     ).hosted
 
 

@@ -40,8 +40,11 @@ def test_time_round_trips_to_the_microsecond(us, suffix):
     assert txkey_time(txkey) == EPOCH + timedelta(microseconds=us)
 
 
-@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2398, 1, 1),
-                    timezones=st.just(UTC)))
+@given(
+    st.datetimes(
+        min_value=datetime(1970, 1, 1), max_value=datetime(2398, 1, 1), timezones=st.just(UTC)
+    )
+)
 def test_datetime_round_trips(when):
     assert txkey_time(encode_time(when) + "000") == when
 
@@ -89,8 +92,11 @@ def test_bad_character_is_rejected_with_char_and_position(position, char):
     assert "0-9A-Za-z" in str(err.value)
 
 
-@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=3)
-       .filter(lambda d: d not in DOMAINS))
+@given(
+    st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=3, max_size=3).filter(
+        lambda d: d not in DOMAINS
+    )
+)
 def test_unknown_domain_is_rejected_naming_the_allowed_ones(domain):
     with pytest.raises(KeyFormatError) as err:
         parse(f"{domain}:{new_txkey()}")

@@ -27,28 +27,30 @@ def test_defaults_without_any_variable():
 
 
 def test_hosted_and_cache_tiers_read_the_same_names_under_two_prefixes():
-    settings = load_settings({
-        "VALKEY_APP": "shop",
-        "VALKEY_HOST": "db.example.net",
-        "VALKEY_PORT": "6390",
-        "VALKEY_TLS": "1",
-        "VALKEY_API_USER": "shop-api",
-        "VALKEY_API_PASSWORD": "s3cret-api",
-        "VALKEY_BLOCKING_USER": "shop-blocking",
-        "VALKEY_CACHE_HOST": "127.0.0.1",
-        "VALKEY_CACHE_PORT": "6380",
-        "VALKEY_CACHE_API_USER": "cache-api",
-        "VALKEY_CACHE_DB_USER_INDEX": "4",
-        "VALKEY_CACHE_DB_USER_CACHE": "5",
-        "VALKEY_CACHE_DB_SESSION_CACHE": "6",
-        "VALKEY_CACHE_DB_MESSAGE_QUEUE": "7",
-        "VALKEY_CACHE_USER_CAP": "250",
-        "VALKEY_CACHE_MESSAGE_CAP": "50",
-        "VALKEY_CACHE_USER_TTL": "60",
-        "VALKEY_CACHE_MESSAGE_TTL": "70",
-        "VALKEY_CACHE_SESSION_TTL": "80",
-        "VALKEY_CACHE_SESSION_SLIDING": "1",
-    })
+    settings = load_settings(
+        {
+            "VALKEY_APP": "shop",
+            "VALKEY_HOST": "db.example.net",
+            "VALKEY_PORT": "6390",
+            "VALKEY_TLS": "1",
+            "VALKEY_API_USER": "shop-api",
+            "VALKEY_API_PASSWORD": "s3cret-api",
+            "VALKEY_BLOCKING_USER": "shop-blocking",
+            "VALKEY_CACHE_HOST": "127.0.0.1",
+            "VALKEY_CACHE_PORT": "6380",
+            "VALKEY_CACHE_API_USER": "cache-api",
+            "VALKEY_CACHE_DB_USER_INDEX": "4",
+            "VALKEY_CACHE_DB_USER_CACHE": "5",
+            "VALKEY_CACHE_DB_SESSION_CACHE": "6",
+            "VALKEY_CACHE_DB_MESSAGE_QUEUE": "7",
+            "VALKEY_CACHE_USER_CAP": "250",
+            "VALKEY_CACHE_MESSAGE_CAP": "50",
+            "VALKEY_CACHE_USER_TTL": "60",
+            "VALKEY_CACHE_MESSAGE_TTL": "70",
+            "VALKEY_CACHE_SESSION_TTL": "80",
+            "VALKEY_CACHE_SESSION_SLIDING": "1",
+        }
+    )
     hosted, cache = settings.hosted, settings.cache
     assert (hosted.app, hosted.host) == ("shop", "db.example.net")
     assert (hosted.port, hosted.tls) == (6390, True)
@@ -60,7 +62,10 @@ def test_hosted_and_cache_tiers_read_the_same_names_under_two_prefixes():
     assert (cache.app, cache.port, cache.tls) == ("shop", 6380, False)  # app is inherited
     assert cache.credentials("api").user == "cache-api"
     assert cache.dbs.model_dump() == {
-        "user_index": 4, "user_cache": 5, "session_cache": 6, "message_queue": 7
+        "user_index": 4,
+        "user_cache": 5,
+        "session_cache": 6,
+        "message_queue": 7,
     }
     assert (cache.user_cap, cache.message_cap) == (250, 50)
     assert (cache.user_ttl, cache.message_ttl, cache.session_ttl) == (60, 70, 80)
@@ -75,8 +80,11 @@ def test_empty_values_count_as_unset():
 
 
 def test_passwords_never_appear_in_repr_str_or_errors():
-    env = {"VALKEY_API_USER": "u", "VALKEY_API_PASSWORD": "hunter2-topsecret",
-           "VALKEY_CACHE_BACKGROUND_PASSWORD": "other-topsecret"}
+    env = {
+        "VALKEY_API_USER": "u",
+        "VALKEY_API_PASSWORD": "hunter2-topsecret",
+        "VALKEY_CACHE_BACKGROUND_PASSWORD": "other-topsecret",
+    }
     settings = load_settings(env)
     for text in (repr(settings), str(settings), repr(settings.hosted.credentials("api"))):
         assert "topsecret" not in text
@@ -170,10 +178,15 @@ def test_env_file_is_found_through_valkey_env_file_and_the_environment_wins(tmp_
 def test_workload_options_carry_login_name_and_timeouts(tmp_path: Path):
     ca = tmp_path / "ca.pem"
     ca.write_text("not parsed here")
-    tier = load_settings({
-        "VALKEY_APP": "shop", "VALKEY_TLS": "1", "VALKEY_TLS_CA_FILE": str(ca),
-        "VALKEY_BLOCKING_USER": "b", "VALKEY_BLOCKING_PASSWORD": "pw",
-    }).hosted
+    tier = load_settings(
+        {
+            "VALKEY_APP": "shop",
+            "VALKEY_TLS": "1",
+            "VALKEY_TLS_CA_FILE": str(ca),
+            "VALKEY_BLOCKING_USER": "b",
+            "VALKEY_BLOCKING_PASSWORD": "pw",
+        }
+    ).hosted
     blocking = workload_options(tier, "blocking", max_block=12)
     assert blocking["client_name"] == "shop:blocking"
     assert (blocking["username"], blocking["password"]) == ("b", "pw")
