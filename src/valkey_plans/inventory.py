@@ -15,6 +15,7 @@ from pyinfra.api import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
+from valkey_plans import topology
 from valkey_plans.plan import Plan
 
 #: The repository checkout: where deploy.py, group_data/ and checks/ live.
@@ -60,4 +61,5 @@ def load_targets(inventory: str | Path, project_dir: Path = PROJECT_DIR) -> list
         data = host.data.dict()
         plan = Plan.from_host_data(host.name, data)
         targets.append(Target(host.name, plan, hostspec(host.name, data)))
+    topology.validate(t.plan for t in targets)
     return targets

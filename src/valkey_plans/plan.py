@@ -98,6 +98,10 @@ DEFAULTS: dict[str, Any] = {
         "hosted_url": None,
         "cache_instance": "cache",
     },
+    # Valkey Cluster: replicas per primary (valkey-cli --cluster create --cluster-replicas).
+    "valkey_cluster_replicas": 1,
+    # Valkey Sentinel on this host: {"primary": "HOST/INSTANCE", "bind": [...], ...}.
+    "valkey_sentinel": None,
     # ACL users per workload with passwords; the default user is off. Required to
     # bind beyond loopback.
     "valkey_acl": False,
@@ -169,6 +173,13 @@ class Instance(_Strict):
     extra_config: dict[str, str]
     tls: Tls | None = None
     cache_dbs: dict[str, CacheDb] = Field(default_factory=_default_cache_dbs)
+    #: role replica: the primary it follows, as "INVENTORY_HOST/INSTANCE".
+    replicaof: str | None = None
+    #: role cluster-node: the name of the Valkey Cluster it belongs to.
+    cluster: str | None = None
+    #: Address other hosts reach this instance at (default: first non-loopback bind).
+    announce_ip: str | None = None
+    cluster_node_timeout: int = Field(default=5000, ge=500, le=600_000, description="ms")
 
     @model_validator(mode="before")
     @classmethod
@@ -271,7 +282,23 @@ class Instance(_Strict):
                     f"cache_dbs numbers {numbers}: allowed: distinct db numbers below"
                     f" databases ({self.databases})"
                 )
-        elif self.databases != 1:
+        elif self.role == "replica" and not (self.replicaof and "/" in self.replicaof):
+            raise ValueError(
+                f"replicaof = {self.replicaof!r}: a replica names its primary; allowed:"
+                " 'INVENTORY_HOST/INSTANCE' of a primary instance"
+            )
+        elif self.role == "cluster-node" and not self.cluster:
+            raise ValueError("cluster: a cluster-node names its cluster; allowed: a name")
+        if self.replicaof and self.role != "replica":
+            raise ValueError(f"replicaof: only a replica follows a primary, not a {self.role}")
+        if self.cluster and self.role != "cluster-node":
+            raise ValueError(f"cluster: only a cluster-node joins a cluster, not a {self.role}")
+        if self.role in ("replica", "cluster-node") and not self.peer_address:
+            raise ValueError(
+                f"bind = {self.bind}: a {self.role} must be reachable from other hosts;"
+                " allowed: a non-loopback address in bind (or announce_ip)"
+            )
+        if self.role != "cache" and self.databases != 1:
             raise ValueError(
                 f"databases = {self.databases}: a {self.role} instance has db 0 only;"
                 " allowed: 1 (applications never SELECT, and Valkey Cluster has one db)"
@@ -303,6 +330,17 @@ class Instance(_Strict):
     def client_port(self) -> int:
         """The port applications use: TLS when the plan has it."""
         return self.tls.port if self.tls else self.port
+
+    @property
+    def peer_address(self) -> str | None:
+        """Where other hosts (replicas, cluster peers, sentinels) reach this instance."""
+        if self.announce_ip:
+            return self.announce_ip
+        for address in self.bind:
+            ip = ipaddress.ip_address(address.removeprefix("-"))
+            if not ip.is_loopback and not ip.is_unspecified:
+                return str(ip)
+        return None
 
     @property
     def loopback_only(self) -> bool:
@@ -347,6 +385,25 @@ class App(_Strict):
         return value
 
 
+class Sentinel(_Strict):
+    """Valkey Sentinel on this host, watching one primary and its replicas."""
+
+    #: Name Sentinel knows the group by (clients ask for it).
+    name: str = "main"
+    #: The watched primary, as "INVENTORY_HOST/INSTANCE".
+    primary: str
+    port: int = Field(default=26379, ge=1, le=65535)
+    #: Address other sentinels and clients reach this sentinel at.
+    bind: list[str]
+    quorum: int = Field(default=2, ge=1)
+    down_after_ms: int = Field(default=5000, ge=100)
+    failover_timeout_ms: int = Field(default=60000, ge=1000)
+
+    @property
+    def address(self) -> str:
+        return self.bind[0].removeprefix("-")
+
+
 class Plan(_Strict):
     """Everything the deploy, the clients and the checks need to know about one host."""
 
@@ -355,6 +412,8 @@ class Plan(_Strict):
     domains: list[str] = Field(alias="valkey_domains")
     custom_domains: dict[str, str] = Field(alias="valkey_custom_domains")
     app: App = Field(alias="valkey_app")
+    cluster_replicas: int = Field(alias="valkey_cluster_replicas", ge=0, le=5)
+    sentinel: Sentinel | None = Field(alias="valkey_sentinel")
     acl: bool = Field(alias="valkey_acl")
     secrets_file: str | None = Field(alias="valkey_secrets_file")
     secrets_generate: bool = Field(alias="valkey_secrets_generate")
@@ -399,6 +458,10 @@ class Plan(_Strict):
                         )
                     seen.add(value)
         exposed = [i.name for i in self.instances if not i.loopback_only]
+        if self.sentinel and not all(
+            ipaddress.ip_address(a.removeprefix("-")).is_loopback for a in self.sentinel.bind
+        ):
+            exposed.append("sentinel")
         if exposed and not self.acl:
             raise ValueError(
                 f"valkey_instances {exposed} bind beyond loopback without passwords; allowed:"
@@ -429,6 +492,14 @@ class Plan(_Strict):
             if inst.name == name:
                 return inst
         raise KeyError(f"no instance {name!r} in the plan of {self.host}")
+
+    @property
+    def replication(self) -> bool:
+        """Whether instances here replicate (and so need the `replica` ACL user)."""
+        return self.sentinel is not None or any(
+            i.role in ("replica", "cluster-node") or i.role == "primary" and i.peer_address
+            for i in self.instances
+        )
 
     @property
     def all_domains(self) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 from pyinfra.api import Config, Inventory, State
 from pyinfra.api.deploy import add_deploy
 from pyinfra.connectors.util import CommandOutput
-from pyinfra.context import ctx_host, ctx_state
+from pyinfra.context import ctx_host, ctx_inventory, ctx_state
 
 
 def planned_commands(
@@ -32,7 +32,8 @@ def planned_commands(
         return value(**kwargs) if callable(value) else value
 
     host.get_fact = get_fact  # the facts a Mac would report; nothing here connects
-    add_deploy(state, deploy, host=host)
+    with ctx_inventory.use(inventory):
+        add_deploy(state, deploy, host=host)
     state.is_executing = True
     planned = []
     with ctx_state.use(state), ctx_host.use(host):

@@ -11,12 +11,13 @@ from __future__ import annotations
 import posixpath
 
 from pydantic import SecretStr
-from pyinfra import host
+from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
 
+from valkey_plans import topology
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, unsupported_os
@@ -32,9 +33,15 @@ CHECKER = "/usr/local/lib/valkey-plans/check-config"
 
 
 def current_plan() -> Plan:
-    """The validated plan of the host being deployed; raises PlanError before any change."""
+    """The validated plan of the host being deployed; raises before any change.
+
+    The whole inventory's plans are checked too: a replica, a cluster or a sentinel
+    spans hosts, and a host must not converge to a topology that cannot work.
+    """
     try:
-        return Plan.from_host_data(host.name, host.data)
+        plans = {other.name: Plan.from_host_data(other.name, other.data) for other in inventory}
+        topology.validate(plans.values())
+        return plans[host.name]
     except PlanError as exc:
         # pyinfra prints a DeployError as one clean message, without a traceback.
         raise DeployError(str(exc)) from None
