@@ -31,6 +31,11 @@ PERMISSIONS: dict[str, str] = {
     "checks": "-@all +@read +@connection -@dangerous +info +config|get +client|list"
     " +function|list +scan +dbsize +type +ttl +pttl +slowlog|get +acl|whoami",
     "admin": "+@all",
+    # Replicas logging in to their primary (masteruser).
+    "replica": "-@all +psync +replconf +ping",
+    # Valkey Sentinel: what its failover needs, as Valkey's documentation lists it.
+    "sentinel": "-@all +multi +slaveof +replicaof +ping +exec +subscribe +config|rewrite +role"
+    " +publish +info +client|setname +client|kill +script|kill",
 }
 
 
@@ -57,9 +62,13 @@ def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -
         "background": keys,
         "checks": ["~*"],
         "admin": ["~*", "&*"],
+        "replica": [],
+        "sentinel": ["&*"],
     }
     lines = ["user default off resetpass -@all"]
     for user, rules in PERMISSIONS.items():
+        if user not in passwords:
+            continue  # scale-out users exist only where the plan needs them
         secret = password_hash(passwords[user])
         lines.append(
             f"user {user} on #{secret} resetkeys resetchannels {' '.join(scope[user])} {rules}"

@@ -20,6 +20,19 @@ from pydantic import SecretStr
 
 #: The ACL users: one per workload, plus read-only `checks` and `admin` for the deploy.
 ACL_USERS = ("api", "queue", "subscriber", "background", "checks", "admin")
+#: Users only scale-out needs: replicas log in to their primary, Sentinel to everyone.
+SCALE_OUT_USERS = ("replica", "sentinel")
+ALL_USERS = ACL_USERS + SCALE_OUT_USERS
+
+
+def users_for(replication: bool, sentinel: bool) -> tuple[str, ...]:
+    """The users whose passwords a plan needs."""
+    return (
+        ACL_USERS
+        + (("replica",) if replication or sentinel else ())
+        + (("sentinel",) if sentinel else ())
+    )
+
 
 #: Which ACL user each client workload logs in as.
 WORKLOAD_USERS = {
@@ -49,41 +62,49 @@ def _read_file(path: Path) -> dict[str, str]:
         raise SecretsError(f"secrets file {path} is not valid JSON (line {exc.lineno})") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SecretsError(f"secrets file {path}: allowed: a JSON object of user -> password")
-    unknown = set(data) - set(ACL_USERS)
+    unknown = set(data) - set(ALL_USERS)
     if unknown:
         raise SecretsError(
-            f"secrets file {path}: unknown users {sorted(unknown)}; allowed: {', '.join(ACL_USERS)}"
+            f"secrets file {path}: unknown users {sorted(unknown)}; allowed: {', '.join(ALL_USERS)}"
         )
     return data
 
 
-def _generate(path: Path) -> None:
-    """Create the file with fresh passwords, owned like the directory it is created in.
+def _generate(path: Path, users: tuple[str, ...]) -> None:
+    """Create the file, or add missing users to it, with fresh random passwords.
 
-    Under sudo the dev plan creates it in the developer's home: it must stay theirs.
+    Owned like the directory it is created in: under sudo the dev plan creates it in
+    the developer's home, and it must stay theirs. Existing passwords are kept.
     """
-    existing = next(p for p in path.parents if p.exists())
+    existing = next(p for p in [path, *path.parents] if p.exists())
     owner = existing.stat()
     created = [p for p in reversed(path.parents) if not p.exists()]
+    kept = _read_file(path) if path.exists() else {}
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fresh = {user: kept.get(user) or random.token_urlsafe(32) for user in users}
+    temporary = path.with_name(f".{path.name}.new")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        json.dump({user: random.token_urlsafe(32) for user in ACL_USERS}, out, indent=2)
+        json.dump({**kept, **fresh}, out, indent=2)
     if os.geteuid() == 0 and owner.st_uid != 0:
-        for p in [*created, path]:
+        for p in [*created, temporary]:
             os.chown(p, owner.st_uid, owner.st_gid)
+    temporary.replace(path)
 
 
 def load_secrets(
-    file: str | None, generate: bool = False, env: Mapping[str, str] | None = None
+    file: str | None,
+    generate: bool = False,
+    env: Mapping[str, str] | None = None,
+    users: tuple[str, ...] = ACL_USERS,
 ) -> dict[str, SecretStr]:
-    """Every ACL user's password; raises SecretsError naming what is missing and where."""
+    """The passwords of `users`; raises SecretsError naming what is missing and where."""
     env = os.environ if env is None else env
     found: dict[str, str] = {}
     if file:
         path = Path(file).expanduser()
-        if not path.exists() and generate:
-            _generate(path)
+        if generate and (not path.exists() or set(users) - set(_read_file(path))):
+            _generate(path, users)
         if path.exists():
             found.update(_read_file(path))
         elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in ACL_USERS):
@@ -91,11 +112,11 @@ def load_secrets(
                 f"secrets file {path} does not exist; create it (JSON user -> password, mode 0600)"
                 f" or set valkey_secrets_generate: true"
             )
-    for user in ACL_USERS:
+    for user in users:
         value = env.get(f"{ENV_PREFIX}{user.upper()}")
         if value:
             found[user] = value
-    missing = [u for u in ACL_USERS if not found.get(u)]
+    missing = [u for u in users if not found.get(u)]
     if missing:
         raise SecretsError(
             "no password for ACL users "
@@ -103,9 +124,9 @@ def load_secrets(
             + f"; set {ENV_PREFIX}<USER>"
             + (f" or add them to {file}" if file else " or name a valkey_secrets_file")
         )
-    short = [u for u in ACL_USERS if len(found[u]) < 16]
+    short = [u for u in users if len(found[u]) < 16]
     if short:
         raise SecretsError(
             f"passwords of {', '.join(short)} are shorter than 16 characters; allowed: 16 or more"
         )
-    return {user: SecretStr(found[user]) for user in ACL_USERS}
+    return {user: SecretStr(found[user]) for user in users}

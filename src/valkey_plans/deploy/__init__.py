@@ -24,7 +24,7 @@ from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, uns
 from valkey_plans.layout import DEBIAN
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
 from valkey_plans.render import TEMPLATE_DIR, acl_file, app_files, instance_config
-from valkey_plans.secrets import SecretsError, load_secrets
+from valkey_plans.secrets import SecretsError, load_secrets, users_for
 
 Passwords = dict[str, SecretStr]
 
@@ -52,7 +52,8 @@ def current_passwords(plan: Plan) -> Passwords | None:
     if not plan.acl:
         return None
     try:
-        return load_secrets(plan.secrets_file, plan.secrets_generate)
+        users = users_for(plan.replication, plan.sentinel is not None)
+        return load_secrets(plan.secrets_file, plan.secrets_generate, users=users)
     except SecretsError as exc:
         raise DeployError(f"host {plan.host}: {exc}") from None
 
