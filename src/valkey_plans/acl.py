@@ -39,6 +39,13 @@ PERMISSIONS: dict[str, str] = {
 }
 
 
+#: What a cluster client needs to find its way (slot map, redirects) in Valkey Cluster.
+CLUSTER_CLIENT = (
+    " +cluster|slots +cluster|shards +cluster|nodes +cluster|myid +readonly +readwrite +asking"
+)
+WORKLOAD_USERS = ("api", "queue", "subscriber", "background")
+
+
 def key_patterns(plan: Plan) -> list[str]:
     """Declared domains, structural keys, and the user index's email keys (they hold @)."""
     return [f"~{domain}:*" for domain in plan.domains] + [f"~{STRUCTURAL_PREFIX}*", "~*@*"]
@@ -70,6 +77,10 @@ def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -
         if user not in passwords:
             continue  # scale-out users exist only where the plan needs them
         secret = password_hash(passwords[user])
+        if user in WORKLOAD_USERS:
+            rules += CLUSTER_CLIENT
+        if user == "checks":
+            rules += " +cluster|info +cluster|nodes +cluster|shards"
         lines.append(
             f"user {user} on #{secret} resetkeys resetchannels {' '.join(scope[user])} {rules}"
         )

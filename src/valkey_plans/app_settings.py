@@ -37,7 +37,9 @@ def _credentials(prefix: str, passwords: dict[str, SecretStr] | None) -> dict[st
 
 def app_environment(plan: Plan, passwords: dict[str, SecretStr] | None = None) -> dict[str, str]:
     """The settings; with ACLs on, `passwords` adds each workload's user and password."""
-    env: dict[str, str] = {"VALKEY_APP": plan.app.name, "VALKEY_MODE": "standalone"}
+    hosted_role = plan.instance(plan.app.hosted_instance).role if plan.app.hosted_instance else None
+    mode = "cluster" if hosted_role == "cluster-node" else "standalone"
+    env: dict[str, str] = {"VALKEY_APP": plan.app.name, "VALKEY_MODE": mode}
     hosted = _hosted_endpoint(plan)
     if hosted:
         host, port, tls = hosted

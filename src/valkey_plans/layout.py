@@ -19,6 +19,8 @@ class InstancePaths:
     logfile: str
     data_dir: str
     aclfile: str
+    #: masteruser/masterauth, kept out of the main config (valkey, 0600).
+    replication_auth: str
     #: Root-only files with the admin and checks passwords, for valkey-cli on the host.
     auth_dir: str
 
@@ -42,6 +44,7 @@ class Layout:
             logfile=f"{self.log}/valkey-server-{name}.log",
             data_dir=self.data,
             aclfile=f"{self.etc}/users-{name}.acl",
+            replication_auth=f"{self.etc}/replication-{name}.conf",
             auth_dir=f"{self.state}/auth/{name}",
         )
 

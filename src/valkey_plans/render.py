@@ -43,10 +43,25 @@ def acl_file(plan: Any, instance: Any, passwords: dict[str, SecretStr]) -> str:
     return "\n".join(acl_lines(plan, instance, passwords)) + "\n"
 
 
-def instance_config(plan: Any, instance: Any, layout: Layout = DEBIAN) -> str:
-    """The valkey-NAME.conf of one planned instance, with the host's file layout."""
+def instance_config(
+    plan: Any, instance: Any, layout: Layout = DEBIAN, replicaof: str | None = None
+) -> str:
+    """The valkey-NAME.conf of one planned instance, with the host's file layout.
+
+    `replicaof` ("ADDRESS PORT" of the primary, from valkey_plans.topology) is
+    required for a replica: only the whole inventory knows where its primary is.
+    """
+    if instance.role == "replica" and not replicaof:
+        raise ValueError(f"{instance.name} is a replica: its primary's address is needed")
     paths = layout.paths(instance.name)
-    return render("valkey-instance.conf.j2", plan=plan, instance=instance, paths=paths)
+    return render(
+        "valkey-instance.conf.j2", plan=plan, instance=instance, paths=paths, replicaof=replicaof
+    )
+
+
+def replication_auth(password: SecretStr) -> str:
+    """The 0600 file a replica logs in to its primary with (included by the config)."""
+    return f"masteruser replica\nmasterauth {password.get_secret_value()}\n"
 
 
 def app_files(plan: Any, passwords: dict[str, SecretStr] | None = None) -> dict[str, str]:

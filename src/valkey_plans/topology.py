@@ -37,6 +37,14 @@ def nodes(plans: Iterable[Plan]) -> dict[str, Node]:
     return {f"{p.host}/{i.name}": Node(p.host, i) for p in plans for i in p.instances}
 
 
+def replicaof(plans: Iterable[Plan], instance: Instance) -> str | None:
+    """ "ADDRESS PORT" of the primary a replica follows (None for other roles)."""
+    if instance.role != "replica" or not instance.replicaof:
+        return None
+    primary = nodes(plans)[instance.replicaof].instance
+    return f"{primary.peer_address} {primary.port}"
+
+
 def cluster_nodes(plans: Iterable[Plan], cluster: str) -> list[Node]:
     """The nodes of one cluster in a stable order (host, then instance name)."""
     found = [n for n in nodes(plans).values() if n.instance.cluster == cluster]

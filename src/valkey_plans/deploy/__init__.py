@@ -18,12 +18,19 @@ from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
 
 from valkey_plans import topology
+from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, unsupported_os
 from valkey_plans.layout import DEBIAN
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
-from valkey_plans.render import TEMPLATE_DIR, acl_file, app_files, instance_config
+from valkey_plans.render import (
+    TEMPLATE_DIR,
+    acl_file,
+    app_files,
+    instance_config,
+    replication_auth,
+)
 from valkey_plans.secrets import SecretsError, load_secrets, users_for
 
 Passwords = dict[str, SecretStr]
@@ -32,16 +39,16 @@ PACKAGES = ["valkey-server", "valkey-tools"]
 CHECKER = "/usr/local/lib/valkey-plans/check-config"
 
 
-def current_plan() -> Plan:
-    """The validated plan of the host being deployed; raises before any change.
+def current_plans() -> tuple[Plan, list[Plan]]:
+    """The validated plan of the host being deployed, and every plan of the inventory.
 
-    The whole inventory's plans are checked too: a replica, a cluster or a sentinel
-    spans hosts, and a host must not converge to a topology that cannot work.
+    Raises before any change. The whole inventory is checked: a replica, a cluster or
+    a sentinel spans hosts, and a host must not converge to a topology that cannot work.
     """
     try:
         plans = {other.name: Plan.from_host_data(other.name, other.data) for other in inventory}
         topology.validate(plans.values())
-        return plans[host.name]
+        return plans[host.name], list(plans.values())
     except PlanError as exc:
         # pyinfra prints a DeployError as one clean message, without a traceback.
         raise DeployError(str(exc)) from None
@@ -93,8 +100,20 @@ def _install_checker() -> None:
 
 
 def _converge_instance(
-    plan: Plan, inst: Instance, systemd_host: bool, passwords: Passwords | None
+    plans: list[Plan],
+    plan: Plan,
+    inst: Instance,
+    systemd_host: bool,
+    passwords: Passwords | None,
 ) -> None:
+    repl = None
+    if passwords and plan.replication:
+        repl = checked_file(
+            name=f"Replication login of {inst.name}",
+            content=replication_auth(passwords["replica"]),
+            dest=inst.paths.replication_auth,
+            mode="600",
+        )
     acl = None
     if passwords:
         acl = checked_file(
@@ -106,7 +125,7 @@ def _converge_instance(
         )
     config = checked_file(
         name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
-        content=instance_config(plan, inst),
+        content=instance_config(plan, inst, replicaof=topology.replicaof(plans, inst)),
         dest=inst.paths.config,
         checker=CHECKER,
     )
@@ -121,7 +140,7 @@ def _converge_instance(
             name=f"Restart {inst.unit} for its new config",
             service=inst.unit,
             restarted=True,
-            _if=lambda: config.did_change() and not started.did_change(),
+            _if=lambda: changed(config, repl) and not started.did_change(),
         )
     else:
         started = daemon(
@@ -140,7 +159,7 @@ def _converge_instance(
             socket=inst.paths.unixsocket,
             logfile=inst.paths.logfile,
             restarted=True,
-            _if=lambda: config.did_change() and not started.did_change(),
+            _if=lambda: changed(config, repl) and not started.did_change(),
         )
     if acl is not None:
         acl_reload(
@@ -148,6 +167,28 @@ def _converge_instance(
             socket=inst.paths.unixsocket,
             auth_file=f"{inst.paths.auth_dir}/admin",
             _if=lambda: acl.did_change() and not config.did_change() and not started.did_change(),
+        )
+
+
+def changed(*ops: object) -> bool:
+    """Whether any of these operations (None: not run) changed the host."""
+    return any(op is not None and op.did_change() for op in ops)  # type: ignore[attr-defined]
+
+
+def _clusters(plans: list[Plan], plan: Plan, passwords: Passwords | None) -> None:
+    """Form each cluster this host's instances belong to, from the cluster's first host."""
+    for name in sorted({i.cluster for i in plan.instances if i.cluster}):
+        members = topology.cluster_nodes(plans, name)
+        first = members[0]
+        if first.host != plan.host:
+            continue
+        cluster_formed(
+            name=f"Valkey Cluster {name} formed ({len(members)} nodes)",
+            addresses=[n.address for n in members],
+            hosts=[n.host for n in members],
+            replicas=plan.cluster_replicas,
+            socket=first.instance.paths.unixsocket,
+            auth_file=f"{first.instance.paths.auth_dir}/admin" if passwords else None,
         )
 
 
@@ -196,7 +237,7 @@ def app_settings(
 @deploy("valkey-plans", data_defaults=DEFAULTS)
 def valkey_plan() -> None:
     """Install Valkey and converge this host to its plan (see README, 'Plan settings')."""
-    plan = current_plan()
+    plan, plans = current_plans()
     passwords = current_passwords(plan)
     if host.get_fact(Os) == "Darwin":
         from valkey_plans.deploy.macos import converge_macos
@@ -221,9 +262,10 @@ def valkey_plan() -> None:
         )
     _install_checker()
     for inst in plan.instances:
-        _converge_instance(plan, inst, systemd_host, passwords)
+        _converge_instance(plans, plan, inst, systemd_host, passwords)
     if passwords:
         _auth_files(plan, passwords)
+    _clusters(plans, plan, passwords)
     for inst in plan.instances:
         if inst.role == "cache":
             library_loaded(

@@ -21,7 +21,7 @@ DEFAULT_LIBRARY_PATH = "/etc/valkey/valkey_plans.lua"
 
 
 def valkey_cli(
-    port: int,
+    port: int | None,
     *args: str,
     host_address: str = "127.0.0.1",
     socket: str | None = None,
@@ -35,7 +35,9 @@ def valkey_cli(
     `socket` reaches the instance over its unix socket, which also works when the
     plain TCP port is off (TLS only).
     """
-    if not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535:
+    if socket is None and (
+        not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
+    ):
         raise ValueError(f"valkey port {port!r} is not a TCP port; allowed: an int 1..65535")
     auth = [f'REDISCLI_AUTH="$(cat {auth_file})"'] if auth_file else []
     login = ["--no-auth-warning", "--user", user] if auth_file else []
