@@ -13,6 +13,8 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class InstancePaths:
     config: str
+    #: What the deploy last installed, for configs Sentinel may rewrite.
+    config_record: str
     run_dir: str
     pidfile: str
     unixsocket: str
@@ -38,6 +40,7 @@ class Layout:
         run_dir = f"{self.run}/valkey-{name}"
         return InstancePaths(
             config=f"{self.etc}/valkey-{name}.conf",
+            config_record=f"{self.etc}/.valkey-{name}.conf.deployed",
             run_dir=run_dir,
             pidfile=f"{run_dir}/valkey-server.pid",
             unixsocket=f"{run_dir}/valkey-server.sock",
@@ -47,6 +50,30 @@ class Layout:
             replication_auth=f"{self.etc}/replication-{name}.conf",
             auth_dir=f"{self.state}/auth/{name}",
         )
+
+
+@dataclass(frozen=True)
+class SentinelPaths:
+    config: str
+    #: What the deploy last installed: Sentinel rewrites `config`, so drift is its own.
+    record: str
+    run_dir: str
+    pidfile: str
+    logfile: str
+    data_dir: str
+
+
+def sentinel_paths(layout: Layout, name: str) -> SentinelPaths:
+    """Files of Debian's `valkey-sentinel@NAME` unit."""
+    run_dir = f"{layout.run}/sentinel-{name}"
+    return SentinelPaths(
+        config=f"{layout.etc}/sentinel-{name}.conf",
+        record=f"{layout.etc}/.sentinel-{name}.conf.deployed",
+        run_dir=run_dir,
+        pidfile=f"{run_dir}/valkey-sentinel.pid",
+        logfile=f"{layout.log}/valkey-sentinel-{name}.log",
+        data_dir=layout.data,
+    )
 
 
 DEBIAN = Layout(

@@ -14,7 +14,7 @@ from pydantic import SecretStr
 
 from valkey_plans.acl import acl_lines
 from valkey_plans.app_settings import app_environment
-from valkey_plans.layout import DEBIAN, Layout
+from valkey_plans.layout import DEBIAN, Layout, sentinel_paths
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -56,6 +56,20 @@ def instance_config(
     paths = layout.paths(instance.name)
     return render(
         "valkey-instance.conf.j2", plan=plan, instance=instance, paths=paths, replicaof=replicaof
+    )
+
+
+def sentinel_config(
+    plan: Any, primary: str, password: SecretStr | None, layout: Layout = DEBIAN
+) -> str:
+    """sentinel-NAME.conf: `primary` is "ADDRESS PORT" of the watched primary."""
+    return render(
+        "sentinel.conf.j2",
+        plan=plan,
+        sentinel=plan.sentinel,
+        paths=sentinel_paths(layout, plan.sentinel.name),
+        primary=primary,
+        password=password.get_secret_value() if password else None,
     )
 
 

@@ -45,6 +45,24 @@ def replicaof(plans: Iterable[Plan], instance: Instance) -> str | None:
     return f"{primary.peer_address} {primary.port}"
 
 
+def primary_address(plans: Iterable[Plan], ref: str) -> str:
+    """ "ADDRESS PORT" of the instance `ref` ("HOST/INSTANCE") as other hosts reach it."""
+    inst = nodes(plans)[ref].instance
+    return f"{inst.peer_address} {inst.port}"
+
+
+def sentinel_watched(plans: Iterable[Plan]) -> set[str]:
+    """References of the instances Sentinel manages: its primary and that one's replicas.
+
+    Sentinel rewrites their configs after a failover, so the deploy compares those
+    against what it last installed, not against the live file.
+    """
+    plans = list(plans)
+    primaries = {p.sentinel.primary for p in plans if p.sentinel}
+    replicas = {ref for ref, node in nodes(plans).items() if node.instance.replicaof in primaries}
+    return primaries | replicas
+
+
 def cluster_nodes(plans: Iterable[Plan], cluster: str) -> list[Node]:
     """The nodes of one cluster in a stable order (host, then instance name)."""
     found = [n for n in nodes(plans).values() if n.instance.cluster == cluster]

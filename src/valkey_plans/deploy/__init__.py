@@ -22,6 +22,8 @@ from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, unsupported_os
+from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
+from valkey_plans.deploy.sentinel import converge_sentinel
 from valkey_plans.layout import DEBIAN
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
 from valkey_plans.render import (
@@ -66,6 +68,7 @@ def current_passwords(plan: Plan) -> Passwords | None:
 
 
 def _install_debian_family(plan: Plan, distro: dict) -> None:
+    packages = PACKAGES + ([SENTINEL_PACKAGE] if plan.sentinel else [])
     name, major = distro.get("name"), distro.get("major") or 0
     codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME", "")
     if name == "Debian" and major == 12:
@@ -81,8 +84,8 @@ def _install_debian_family(plan: Plan, distro: dict) -> None:
     else:
         raise unsupported_os(f"{name} {major} ({codename or 'unknown codename'})")
     apt.packages(
-        name="Install valkey-server and valkey-tools",
-        packages=PACKAGES,
+        name=f"Install {', '.join(packages)}",
+        packages=packages,
         extra_install_args=extra or None,
         update=True,
         cache_time=plan.apt_cache_time,
@@ -123,11 +126,15 @@ def _converge_instance(
             checker=f"{CHECKER} /dev/null --aclfile",
             mode="600",
         )
+    watched = f"{plan.host}/{inst.name}" in topology.sentinel_watched(plans)
     config = checked_file(
         name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
         content=instance_config(plan, inst, replicaof=topology.replicaof(plans, inst)),
         dest=inst.paths.config,
         checker=CHECKER,
+        # Sentinel rewrites a watched instance's config after a failover: that drift is
+        # Sentinel's, and must not make the next deploy restart the new primary.
+        record=inst.paths.config_record if watched else None,
     )
     if systemd_host:
         started = systemd.service(
@@ -266,6 +273,8 @@ def valkey_plan() -> None:
     if passwords:
         _auth_files(plan, passwords)
     _clusters(plans, plan, passwords)
+    if plan.sentinel:
+        converge_sentinel(plans, plan, systemd_host, passwords)
     for inst in plan.instances:
         if inst.role == "cache":
             library_loaded(

@@ -24,6 +24,7 @@ def checked_file(
     user: str | None = "valkey",
     group: str | None = "valkey",
     mode: str = "640",
+    record: str | None = None,
 ) -> Generator[StringCommand, None, None]:
     """
     Install a file only after a checker accepted it, so a bad file never goes live.
@@ -33,6 +34,9 @@ def checked_file(
     + checker: command run with the candidate's path as its argument; non-zero keeps
       the old file (and the old running instance) and fails the operation
     + user, group, mode: ownership of the installed file (None: leave as created)
+    + record: keep a copy of what was installed here and compare against it instead of
+      `dest`: for files the service itself rewrites (Sentinel's config, a watched
+      instance's config after a failover), whose drift is the service's, not ours
 
     The candidate is uploaded beside `dest` (pyinfra's temp file too), so the
     directory's own permissions guard it until it has the final owner and mode, and the
@@ -51,7 +55,7 @@ def checked_file(
         )
     """
     want = hashlib.sha256(content.encode()).hexdigest()
-    have = host.get_fact(Sha256File, path=dest)
+    have = host.get_fact(Sha256File, path=record or dest)
     if have != want:
         directory, name = posixpath.split(dest)
         candidate = posixpath.join(directory, f".{name}.candidate")
@@ -66,7 +70,11 @@ def checked_file(
             yield StringCommand("chgrp", group, QuoteString(candidate))
         yield StringCommand("chmod", mode, QuoteString(candidate))
         check = [checker, QuoteString(candidate), "&&"] if checker else []
-        yield StringCommand(*check, "mv", "-f", QuoteString(candidate), QuoteString(dest))
+        keep = ["cp", "-p", QuoteString(candidate), QuoteString(record), "&&"] if record else []
+        yield StringCommand(*check, *keep, "mv", "-f", QuoteString(candidate), QuoteString(dest))
+        return
+    if record:
+        host.noop(f"{dest}: as last deployed (recorded in {record})")
         return
 
     info = host.get_fact(File, path=dest) or {}
@@ -129,6 +137,7 @@ def daemon(
     user: str = "valkey",
     socket: str | None = None,
     logfile: str | None = None,
+    extra_args: str = "",
 ) -> Generator[StringCommand, None, None]:
     """
     Run one valkey-server without systemd: start-stop-daemon, the valkey user, a pidfile.
@@ -145,6 +154,7 @@ def daemon(
     + socket: wait for this unix socket after a start (what systemd's Type=notify
       gives the systemd path), and fail with the log's tail if it never appears
     + logfile: the instance's log, shown when the start fails
+    + extra_args: more valkey-server arguments (`--sentinel` runs a Sentinel)
 
     **Example:**
 
@@ -180,6 +190,7 @@ def daemon(
         "--",
         QuoteString(config),
         "--daemonize yes",
+        extra_args,
     )
     if socket:
         tail = f"tail -n 15 {logfile} >&2; " if logfile else ""
