@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from valkey_plans import topology
 from valkey_plans.plan import Plan
 from valkey_plans.secrets import WORKLOAD_USERS
 
@@ -35,8 +36,31 @@ def _credentials(prefix: str, passwords: dict[str, SecretStr] | None) -> dict[st
     return env
 
 
-def app_environment(plan: Plan, passwords: dict[str, SecretStr] | None = None) -> dict[str, str]:
-    """The settings; with ACLs on, `passwords` adds each workload's user and password."""
+def _sentinel(plan: Plan, plans: list[Plan], passwords: dict[str, SecretStr] | None) -> dict:
+    """Sentinel settings when this host's hosted instance is one Sentinel manages."""
+    hosted = f"{plan.host}/{plan.app.hosted_instance}"
+    if not plan.app.hosted_instance or hosted not in topology.sentinel_watched(plans):
+        return {}
+    watchers = [p.sentinel for p in plans if p.sentinel]
+    env = {
+        "VALKEY_MODE": "sentinel",
+        "VALKEY_SENTINELS": ",".join(f"{s.address}:{s.port}" for s in watchers),
+        "VALKEY_SENTINEL_NAME": watchers[0].name,
+    }
+    if passwords and "sentinel" in passwords:
+        env["VALKEY_SENTINEL_PASSWORD"] = passwords["sentinel"].get_secret_value()
+    return env
+
+
+def app_environment(
+    plan: Plan,
+    passwords: dict[str, SecretStr] | None = None,
+    plans: list[Plan] | None = None,
+) -> dict[str, str]:
+    """The settings; with ACLs on, `passwords` adds each workload's user and password.
+
+    `plans` (the whole inventory) is needed where Sentinel manages the hosted tier.
+    """
     hosted_role = plan.instance(plan.app.hosted_instance).role if plan.app.hosted_instance else None
     mode = "cluster" if hosted_role == "cluster-node" else "standalone"
     env: dict[str, str] = {"VALKEY_APP": plan.app.name, "VALKEY_MODE": mode}
@@ -49,6 +73,8 @@ def app_environment(plan: Plan, passwords: dict[str, SecretStr] | None = None) -
             "VALKEY_TLS": "1" if tls else "0",
             "VALKEY_DB": "0",
         }
+        env |= _sentinel(plan, plans or [plan], passwords)
+        env |= _sentinel(plan, plans or [plan], passwords)
         if plan.app.hosted_instance:
             env |= _credentials("VALKEY_", passwords)
             if tls:

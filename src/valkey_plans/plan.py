@@ -401,7 +401,10 @@ class Sentinel(_Strict):
 
     @property
     def address(self) -> str:
-        return self.bind[0].removeprefix("-")
+        """Where other sentinels and clients reach this one: its first non-loopback bind."""
+        addresses = [a.removeprefix("-") for a in self.bind]
+        outside = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
+        return (outside or addresses)[0]
 
 
 class Plan(_Strict):

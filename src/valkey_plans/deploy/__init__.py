@@ -21,7 +21,13 @@ from valkey_plans import topology
 from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
-from valkey_plans.deploy.operations import acl_reload, checked_file, daemon, unsupported_os
+from valkey_plans.deploy.operations import (
+    SYSTEMD_RETRY,
+    acl_reload,
+    checked_file,
+    daemon,
+    unsupported_os,
+)
 from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
 from valkey_plans.deploy.sentinel import converge_sentinel
 from valkey_plans.layout import DEBIAN
@@ -142,11 +148,13 @@ def _converge_instance(
             service=inst.unit,
             running=True,
             enabled=True,
+            **SYSTEMD_RETRY,
         )
         systemd.service(
             name=f"Restart {inst.unit} for its new config",
             service=inst.unit,
             restarted=True,
+            **SYSTEMD_RETRY,
             _if=lambda: changed(config, repl) and not started.did_change(),
         )
     else:
@@ -224,13 +232,18 @@ def _auth_files(plan: Plan, passwords: Passwords) -> None:
 
 
 def app_settings(
-    plan: Plan, passwords: Passwords | None, env_dir: str, owner: str, group: str | None
+    plan: Plan,
+    passwords: Passwords | None,
+    env_dir: str,
+    owner: str,
+    group: str | None,
+    plans: list[Plan] | None = None,
 ) -> None:
     """The env file and JSON that applications read; 0640, readable by the app's group."""
     files.directory(
         name="Application settings directory", path=env_dir, user=owner, group=group, mode="750"
     )
-    for filename, content in app_files(plan, passwords).items():
+    for filename, content in app_files(plan, passwords, plans).items():
         checked_file(
             name=f"Application settings {filename}",
             content=content,
@@ -283,4 +296,4 @@ def valkey_plan() -> None:
                 socket=inst.paths.unixsocket,
                 auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
             )
-    app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group)
+    app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

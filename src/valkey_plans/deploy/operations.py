@@ -15,6 +15,10 @@ from valkey_plans.deploy.facts import RunningPid
 
 VALKEY_SERVER = "/usr/bin/valkey-server"
 
+#: A unit started right after it stopped can fail once while systemd still tears down
+#: its old cgroup (status=219/CGROUP, seen in containers); a second try starts it.
+SYSTEMD_RETRY = {"_retries": 2, "_retry_delay": 2}
+
 
 @operation()
 def checked_file(
@@ -90,6 +94,32 @@ def checked_file(
         drift = True
     if not drift:
         host.noop(f"{dest} is up to date")
+
+
+@operation()
+def swapped_in_stopped(source: str, dest: str, stop: str) -> Generator[StringCommand, None, None]:
+    """
+    Copy `source` over `dest` with the service stopped: for a file the service itself
+    rewrites when it exits (Sentinel flushes its config on shutdown, which would undo a
+    file replaced under a running Sentinel). A later "running" operation starts it.
+
+    + source: the file to install
+    + dest: the service's live file
+    + stop: shell command that stops the service (a no-op if it is not running)
+
+    **Example:**
+
+    .. code:: python
+
+        swapped_in_stopped(
+            source="/etc/valkey/.sentinel-main.conf.deployed",
+            dest="/etc/valkey/sentinel-main.conf",
+            stop="systemctl stop valkey-sentinel@main",
+            _if=seed.did_change,
+        )
+    """
+    yield StringCommand(stop)
+    yield StringCommand("cp", "-p", QuoteString(source), QuoteString(dest))
 
 
 @operation()

@@ -10,7 +10,11 @@ from __future__ import annotations
 from pyinfra.operations import systemd, sysvinit
 
 from valkey_plans import topology
-from valkey_plans.deploy.operations import checked_file, daemon
+from valkey_plans.deploy.operations import (
+    checked_file,
+    daemon,
+    swapped_in_stopped,
+)
 from valkey_plans.layout import DEBIAN, sentinel_paths
 from valkey_plans.plan import Plan
 from valkey_plans.render import sentinel_config
@@ -28,11 +32,13 @@ def converge_sentinel(
     unit = f"valkey-sentinel@{name}.service"
     password = passwords["sentinel"] if passwords else None
     primary = topology.primary_address(plans, plan.sentinel.primary)
-    config = checked_file(
-        name=f"Sentinel {name} config (replaced only when the plan changes)",
+    # Sentinel rewrites its live config as it learns the group, and on every shutdown:
+    # the deploy keeps the planned file beside it and swaps it in, sentinel stopped,
+    # only when the plan changes.
+    seed = checked_file(
+        name=f"Sentinel {name} planned config",
         content=sentinel_config(plan, primary, password),
-        dest=paths.config,
-        record=paths.record,
+        dest=paths.record,
         mode="640",
     )
     if systemd_host:
@@ -42,30 +48,34 @@ def converge_sentinel(
             running=False,
             enabled=False,
         )
-        started = systemd.service(
+        stop = f"systemctl stop {unit}"
+    else:
+        sysvinit.service(
+            name="The package's default valkey-sentinel init script is off",
+            service="valkey-sentinel",
+            running=False,
+            enabled=False,
+        )
+        stop = (
+            f"start-stop-daemon --stop --quiet --oknodo --retry TERM/30/KILL/5 --pidfile"
+            f" {paths.pidfile} --exec /usr/bin/valkey-server"
+        )
+    swapped_in_stopped(
+        name=f"Sentinel {name} config swapped in (sentinel stopped meanwhile)",
+        source=paths.record,
+        dest=paths.config,
+        stop=stop,
+        _if=seed.did_change,
+    )
+    if systemd_host:
+        systemd.service(
             name=f"{unit} running and enabled", service=unit, running=True, enabled=True
         )
-        systemd.service(
-            name=f"Restart {unit} for its new config",
-            service=unit,
-            restarted=True,
-            _if=lambda: config.did_change() and not started.did_change(),
+    else:
+        daemon(
+            name=f"Sentinel {name} running (start-stop-daemon)",
+            config=paths.config,
+            pidfile=paths.pidfile,
+            run_dir=paths.run_dir,
+            extra_args="--sentinel",
         )
-        return
-    sysvinit.service(
-        name="The package's default valkey-sentinel init script is off",
-        service="valkey-sentinel",
-        running=False,
-        enabled=False,
-    )
-    where = {"config": paths.config, "pidfile": paths.pidfile, "run_dir": paths.run_dir}
-    started = daemon(
-        name=f"Sentinel {name} running (start-stop-daemon)", extra_args="--sentinel", **where
-    )
-    daemon(
-        name=f"Restart sentinel {name} for its new config",
-        extra_args="--sentinel",
-        restarted=True,
-        _if=lambda: config.did_change() and not started.did_change(),
-        **where,
-    )

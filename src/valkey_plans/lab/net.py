@@ -91,3 +91,13 @@ def remove_link(name: str) -> None:
     """Delete an interface if it still exists."""
     if link_exists(name):
         run("ip", "link", "delete", name)
+
+
+def cut_off(veth: str) -> None:
+    """Take a host off the lab bridge (its veth down), as if its network failed."""
+    run("ip", "link", "set", veth, "down")
+
+
+def reconnect(veth: str) -> None:
+    """Put a host cut off by `cut_off` back on the bridge."""
+    run("ip", "link", "set", veth, "up")

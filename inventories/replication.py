@@ -1,0 +1,46 @@
+"""Replication with Sentinel on three lab hosts: one primary, two replicas, three sentinels.
+
+    valkey-plans lab up 3
+    pyinfra -y inventories/replication.py deploy.py
+    valkey-plans verify inventories/replication.py
+
+The first lab host runs the primary `main` (port 6390); the other two run replicas of
+it. Every host runs a Sentinel (`valkey-sentinel@main`, port 26379, quorum 2), so a
+majority survives the loss of any one host. After a failover Sentinel owns the
+topology: a later deploy of the same plan changes nothing and restarts nobody.
+Passwords are generated once into the lab dir (`replication-secrets.json`, 0600).
+"""
+
+from valkey_plans.lab.inventory import connection, running_lab, secrets_file
+
+PORT = 6390
+
+_lab = running_lab(3, "inventories/replication.py")
+_hosts = _lab.hosts[:3]
+_primary = _hosts[0].name
+
+
+def _data(index: int) -> dict:
+    host = _hosts[index]
+    instance = {
+        "name": "main",
+        "port": PORT,
+        "bind": ["127.0.0.1", host.address],
+        "maxmemory": "64mb",
+    }
+    if index == 0:
+        instance["role"] = "primary"
+    else:
+        instance |= {"role": "replica", "replicaof": f"{_primary}/main"}
+    return {
+        **connection(_lab, host),
+        "valkey_instances": [instance],
+        "valkey_sentinel": {"primary": f"{_primary}/main", "bind": ["127.0.0.1", host.address]},
+        "valkey_acl": True,
+        "valkey_secrets_file": secrets_file(_lab, "replication"),
+        "valkey_secrets_generate": True,
+        "valkey_app": {"name": "repl", "hosted_instance": "main", "cache_instance": None},
+    }
+
+
+replication = [(h.name, _data(i)) for i, h in enumerate(_hosts)]

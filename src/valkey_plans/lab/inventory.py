@@ -1,0 +1,44 @@
+"""What every lab inventory says about a lab host: how pyinfra and testinfra reach it.
+
+Exactly what a real server needs: its address, root over SSH with the key the lab
+generated, and strict host key checking against the lab's known_hosts (the lab wrote
+each host's key itself, so nothing is trusted on first use).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from valkey_plans.lab import config, state
+
+
+def running_lab(minimum: int, inventory: str) -> state.LabState:
+    """The lab's state, or a clear error when fewer than `minimum` hosts are up."""
+    lab = state.load()
+    have = 0 if lab is None else len(lab.hosts)
+    if lab is None or have < minimum:
+        raise RuntimeError(
+            f"{inventory} needs {minimum} lab hosts, the lab has {have}"
+            f" ({config.state_file()}): run `valkey-plans lab up {minimum}` first"
+        )
+    return lab
+
+
+def connection(lab: state.LabState, host: state.Host) -> dict[str, Any]:
+    return {
+        "ssh_hostname": host.address,
+        "ssh_user": "root",
+        "ssh_key": lab.ssh_key,
+        "ssh_known_hosts_file": lab.known_hosts,
+        "ssh_strict_host_key_checking": "yes",
+        "ssh_config_file": lab.ssh_config,
+        "ssh_allow_agent": False,
+        "ssh_look_for_keys": False,
+        "lab_release": host.release,
+    }
+
+
+def secrets_file(lab: state.LabState, name: str) -> str:
+    """A generated 0600 secrets file in the lab dir: lab passwords never touch the repo."""
+    return str(Path(lab.lab_dir) / f"{name}-secrets.json")
