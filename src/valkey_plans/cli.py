@@ -76,8 +76,9 @@ def verify(inventory: str, pytest_args: tuple[str, ...], as_json: bool = False) 
 @click.option("--instance", "only_instance", help="Only this instance.")
 @click.option("--limit", default=20, show_default=True, help="Violations listed per instance.")
 @click.option("--json", "as_json", is_flag=True, help="Print the reports as JSON.")
-def audit(inventory: str, only_host: str | None, only_instance: str | None, limit: int,
-          as_json: bool) -> None:
+def audit(
+    inventory: str, only_host: str | None, only_instance: str | None, limit: int, as_json: bool
+) -> None:
     """Classify every key of every instance of INVENTORY (read-only, as the checks user).
 
     Exits non-zero when any key violates the plan's conventions.

@@ -89,8 +89,9 @@ class Collector:
                     host, check, ADVISORY if keep and status == PASS else status, reason or keep
                 )
 
-    def pytest_warning_recorded(self, warning_message: Any, when: str, nodeid: str,
-                                location: Any) -> None:
+    def pytest_warning_recorded(
+        self, warning_message: Any, when: str, nodeid: str, location: Any
+    ) -> None:
         if not nodeid or not issubclass(warning_message.category, AdvisoryWarning):
             return
         host, check = self.ids.get(nodeid, ("?", nodeid))
@@ -138,14 +139,17 @@ def table(results: list[Result]) -> str:
     failed = sum(r.status in FAILING for r in results)
     advisory = sum(r.status == ADVISORY for r in results)
     hosts = len({r.host for r in results})
-    lines.append(
-        f"{hosts} host(s), {len(results)} results: {failed} failed, {advisory} advisory"
-    )
+    lines.append(f"{hosts} host(s), {len(results)} results: {failed} failed, {advisory} advisory")
     return "\n".join(lines)
 
 
-def run(targets: list[Any], inventory: str, pytest_args: tuple[str, ...] = (),
-        pytest_bin: str = "pytest", cwd: Path | None = None) -> tuple[int, list[Result], str]:
+def run(
+    targets: list[Any],
+    inventory: str,
+    pytest_args: tuple[str, ...] = (),
+    pytest_bin: str = "pytest",
+    cwd: Path | None = None,
+) -> tuple[int, list[Result], str]:
     """Run checks/ against every target; (pytest's exit code, results, pytest's output)."""
     import os
     import subprocess
@@ -157,9 +161,20 @@ def run(targets: list[Any], inventory: str, pytest_args: tuple[str, ...] = (),
     names = {testinfra.get_host(t.testinfra_url).backend.get_pytest_id(): t.name for t in targets}
     with tempfile.TemporaryDirectory(prefix="valkey-plans-verify-") as tmp:
         report = Path(tmp) / "results.json"
-        args = [pytest_bin, "-p", "no:cacheprovider", "-p", "valkey_plans.verify", "-q",
-                "--tb=short", "-rN", "checks/", f"--hosts={hosts}",
-                f"--plan-inventory={Path(inventory).resolve()}", f"--verify-report={report}"]
+        args = [
+            pytest_bin,
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "valkey_plans.verify",
+            "-q",
+            "--tb=short",
+            "-rN",
+            "checks/",
+            f"--hosts={hosts}",
+            f"--plan-inventory={Path(inventory).resolve()}",
+            f"--verify-report={report}",
+        ]
         if os.geteuid() != 0 and any(t.testinfra_url == "local://" for t in targets):
             args.append("--sudo")  # config files are 0640 valkey: reading them needs root
         proc = subprocess.run([*args, *pytest_args], cwd=cwd, capture_output=True, text=True)
