@@ -16,8 +16,8 @@ from valkey.asyncio.retry import Retry
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from valkey_plans.clients import PERMANENT_ERRORS, RETRIES, WorkloadClients, backoff
-from valkey_plans.guards import Guard, GuardedMixin
+from valkey_plans.clients import PERMANENT_ERRORS, WorkloadClients
+from valkey_plans.guards import GuardedMixin
 
 T = TypeVar("T")
 
@@ -70,26 +70,12 @@ class AsyncWorkloadValkeyCluster(GuardedMixin, valkey.asyncio.ValkeyCluster):
 class AsyncClients(WorkloadClients[AsyncWorkloadValkey | AsyncWorkloadValkeyCluster]):
     """The asyncio workload clients of one tier: `await AsyncClients(tier).api.get(k)`."""
 
-    def _standalone(self, options: dict[str, Any], guard: Guard) -> AsyncWorkloadValkey:
-        pool = AsyncRetryingConnectionPool(
-            connection_class=SSLConnection if self.tier.tls else Connection,
-            host=self.tier.host,
-            port=self.tier.port,
-            db=self.db,
-            retry=AsyncWorkloadRetry(backoff(), RETRIES),
-            **options,
-        )
-        return AsyncWorkloadValkey(connection_pool=pool, vp_guard=guard)
-
-    def _cluster(self, options: dict[str, Any], guard: Guard) -> AsyncWorkloadValkeyCluster:
-        return AsyncWorkloadValkeyCluster(
-            host=self.tier.host,
-            port=self.tier.port,
-            ssl=self.tier.tls,
-            retry=AsyncWorkloadRetry(backoff(), RETRIES),
-            vp_guard=guard,
-            **options,
-        )
+    pool_class = AsyncRetryingConnectionPool
+    connection_class = Connection
+    ssl_connection_class = SSLConnection
+    retry_class = AsyncWorkloadRetry
+    standalone_class = AsyncWorkloadValkey
+    cluster_class = AsyncWorkloadValkeyCluster
 
     async def aclose(self) -> None:
         """Close every pool made by this object and its `for_db` views."""

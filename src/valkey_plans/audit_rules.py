@@ -1,10 +1,11 @@
-"""What the plan allows in each db: the audit's rules, and the one list of structural keys.
+"""What the plan allows in each db: the audit's rules.
 
 Every key of an instance must be explainable from the plan: a record of a declared
 domain in the db the plan gives it, a declared structural (`vp:`) key, or (cache
 user_index) a normalised email pointing at a `usr:` key. This module turns a Plan
 instance into per-db rules and classifies one key against them; `audit` does the
-scanning. Kept free of I/O so the rules are testable key by key.
+scanning. Kept free of I/O so the rules are testable key by key. The cache's
+structural keys are declared once, by `valkey_plans.cache.STRUCTURAL_KEYS`.
 """
 
 from __future__ import annotations
@@ -13,43 +14,13 @@ import re
 from dataclasses import dataclass, field
 
 from valkey_plans import cache
+from valkey_plans.cache import STRUCTURAL_KEYS, Structural
 from valkey_plans.domains import STRUCTURAL_PREFIX
 from valkey_plans.keys import KeyFormatError, Keys
 from valkey_plans.plan import Instance, Plan
 
 #: Keys the cache behaviour canary (checks/test_cache_behaviour.py) writes and removes.
 CANARY_PREFIX = f"{STRUCTURAL_PREFIX}canary:"
-
-
-@dataclass(frozen=True)
-class Structural:
-    """A declared structural key (exact name, or every name under `prefix`) and its type."""
-
-    name: str
-    type: str
-    prefix: bool = False
-
-    def matches(self, key: str) -> bool:
-        return key.startswith(self.name) if self.prefix else key == self.name
-
-
-#: The structural keys of the cache Functions library (`valkey_plans.cache`), per cache db.
-#: TODO(cache owner): expose this list from `valkey_plans.cache` so it cannot drift.
-CACHE_STRUCTURAL: dict[str, tuple[Structural, ...]] = {
-    "user_index": (),
-    "user_cache": (
-        Structural(cache.USER_LRU, "zset"),
-        Structural(cache.USER_CLOCK, "string"),
-    ),
-    "session_cache": (Structural(cache.SESSIONS_OF_PREFIX, "set", prefix=True),),
-    "message_queue": (
-        Structural(cache.MESSAGE_LRU, "zset"),
-        Structural(cache.MESSAGE_CLOCK, "string"),
-        Structural(cache.QUEUE_PENDING, "list"),
-        Structural(cache.QUEUE_PROCESSING, "list"),
-        Structural(cache.QUEUE_TAKEN, "hash"),
-    ),
-}
 CANARY = Structural(CANARY_PREFIX, "", prefix=True)  # any type: the canary's own keys
 
 #: Cache db -> (record domain, Valkey type of its records).
@@ -123,7 +94,7 @@ def instance_rules(plan: Plan, inst: Instance) -> dict[int, DbRules]:
             ttl_forbidden=name == "user_index",
             cap=spec.cap,
             is_index=name == "user_index",
-            structural=(*CACHE_STRUCTURAL[name], CANARY),
+            structural=(*STRUCTURAL_KEYS[name], CANARY),
             strings=record_type == "string",
             homes=homes,
         )

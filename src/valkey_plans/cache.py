@@ -15,30 +15,59 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import valkey
 
+from valkey_plans.domains import STRUCTURAL_PREFIX
 from valkey_plans.functions import require_version
 from valkey_plans.keys import KeyFormatError, new_key, parse
+from valkey_plans.settings import CacheDbs, CacheTierSettings
 
 if TYPE_CHECKING:
     from valkey_plans.clients import WorkloadClients
-    from valkey_plans.settings import CacheTierSettings
 
 T = TypeVar("T")
 Record = dict[str, Any]
 
-# Structural keys (reserved `vp:` prefix), one set per db they live in.
-USER_LRU = "vp:lru:users"
-USER_CLOCK = "vp:lru:users:clock"
-MESSAGE_LRU = "vp:lru:messages"
-MESSAGE_CLOCK = "vp:lru:messages:clock"
-QUEUE_PENDING = "vp:queue:messages"
-QUEUE_PROCESSING = "vp:queue:messages:processing"
-QUEUE_TAKEN = "vp:queue:messages:taken"
-SESSIONS_OF_PREFIX = "vp:sessions:"
+# Structural keys (reserved `vp:` prefix); STRUCTURAL_KEYS says which db holds each.
+USER_LRU = f"{STRUCTURAL_PREFIX}lru:users"
+USER_CLOCK = f"{USER_LRU}:clock"
+MESSAGE_LRU = f"{STRUCTURAL_PREFIX}lru:messages"
+MESSAGE_CLOCK = f"{MESSAGE_LRU}:clock"
+QUEUE_PENDING = f"{STRUCTURAL_PREFIX}queue:messages"
+QUEUE_PROCESSING = f"{QUEUE_PENDING}:processing"
+QUEUE_TAKEN = f"{QUEUE_PENDING}:taken"
+SESSIONS_OF_PREFIX = f"{STRUCTURAL_PREFIX}sessions:"
+
+
+@dataclass(frozen=True)
+class Structural:
+    """A declared structural key (exact name, or every name under `prefix`) and its type."""
+
+    name: str
+    type: str
+    prefix: bool = False
+
+    def matches(self, key: str) -> bool:
+        return key.startswith(self.name) if self.prefix else key == self.name
+
+
+#: Every structural key this module and its Functions library keep, per cache db name
+#: (the plan's `cache_dbs`): the one list the keyspace audit classifies them by.
+STRUCTURAL_KEYS: dict[str, tuple[Structural, ...]] = {
+    "user_index": (),
+    "user_cache": (Structural(USER_LRU, "zset"), Structural(USER_CLOCK, "string")),
+    "session_cache": (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),),
+    "message_queue": (
+        Structural(MESSAGE_LRU, "zset"),
+        Structural(MESSAGE_CLOCK, "string"),
+        Structural(QUEUE_PENDING, "list"),
+        Structural(QUEUE_PROCESSING, "list"),
+        Structural(QUEUE_TAKEN, "hash"),
+    ),
+}
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 MAX_EMAIL_LENGTH = 254
@@ -231,6 +260,11 @@ class LruCalls:
         self.cap = _cap(cap, f"{domain} cache cap")
         self.ttl_ms = _ms(ttl, f"{domain} cache ttl")
 
+    @classmethod
+    def users(cls, cap: int, ttl: float) -> LruCalls:
+        """The user_cache db's LRU of `usr:` records."""
+        return cls("usr", USER_LRU, USER_CLOCK, cap, ttl)
+
     def key(self, key: str) -> str:
         return record_key(key, self.domain, self.domain)
 
@@ -328,6 +362,45 @@ class QueueCalls:
         return Call(("LLEN", QUEUE_PROCESSING), _int)
 
 
+# --- bounds and wiring, shared by both flavours ---------------------------------------
+
+_DEFAULT_TIER = CacheTierSettings()
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The caps and TTLs (seconds) of the cache dbs, named as in `CacheTierSettings`;
+    the defaults are its defaults, which are the plan's."""
+
+    user_cap: int = _DEFAULT_TIER.user_cap
+    user_ttl: float = _DEFAULT_TIER.user_ttl
+    session_ttl: float = _DEFAULT_TIER.session_ttl
+    session_sliding: bool = _DEFAULT_TIER.session_sliding
+    message_cap: int = _DEFAULT_TIER.message_cap
+    message_ttl: float = _DEFAULT_TIER.message_ttl
+
+    @classmethod
+    def from_settings(cls, settings: CacheTierSettings) -> Bounds:
+        return cls(**{f.name: getattr(settings, f.name) for f in fields(cls)})
+
+
+DEFAULT_BOUNDS = Bounds()
+
+C = TypeVar("C")
+
+
+def db_clients(clients: WorkloadClients[C], dbs: CacheDbs) -> dict[str, C]:
+    """The `from_clients` arguments of either flavour: each cache db's api client, and
+    the message_queue db's blocking client for `take`."""
+    return {
+        "index": clients.for_db(dbs.user_index).api,
+        "users": clients.for_db(dbs.user_cache).api,
+        "sessions": clients.for_db(dbs.session_cache).api,
+        "messages": clients.for_db(dbs.message_queue).api,
+        "blocking": clients.for_db(dbs.message_queue).blocking,
+    }
+
+
 # --- sync clients ---------------------------------------------------------------------
 
 
@@ -372,14 +445,24 @@ class LruCache:
 class UserCache(LruCache):
     """`usr:` records on the user_cache db, bounded at the plan's cap."""
 
-    def __init__(self, client: valkey.Valkey, cap: int = 100, ttl: float = 3600) -> None:
-        super().__init__(client, LruCalls("usr", USER_LRU, USER_CLOCK, cap, ttl))
+    def __init__(
+        self,
+        client: valkey.Valkey,
+        cap: int = DEFAULT_BOUNDS.user_cap,
+        ttl: float = DEFAULT_BOUNDS.user_ttl,
+    ) -> None:
+        super().__init__(client, LruCalls.users(cap, ttl))
 
 
 class SessionCache:
     """`ses:` sessions; TTL = expiry, optionally sliding on each get/touch."""
 
-    def __init__(self, client: valkey.Valkey, ttl: float = 1800, sliding: bool = False) -> None:
+    def __init__(
+        self,
+        client: valkey.Valkey,
+        ttl: float = DEFAULT_BOUNDS.session_ttl,
+        sliding: bool = DEFAULT_BOUNDS.session_sliding,
+    ) -> None:
         self.client = client
         self.calls = SessionCalls(ttl, sliding)
 
@@ -412,8 +495,8 @@ class MessageQueue:
         self,
         client: valkey.Valkey,
         blocking: valkey.Valkey | None = None,
-        cap: int = 1000,
-        ttl: float = 86400,
+        cap: int = DEFAULT_BOUNDS.message_cap,
+        ttl: float = DEFAULT_BOUNDS.message_ttl,
     ) -> None:
         self.client = client
         self.blocking = blocking or client
@@ -444,29 +527,6 @@ class MessageQueue:
         return run(self.client, self.calls.processing())
 
 
-@dataclass(frozen=True)
-class Bounds:
-    """The plan's caps and TTLs (seconds) for the cache dbs; defaults match the plan's."""
-
-    user_cap: int = 100
-    user_ttl: float = 3600
-    session_ttl: float = 1800
-    session_sliding: bool = False
-    message_cap: int = 1000
-    message_ttl: float = 86400
-
-    @classmethod
-    def from_settings(cls, settings: CacheTierSettings, session_sliding: bool = False) -> Bounds:
-        return cls(
-            user_cap=settings.user_cap,
-            user_ttl=settings.user_ttl,
-            session_ttl=settings.session_ttl,
-            session_sliding=session_sliding,
-            message_cap=settings.message_cap,
-            message_ttl=settings.message_ttl,
-        )
-
-
 @dataclass
 class LocalCache:
     """The four dbs of one cache instance, each on its own client."""
@@ -491,7 +551,7 @@ class LocalCache:
         bounds: Bounds | None = None,
     ) -> LocalCache:
         """One client per db (and the blocking one for `take`); checks the library once."""
-        b = bounds or Bounds()
+        b = bounds or DEFAULT_BOUNDS
         cache = cls(
             index=UserIndex(index),
             users=UserCache(users, b.user_cap, b.user_ttl),
@@ -503,27 +563,16 @@ class LocalCache:
 
     @classmethod
     def from_workload_clients(
-        cls,
-        clients: WorkloadClients[Any],
-        settings: CacheTierSettings,
-        session_sliding: bool = False,
+        cls, clients: WorkloadClients[Any], settings: CacheTierSettings
     ) -> LocalCache:
         """Each db's api client from the cache tier's clients; `take` on the blocking one."""
-        dbs = settings.dbs
         return cls.from_clients(
-            index=clients.for_db(dbs.user_index).api,
-            users=clients.for_db(dbs.user_cache).api,
-            sessions=clients.for_db(dbs.session_cache).api,
-            messages=clients.for_db(dbs.message_queue).api,
-            blocking=clients.for_db(dbs.message_queue).blocking,
-            bounds=Bounds.from_settings(settings, session_sliding),
+            **db_clients(clients, settings.dbs), bounds=Bounds.from_settings(settings)
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: CacheTierSettings, session_sliding: bool = False
-    ) -> LocalCache:
+    def from_settings(cls, settings: CacheTierSettings) -> LocalCache:
         """The local cache of `load_settings().cache`, on its own workload clients."""
         from valkey_plans.clients import Clients
 
-        return cls.from_workload_clients(Clients(settings), settings, session_sliding)
+        return cls.from_workload_clients(Clients(settings), settings)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import valkey.asyncio
 
 from valkey_plans.cache import (
+    DEFAULT_BOUNDS,
     MESSAGE_CLOCK,
     MESSAGE_LRU,
     USER_CLOCK,
@@ -26,6 +27,7 @@ from valkey_plans.cache import (
     Session,
     SessionCalls,
     UserIndexCalls,
+    db_clients,
 )
 from valkey_plans.functions import require_version_async
 from valkey_plans.keys import new_key
@@ -102,15 +104,23 @@ class AsyncLruCache:
 class AsyncUserCache(AsyncLruCache):
     """`usr:` records on the user_cache db, bounded at the plan's cap."""
 
-    def __init__(self, client: valkey.asyncio.Valkey, cap: int = 100, ttl: float = 3600) -> None:
-        super().__init__(client, LruCalls("usr", USER_LRU, USER_CLOCK, cap, ttl))
+    def __init__(
+        self,
+        client: valkey.asyncio.Valkey,
+        cap: int = DEFAULT_BOUNDS.user_cap,
+        ttl: float = DEFAULT_BOUNDS.user_ttl,
+    ) -> None:
+        super().__init__(client, LruCalls.users(cap, ttl))
 
 
 class AsyncSessionCache:
     """`ses:` sessions; TTL = expiry, optionally sliding on each get/touch."""
 
     def __init__(
-        self, client: valkey.asyncio.Valkey, ttl: float = 1800, sliding: bool = False
+        self,
+        client: valkey.asyncio.Valkey,
+        ttl: float = DEFAULT_BOUNDS.session_ttl,
+        sliding: bool = DEFAULT_BOUNDS.session_sliding,
     ) -> None:
         self.client = client
         self.calls = SessionCalls(ttl, sliding)
@@ -140,8 +150,8 @@ class AsyncMessageQueue:
         self,
         client: valkey.asyncio.Valkey,
         blocking: valkey.asyncio.Valkey | None = None,
-        cap: int = 1000,
-        ttl: float = 86400,
+        cap: int = DEFAULT_BOUNDS.message_cap,
+        ttl: float = DEFAULT_BOUNDS.message_ttl,
     ) -> None:
         self.client = client
         self.blocking = blocking or client
@@ -194,7 +204,7 @@ class AsyncLocalCache:
         bounds: Bounds | None = None,
     ) -> AsyncLocalCache:
         """One client per db (and the blocking one for `take`); checks the library once."""
-        b = bounds or Bounds()
+        b = bounds or DEFAULT_BOUNDS
         cache = cls(
             index=AsyncUserIndex(index),
             users=AsyncUserCache(users, b.user_cap, b.user_ttl),
@@ -205,19 +215,11 @@ class AsyncLocalCache:
         return cache
 
     @classmethod
-    async def from_settings(
-        cls, settings: CacheTierSettings, session_sliding: bool = False
-    ) -> AsyncLocalCache:
+    async def from_settings(cls, settings: CacheTierSettings) -> AsyncLocalCache:
         """The local cache of `load_settings().cache`, on its own asyncio workload clients."""
         from valkey_plans.aclients import AsyncClients
 
-        clients = AsyncClients(settings)
-        dbs = settings.dbs
         return await cls.from_clients(
-            index=clients.for_db(dbs.user_index).api,
-            users=clients.for_db(dbs.user_cache).api,
-            sessions=clients.for_db(dbs.session_cache).api,
-            messages=clients.for_db(dbs.message_queue).api,
-            blocking=clients.for_db(dbs.message_queue).blocking,
-            bounds=Bounds.from_settings(settings, session_sliding),
+            **db_clients(AsyncClients(settings), settings.dbs),
+            bounds=Bounds.from_settings(settings),
         )

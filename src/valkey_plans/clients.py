@@ -16,7 +16,7 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Generic, Self, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 import valkey
 from valkey.backoff import ExponentialBackoff
@@ -151,6 +151,14 @@ C = TypeVar("C")
 class WorkloadClients(Generic[C]):
     """The four workload clients of one tier and db; subclasses supply the client classes."""
 
+    #: What a flavour supplies (valkey-py in `Clients`, valkey.asyncio in `AsyncClients`).
+    pool_class: ClassVar[type]
+    connection_class: ClassVar[type]
+    ssl_connection_class: ClassVar[type]
+    retry_class: ClassVar[type]
+    standalone_class: ClassVar[type]
+    cluster_class: ClassVar[type]
+
     def __init__(
         self, tier: TierSettings, *, max_block: float = DEFAULT_MAX_BLOCK, db: int | None = None
     ) -> None:
@@ -210,19 +218,29 @@ class WorkloadClients(Generic[C]):
     def _make(self, workload: Workload) -> C:
         options = workload_options(self.tier, workload, self.max_block)
         guard = Guard(workload, client_name(self.tier.app, workload), self.max_block)
+        retry = self.retry_class(backoff(), RETRIES)
         if self.tier.mode == "cluster":
-            return self._cluster(options, guard)
-        return self._standalone(options, guard)
+            return self.cluster_class(
+                host=self.tier.host,
+                port=self.tier.port,
+                ssl=self.tier.tls,
+                retry=retry,
+                vp_guard=guard,
+                **options,
+            )
+        pool = self.pool_class(
+            connection_class=self.ssl_connection_class if self.tier.tls else self.connection_class,
+            host=self.tier.host,
+            port=self.tier.port,
+            db=self.db,
+            retry=retry,
+            **options,
+        )
+        return self.standalone_class(connection_pool=pool, vp_guard=guard)
 
     def _made_everywhere(self) -> list[C]:
         with self._lock:
             return [c for view in self._views.values() for c in view._made.values()]
-
-    def _standalone(self, options: dict[str, Any], guard: Guard) -> C:
-        raise NotImplementedError
-
-    def _cluster(self, options: dict[str, Any], guard: Guard) -> C:
-        raise NotImplementedError
 
 
 class RetryingConnectionPool(valkey.ConnectionPool):
@@ -257,26 +275,12 @@ class WorkloadValkeyCluster(GuardedMixin, valkey.ValkeyCluster):
 class Clients(WorkloadClients[WorkloadValkey | WorkloadValkeyCluster]):
     """The sync workload clients of one tier: `Clients(load_settings().hosted).api.get(k)`."""
 
-    def _standalone(self, options: dict[str, Any], guard: Guard) -> WorkloadValkey:
-        pool = RetryingConnectionPool(
-            connection_class=SSLConnection if self.tier.tls else Connection,
-            host=self.tier.host,
-            port=self.tier.port,
-            db=self.db,
-            retry=WorkloadRetry(backoff(), RETRIES),
-            **options,
-        )
-        return WorkloadValkey(connection_pool=pool, vp_guard=guard)
-
-    def _cluster(self, options: dict[str, Any], guard: Guard) -> WorkloadValkeyCluster:
-        return WorkloadValkeyCluster(
-            host=self.tier.host,
-            port=self.tier.port,
-            ssl=self.tier.tls,
-            retry=WorkloadRetry(backoff(), RETRIES),
-            vp_guard=guard,
-            **options,
-        )
+    pool_class = RetryingConnectionPool
+    connection_class = Connection
+    ssl_connection_class = SSLConnection
+    retry_class = WorkloadRetry
+    standalone_class = WorkloadValkey
+    cluster_class = WorkloadValkeyCluster
 
     def close(self) -> None:
         """Close every pool made by this object and its `for_db` views."""

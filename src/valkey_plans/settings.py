@@ -27,12 +27,20 @@ from pydantic import (
     model_validator,
 )
 
+from valkey_plans.plan import CACHE_DB_NAMES, CacheDb, Instance
+
 Workload = Literal["api", "blocking", "subscriber", "background"]
 WORKLOADS: tuple[Workload, ...] = ("api", "blocking", "subscriber", "background")
 
 HOSTED_PREFIX = "VALKEY_"
 CACHE_PREFIX = "VALKEY_CACHE_"
 ENV_FILE_VARIABLE = "VALKEY_ENV_FILE"
+
+#: The plan's default cache db map and bounds (`plan.Instance.cache_dbs`): the cache
+#: tier's defaults below are read off it, never restated.
+PLAN_CACHE_DBS: Mapping[str, CacheDb] = Instance.model_fields["cache_dbs"].get_default(
+    call_default_factory=True
+)
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -139,21 +147,31 @@ class CacheDbs(BaseModel):
     message_queue: int
 
 
+def _db(name: str) -> Any:
+    """`db_<name>`: the number of one cache db, by default the plan's."""
+    return Field(PLAN_CACHE_DBS[name].db, ge=0, le=15)
+
+
+_USERS, _SESSIONS, _MESSAGES = (
+    PLAN_CACHE_DBS[name] for name in ("user_cache", "session_cache", "message_queue")
+)
+
+
 class CacheTierSettings(TierSettings):
-    """The local cache instance: a tier plus its db map and count/TTL bounds."""
+    """The local cache instance: a tier plus its db map and count/TTL bounds (plan defaults)."""
 
     INHERITED: ClassVar[tuple[str, ...]] = ("app",)
 
-    db_user_index: int = Field(0, ge=0, le=15)
-    db_user_cache: int = Field(1, ge=0, le=15)
-    db_session_cache: int = Field(2, ge=0, le=15)
-    db_message_queue: int = Field(3, ge=0, le=15)
-    user_cap: int = Field(100, ge=1, description="exact LRU bound of cached user records")
-    message_cap: int = Field(1000, ge=1, description="exact LRU bound of queued messages")
-    user_ttl: int = Field(3600, ge=1, description="seconds a cached user record lives")
-    message_ttl: int = Field(86400, ge=1, description="seconds a queued message lives")
-    session_ttl: int = Field(1800, ge=1, description="seconds a session lives")
-    session_sliding: Flag = Field(False, description="each read renews a session's TTL")
+    db_user_index: int = _db("user_index")
+    db_user_cache: int = _db("user_cache")
+    db_session_cache: int = _db("session_cache")
+    db_message_queue: int = _db("message_queue")
+    user_cap: int = Field(_USERS.cap, ge=1, description="exact LRU bound of cached user records")
+    message_cap: int = Field(_MESSAGES.cap, ge=1, description="exact LRU bound of queued messages")
+    user_ttl: int = Field(_USERS.ttl, ge=1, description="seconds a cached user record lives")
+    message_ttl: int = Field(_MESSAGES.ttl, ge=1, description="seconds a queued message lives")
+    session_ttl: int = Field(_SESSIONS.ttl, ge=1, description="seconds a session lives")
+    session_sliding: Flag = Field(_SESSIONS.sliding, description="each read renews a session's TTL")
 
     @model_validator(mode="after")
     def _distinct_dbs(self) -> Self:
@@ -165,12 +183,7 @@ class CacheTierSettings(TierSettings):
 
     @property
     def dbs(self) -> CacheDbs:
-        return CacheDbs(
-            user_index=self.db_user_index,
-            user_cache=self.db_user_cache,
-            session_cache=self.db_session_cache,
-            message_queue=self.db_message_queue,
-        )
+        return CacheDbs(**{name: getattr(self, f"db_{name}") for name in CACHE_DB_NAMES})
 
 
 class Settings(BaseModel):

@@ -78,3 +78,21 @@ def test_from_settings_uses_workload_clients_and_plan_bounds(server) -> None:
         assert await acache.users.get_many(keys) == {k: {} for k in keys[2:]}
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("sliding", [True, False])
+def test_from_settings_reads_session_sliding_from_the_settings(server, sliding) -> None:
+    from valkey_plans.settings import CacheTierSettings
+
+    settings = CacheTierSettings(port=server.port, session_ttl=60, session_sliding=sliding)
+    cache = LocalCache.from_settings(settings)
+    session = cache.sessions.create(new_key("usr"), {}, ttl=1)
+    assert cache.sessions.touch(session.key)
+    ttl_ms = server.client(db=settings.db_session_cache).pttl(session.key)
+    assert (ttl_ms > 1000) is sliding  # a touch slides to the configured 60 s, or not at all
+
+    async def scenario() -> None:
+        acache = await AsyncLocalCache.from_settings(settings)
+        assert acache.sessions.calls.sliding is sliding
+
+    asyncio.run(scenario())

@@ -30,7 +30,7 @@ def wait_until_gone(sessions: SessionCache, key: str) -> bool:
 
 
 def test_session_lives_until_its_expiry(db) -> None:
-    sessions = SessionCache(db, ttl=0.3)
+    sessions = SessionCache(db, ttl=0.3, sliding=False)  # get() polls; it must not renew
     owner = new_key("usr")
     session = sessions.create(owner, {"role": "admin"})
     assert sessions.get(session.key) == session

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from valkey_plans.app_settings import app_environment
 from valkey_plans.clients import workload_options
+from valkey_plans.plan import Plan
 from valkey_plans.settings import (
     CacheTierSettings,
     SettingsError,
@@ -70,6 +72,16 @@ def test_hosted_and_cache_tiers_read_the_same_names_under_two_prefixes():
     assert (cache.user_cap, cache.message_cap) == (250, 50)
     assert (cache.user_ttl, cache.message_ttl, cache.session_ttl) == (60, 70, 80)
     assert cache.session_sliding is True
+
+
+def test_cache_tier_defaults_are_the_plans():
+    """A cache tier variable left unset means what the default plan renders for it."""
+    rendered = load_settings(app_environment(Plan.from_host_data("h", {}))).cache
+    defaults = CacheTierSettings()
+    for field in CacheTierSettings.model_fields:
+        if field.startswith(("db_", "user_", "message_", "session_")) and "password" not in field:
+            assert getattr(defaults, field) == getattr(rendered, field), field
+    assert (defaults.session_ttl, defaults.session_sliding) == (86400, True)
 
 
 def test_empty_values_count_as_unset():
