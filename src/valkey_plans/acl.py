@@ -19,7 +19,7 @@ PERMISSIONS: dict[str, str] = {
     # Fast request/response traffic: reads and writes, functions, publish; nothing
     # dangerous (KEYS, FLUSH*, CONFIG, DEBUG...), nothing blocking, no function admin.
     "api": "-@all +@read +@write +@transaction +@connection +fcall +fcall_ro +publish"
-    " -@dangerous -@blocking -@admin -function +function|list",
+    " -@dangerous -@blocking -@admin -function +function|list +wait +waitaof",
     # Workers: lists and streams, including the blocking commands.
     "queue": "-@all +@read +@list +@stream +@blocking +@transaction +@connection +fcall"
     " +fcall_ro -@dangerous",

@@ -69,6 +69,11 @@ BLOCKING_COMMANDS: dict[str, Callable[[Sequence[Any]], float | None]] = {
     "WAITAOF": lambda a: _millis(a[-1]),
 }
 
+#: WAIT/WAITAOF must run on the connection that wrote, so the api client may send them,
+#: with a timeout of at most API_WAIT_MAX seconds (never 0, which waits forever).
+DURABILITY_BARRIERS = frozenset({"WAIT", "WAITAOF"})
+API_WAIT_MAX = 1.0
+
 #: Commands that turn a connection into a push channel; only `pubsub()` may do that.
 SUBSCRIBE_COMMANDS = frozenset(
     {
@@ -121,6 +126,8 @@ class Guard:
         block = self._block_seconds(command, args)
         if block is None:
             return
+        if command in DURABILITY_BARRIERS and self.workload == "api" and 0 < block <= API_WAIT_MAX:
+            return  # a short, bounded barrier after writes that must not be lost
         if self.workload != "blocking":
             raise CommandRefused(
                 f"{command} refused on {self.name}: it blocks a pooled connection; "

@@ -90,6 +90,11 @@ def test_wrong_password_fails_without_showing_it(valkey_server):
     assert "topsecret" not in repr(clients.api) and "topsecret" not in repr(clients)
 
 
+def test_api_may_wait_briefly_for_replicas_after_writes_that_must_not_be_lost(clients):
+    clients.api.set("usr:durable", "1")
+    assert clients.api.wait(0, 100) == 0  # a standalone server has no replicas to count
+
+
 @pytest.mark.parametrize(
     ("workload", "call", "message"),
     [
@@ -103,7 +108,9 @@ def test_wrong_password_fails_without_showing_it(valkey_server):
         ("api", lambda c: c.bzmpop(1, 1, ["z"], min=True), "BZMPOP refused"),
         ("api", lambda c: c.xread({"s": 0}, block=10), "XREAD refused on shop:api"),
         ("api", lambda c: c.xreadgroup("g", "c", {"s": ">"}, block=10), "XREADGROUP refused"),
-        ("api", lambda c: c.wait(1, 10), "WAIT refused on shop:api"),
+        ("api", lambda c: c.wait(1, 5000), "WAIT refused on shop:api"),
+        ("api", lambda c: c.wait(1, 0), "WAIT refused on shop:api"),
+        ("background", lambda c: c.wait(1, 10), "WAIT refused on shop:background"),
         ("background", lambda c: c.blpop("q", 1), "BLPOP refused on shop:background"),
         ("api", lambda c: c.execute_command("SELECT", 1), "SELECT refused.*db comes from settings"),
         ("blocking", lambda c: c.execute_command("select", 1), "SELECT refused on shop:blocking"),
