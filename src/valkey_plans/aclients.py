@@ -13,6 +13,7 @@ from typing import Any, Self, TypeVar
 import valkey.asyncio
 from valkey.asyncio.connection import Connection, SSLConnection
 from valkey.asyncio.retry import Retry
+from valkey.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
@@ -37,8 +38,8 @@ class AsyncWorkloadRetry(Retry):
         return await super().call_with_retry(do, fail_fast)
 
 
-class AsyncRetryingConnectionPool(valkey.asyncio.ConnectionPool):
-    """Retries handing out a connection, as `clients.RetryingConnectionPool` does for sync."""
+class AsyncRetryOnCheckout:
+    """Retries handing out a connection, as `clients.RetryOnCheckout` does for sync."""
 
     async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Connection:
         try:
@@ -59,6 +60,14 @@ class AsyncRetryingConnectionPool(valkey.asyncio.ConnectionPool):
         return await retry.call_with_retry(attempt, ignore)
 
 
+class AsyncRetryingConnectionPool(AsyncRetryOnCheckout, valkey.asyncio.ConnectionPool):
+    """A standalone pool that retries while handing out a connection."""
+
+
+class AsyncRetryingSentinelPool(AsyncRetryOnCheckout, SentinelConnectionPool):
+    """A pool on the primary Sentinel names, retrying across a failover."""
+
+
 class AsyncWorkloadValkey(GuardedMixin, valkey.asyncio.Valkey):
     """A standalone valkey.asyncio client that enforces its workload's guard."""
 
@@ -76,6 +85,8 @@ class AsyncClients(WorkloadClients[AsyncWorkloadValkey | AsyncWorkloadValkeyClus
     retry_class = AsyncWorkloadRetry
     standalone_class = AsyncWorkloadValkey
     cluster_class = AsyncWorkloadValkeyCluster
+    sentinel_class = Sentinel
+    sentinel_pool_class = AsyncRetryingSentinelPool
 
     async def aclose(self) -> None:
         """Close every pool made by this object and its `for_db` views."""

@@ -25,6 +25,7 @@ from valkey.exceptions import AuthenticationError, AuthorizationError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.retry import Retry
+from valkey.sentinel import Sentinel, SentinelConnectionPool
 
 from valkey_plans.guards import DEFAULT_MAX_BLOCK, CommandRefused, Guard, GuardedMixin
 from valkey_plans.settings import WORKLOADS, TierSettings, Workload
@@ -158,6 +159,8 @@ class WorkloadClients(Generic[C]):
     retry_class: ClassVar[type]
     standalone_class: ClassVar[type]
     cluster_class: ClassVar[type]
+    sentinel_class: ClassVar[type]
+    sentinel_pool_class: ClassVar[type]
 
     def __init__(
         self, tier: TierSettings, *, max_block: float = DEFAULT_MAX_BLOCK, db: int | None = None
@@ -168,6 +171,7 @@ class WorkloadClients(Generic[C]):
         self._made: dict[Workload, C] = {}
         self._views: dict[int, Self] = {self.db: self}
         self._lock = threading.Lock()
+        self._sentinel: Any = None
 
     def __repr__(self) -> str:
         return (
@@ -228,6 +232,13 @@ class WorkloadClients(Generic[C]):
                 vp_guard=guard,
                 **options,
             )
+        if self.tier.mode == "sentinel":
+            # Sentinel names the primary; the pool asks again after a failover, so the
+            # same client follows the group to its new primary.
+            pool = self.sentinel_pool_class(
+                self.tier.sentinel_name, self._sentinels(), db=self.db, retry=retry, **options
+            )
+            return self.standalone_class(connection_pool=pool, vp_guard=guard)
         pool = self.pool_class(
             connection_class=self.ssl_connection_class if self.tier.tls else self.connection_class,
             host=self.tier.host,
@@ -238,13 +249,28 @@ class WorkloadClients(Generic[C]):
         )
         return self.standalone_class(connection_pool=pool, vp_guard=guard)
 
+    def _sentinels(self) -> Any:
+        """One Sentinel manager per tier, shared by every workload and db view."""
+        root = self._views[min(self._views)]
+        if root._sentinel is None:
+            password = self.tier.sentinel_password
+            root._sentinel = self.sentinel_class(
+                self.tier.sentinel_addresses,
+                sentinel_kwargs={
+                    "password": password.get_secret_value() if password else None,
+                    "socket_timeout": 1.0,
+                    "socket_connect_timeout": 1.0,
+                },
+            )
+        return root._sentinel
+
     def _made_everywhere(self) -> list[C]:
         with self._lock:
             return [c for view in self._views.values() for c in view._made.values()]
 
 
-class RetryingConnectionPool(valkey.ConnectionPool):
-    """A pool that also retries while handing out a connection.
+class RetryOnCheckout:
+    """Mixin for pools: also retry while handing out a connection.
 
     valkey-py retries a command whose connection broke, but not the reconnect that
     `get_connection` makes for a pooled connection found dead (redis-py#1789), so a
@@ -264,6 +290,14 @@ class RetryingConnectionPool(valkey.ConnectionPool):
         return retry.call_with_retry(lambda: get(command_name, *keys, **options), lambda _: None)
 
 
+class RetryingConnectionPool(RetryOnCheckout, valkey.ConnectionPool):
+    """A standalone pool that retries while handing out a connection."""
+
+
+class RetryingSentinelPool(RetryOnCheckout, SentinelConnectionPool):
+    """A pool on the primary Sentinel names, retrying across a failover."""
+
+
 class WorkloadValkey(GuardedMixin, valkey.Valkey):
     """A standalone valkey-py client that enforces its workload's guard."""
 
@@ -281,6 +315,8 @@ class Clients(WorkloadClients[WorkloadValkey | WorkloadValkeyCluster]):
     retry_class = WorkloadRetry
     standalone_class = WorkloadValkey
     cluster_class = WorkloadValkeyCluster
+    sentinel_class = Sentinel
+    sentinel_pool_class = RetryingSentinelPool
 
     def close(self) -> None:
         """Close every pool made by this object and its `for_db` views."""

@@ -84,7 +84,12 @@ class TierSettings(BaseModel):
     tls: Flag = False
     tls_ca_file: Path | None = None
     db: int = Field(0, ge=0, le=15)
-    mode: Literal["standalone", "cluster"] = "standalone"
+    mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
+    #: Sentinel mode: "HOST:PORT,HOST:PORT,..." of the sentinels, the group's name, and
+    #: the sentinels' password.
+    sentinels: str | None = Field(None, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
+    sentinel_name: str = Field("main", pattern=r"^\S+$")
+    sentinel_password: SecretStr | None = None
     api_user: str | None = Field(None, pattern=r"^\S+$")
     api_password: SecretStr | None = None
     blocking_user: str | None = Field(None, pattern=r"^\S+$")
@@ -108,7 +113,17 @@ class TierSettings(BaseModel):
     def _cluster_uses_db_zero(self) -> Self:
         if self.mode == "cluster" and self.db != 0:
             raise ValueError(f"{{prefix}}MODE=cluster has only db 0, but {{prefix}}DB={self.db}")
+        if self.mode == "sentinel" and not self.sentinels:
+            raise ValueError(
+                "{prefix}MODE=sentinel needs {prefix}SENTINELS (HOST:PORT,HOST:PORT,...)"
+            )
         return self
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs."""
+        pairs = (item.rsplit(":", 1) for item in (self.sentinels or "").split(",") if item)
+        return [(host, int(port)) for host, port in pairs]
 
     def credentials(self, workload: Workload) -> Credentials:
         """The login of one workload (its own ACL user, or the default user)."""

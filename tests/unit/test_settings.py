@@ -112,7 +112,7 @@ def test_passwords_never_appear_in_repr_str_or_errors():
         ("VALKEY_PORT", "abc", "Input should be a valid integer"),
         ("VALKEY_PORT", "70000", "Input should be less than or equal to 65535"),
         ("VALKEY_TLS", "yes", "must be 0 or 1"),
-        ("VALKEY_MODE", "sentinel", "Input should be 'standalone' or 'cluster'"),
+        ("VALKEY_MODE", "replica", "Input should be 'standalone', 'cluster' or 'sentinel'"),
         ("VALKEY_DB", "16", "Input should be less than or equal to 15"),
         ("VALKEY_APP", "my app", "String should match pattern"),
         ("VALKEY_TLS_CA_FILE", "/nonexistent/ca.pem", "no such file"),

@@ -1,0 +1,83 @@
+"""Sentinel mode: the workload clients follow the group to its new primary after a failover."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import valkey
+
+from tests.server.workload_helpers import tier_for
+from tests.valkey_server import VALKEY_SERVER, free_port
+from valkey_plans.clients import Clients
+
+
+@pytest.fixture
+def sentinel_group(valkey_factory, tmp_path: Path):
+    """A real primary, a real replica and one real Sentinel on loopback."""
+    primary = valkey_factory("primary", appendonly="yes")
+    replica = valkey_factory("replica", replicaof=f"127.0.0.1 {primary.port}")
+    deadline = time.monotonic() + 20
+    while replica.client().info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica never synced with its primary"
+        time.sleep(0.1)
+    port = free_port()
+    config = tmp_path / "sentinel.conf"
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
+        f"sentinel monitor main 127.0.0.1 {primary.port} 1\n"
+        "sentinel down-after-milliseconds main 1000\nsentinel failover-timeout main 5000\n"
+    )
+    proc = subprocess.Popen([VALKEY_SERVER, str(config), "--sentinel"], stdout=subprocess.DEVNULL)
+    sentinel = valkey.Valkey(port=port)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            if sentinel.sentinel_slaves("main"):
+                break
+        except valkey.ConnectionError:
+            pass
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail("the sentinel never saw the replica")
+    yield primary, replica, port, sentinel
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_clients_follow_the_primary_sentinel_names_across_a_failover(sentinel_group):
+    primary, replica, port, sentinel = sentinel_group
+    tier = tier_for(primary, mode="sentinel", sentinels=f"127.0.0.1:{port}", sentinel_name="main")
+    with Clients(tier) as clients:
+        clients.api.set("usr:before", "1")
+        assert clients.api.wait(1, 1000) == 1, "the replica did not acknowledge the write"
+        assert replica.client().get("usr:before") == b"1"
+
+        sentinel.execute_command("SENTINEL", "FAILOVER", "main")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if sentinel.sentinel_get_master_addr_by_name("main")[1] == replica.port:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("Sentinel did not promote the replica")
+        while primary.client().info("replication")["role"] != "slave":
+            assert time.monotonic() < deadline, "Sentinel never demoted the old primary"
+            time.sleep(0.2)
+
+        written = 0
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not written:
+            try:
+                clients.api.set("usr:after", "2")
+                written = 1
+            except (valkey.ConnectionError, valkey.ReadOnlyError):
+                time.sleep(0.2)  # the old primary turns replica; the pool asks Sentinel again
+        assert written, "the api client never wrote to the new primary"
+        assert replica.client().get("usr:after") == b"2", (
+            "the write did not land on the new primary"
+        )
+        assert replica.client().get("usr:before") == b"1"
