@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import shlex
 from collections.abc import Generator
 from io import StringIO
 
@@ -122,6 +123,18 @@ def swapped_in_stopped(source: str, dest: str, stop: str) -> Generator[StringCom
     yield StringCommand("cp", "-p", QuoteString(source), QuoteString(dest))
 
 
+#: ACL LOAD segfaults a replica on Valkey before 8.0.3 (valkey-io/valkey#1842; Debian 12's
+#: bookworm-backports ships 8.0.1). On a replica the file is applied user by user instead,
+#: in one valkey-cli session (one login, so a rotated admin password cannot lock it out):
+#: ACL DELUSER for live users the file no longer has, then ACL SETUSER NAME reset RULES
+#: for each `user NAME RULES` line, which is what ACL LOAD would have made of the file.
+REPLICA_ACL_APPLY = (
+    "file=$(cli CONFIG GET aclfile | sed -n 2p); reply=$({ for u in $(cli ACL USERS); do"
+    ' grep -q "^user $u " "$file" || echo "ACL DELUSER $u"; done;'
+    " sed -n 's/^user \\([^ ]*\\)/ACL SETUSER \\1 reset/p' \"$file\"; } | cli 2>&1)"
+)
+
+
 @operation()
 def acl_reload(
     socket: str, auth_file: str, user: str = "admin"
@@ -148,12 +161,14 @@ def acl_reload(
             _if=acl.did_change,
         )
     """
+    cli = (
+        f'cli() {{ REDISCLI_AUTH="$(cat {shlex.quote(auth_file)})" valkey-cli --no-auth-warning'
+        f" --user {shlex.quote(user)} -s {shlex.quote(socket)} \"$@\"; }}"
+    )
     yield StringCommand(
-        f'reply=$(REDISCLI_AUTH="$(cat {auth_file})" valkey-cli --no-auth-warning --user',
-        user,
-        "-s",
-        QuoteString(socket),
-        'ACL LOAD 2>&1); echo "$reply"; [ "$reply" = OK ]',
+        f"{cli}; if cli INFO replication | grep -q '^role:slave'; then {REPLICA_ACL_APPLY};"
+        ' else reply=$(cli ACL LOAD 2>&1); fi; echo "$reply";'
+        ' [ -n "$reply" ] && ! printf "%s\\n" "$reply" | grep -qvE "^(OK|[0-9]+)$"'
     )
 
 
