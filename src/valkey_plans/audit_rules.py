@@ -18,6 +18,7 @@ from valkey_plans.cache import STRUCTURAL_KEYS, Structural
 from valkey_plans.domains import STRUCTURAL_PREFIX
 from valkey_plans.keys import KeyFormatError, Keys
 from valkey_plans.plan import Instance, Plan
+from valkey_plans.store import HOSTED_STRUCTURAL
 
 #: Keys the cache behaviour canary (checks/test_cache_behaviour.py) writes and removes.
 CANARY_PREFIX = f"{STRUCTURAL_PREFIX}canary:"
@@ -76,7 +77,7 @@ class DbRules:
 def instance_rules(plan: Plan, inst: Instance) -> dict[int, DbRules]:
     """The rules of every db the plan gives `inst` (dbs not listed hold nothing)."""
     if inst.role != "cache":
-        return {0: DbRules(0, "db0", None, None)}
+        return {0: DbRules(0, "db0", None, None, structural=HOSTED_STRUCTURAL)}
     homes = {
         domain: inst.db(name).db
         for name, (domain, _) in CACHE_RECORDS.items()

@@ -26,9 +26,11 @@ from typing import Any, TypeVar
 import valkey
 
 from valkey_plans.cache import (
+    SESSIONS_OF_PREFIX,
     LocalCache,
     Record,
     Session,
+    Structural,
     encode,
     normalise_email,
     record_key,
@@ -43,6 +45,11 @@ USERS_CHANNEL = "vp:inval:users"
 SESSIONS_CHANNEL = "vp:inval:sessions"
 #: Hosted db 0: normalised email -> `usr:` key (structural, so the `vp:` prefix).
 EMAIL_PREFIX = "vp:email:"
+#: The structural keys this store keeps on the hosted tier (db 0), for the keyspace audit.
+HOSTED_STRUCTURAL = (
+    Structural(EMAIL_PREFIX, "string", prefix=True),
+    Structural(SESSIONS_OF_PREFIX, "set", prefix=True),
+)
 RESUBSCRIBE_PAUSE = 0.5
 
 

@@ -27,17 +27,25 @@ def cache_plan(port: int, **cache_dbs: dict) -> Plan:
         "message_queue": {"db": 3, "cap": 1000, "ttl": 86400},
         **cache_dbs,
     }
-    return Plan.from_host_data("test", {
-        "valkey_instances": [{"name": "cache", "role": "cache", "port": port, "cache_dbs": dbs}],
-    })
+    return Plan.from_host_data(
+        "test",
+        {
+            "valkey_instances": [
+                {"name": "cache", "role": "cache", "port": port, "cache_dbs": dbs}
+            ],
+        },
+    )
 
 
 def primary_plan(port: int) -> Plan:
-    return Plan.from_host_data("test", {
-        "valkey_instances": [{"name": "hosted", "role": "primary", "port": port}],
-        "valkey_app": {"cache_instance": None, "hosted_instance": "hosted"},
-        "valkey_domains": ["usr", "ord"],
-    })
+    return Plan.from_host_data(
+        "test",
+        {
+            "valkey_instances": [{"name": "hosted", "role": "primary", "port": port}],
+            "valkey_app": {"cache_instance": None, "hosted_instance": "hosted"},
+            "valkey_domains": ["usr", "ord"],
+        },
+    )
 
 
 def clients(port: int, **kwargs: object):
@@ -151,8 +159,17 @@ def test_audit_sends_only_read_commands(cache_server):
     used = {name.removeprefix("cmdstat_") for name in client_for_db(0).info("commandstats")}
     assert used, "no commands recorded"
     assert not used & WRITE_COMMANDS, used
-    assert used <= {"scan", "mget", "pttl", "type", "info", "select", "config|resetstat",
-                    "client|setinfo", "hello"}, used
+    assert used <= {
+        "scan",
+        "mget",
+        "pttl",
+        "type",
+        "info",
+        "select",
+        "config|resetstat",
+        "client|setinfo",
+        "hello",
+    }, used
 
 
 def test_audit_runs_as_the_read_only_checks_user(cache_server):
@@ -202,3 +219,22 @@ def test_canary_catches_a_library_that_does_not_evict(cache_server):
     with pytest.raises(CanaryFailure, match="exact LRU broken"):
         canary.run()
     assert canary.cleanup() == []
+
+
+def test_store_keys_on_the_hosted_tier_are_declared_structural(valkey_factory):
+    """The read-through store's email index and session sets on hosted db 0 are not violations."""
+    from valkey_plans.audit_rules import STRUCTURAL, Classifier, instance_rules
+    from valkey_plans.plan import Plan
+
+    plan = Plan.from_host_data(
+        "h",
+        {
+            "valkey_instances": [{"name": "hosted", "role": "primary", "port": 6380}],
+            "valkey_app": {"cache_instance": None},
+        },
+    )
+    classifier = Classifier(plan, plan.instances[0])
+    rules = instance_rules(plan, plan.instances[0])[0]
+    assert classifier.name(rules, "vp:email:alice@example.com", "string", -1)[0] == STRUCTURAL
+    assert classifier.name(rules, "vp:sessions:usr:0000000000ab", "set", -1)[0] == STRUCTURAL
+    assert classifier.name(rules, "vp:elsewhere", "string", -1)[0] != STRUCTURAL
