@@ -19,8 +19,10 @@ CLASSES = ("conforming", "structural", "violation", "vanished")
 
 
 def _print(host: str, report: InstanceAudit) -> None:
-    click.echo(f"{host} {report.instance} ({report.role}): "
-               + ("ok" if report.ok else f"{report.violations} violations"))
+    click.echo(
+        f"{host} {report.instance} ({report.role}): "
+        + ("ok" if report.ok else f"{report.violations} violations")
+    )
     click.echo(f"  {'db':>3}  {'name':<14}{'keys':>10}" + "".join(f"{c:>12}" for c in CLASSES))
     for count in sorted(report.dbs.values(), key=lambda d: d.db):
         cells = "".join(f"{count.classes.get(c, 0):>12}" for c in CLASSES)
@@ -31,8 +33,9 @@ def _print(host: str, report: InstanceAudit) -> None:
         click.echo(f"  ... and {report.violations - len(report.sample)} more")
 
 
-def run_audit(targets: list[Any], only_host: str | None, only_instance: str | None,
-              limit: int, as_json: bool) -> list[InstanceAudit]:
+def run_audit(
+    targets: list[Any], only_host: str | None, only_instance: str | None, limit: int, as_json: bool
+) -> list[InstanceAudit]:
     """Audit the selected instances; prints a report each (or one JSON document)."""
     reports: list[InstanceAudit] = []
     out: list[dict[str, Any]] = []

@@ -66,7 +66,9 @@ def tunnel(url: str, address: str, port: int, timeout: float = 15.0) -> Iterator
     local = _free_port()
     proc = subprocess.Popen(
         ssh_forward_command(url, local, address, port),
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + timeout
@@ -93,15 +95,22 @@ def tunnel(url: str, address: str, port: int, timeout: float = 15.0) -> Iterator
             proc.wait()
 
 
-def _clients(host: str, port: int, username: str | None, password: str | None,
-             name: str) -> ClientForDb:
+def _clients(
+    host: str, port: int, username: str | None, password: str | None, name: str
+) -> ClientForDb:
     pools: dict[int, valkey.Valkey] = {}
 
     def client_for_db(db: int) -> valkey.Valkey:
         if db not in pools:
             pools[db] = valkey.Valkey(
-                host=host, port=port, db=db, username=username, password=password,
-                client_name=name, socket_timeout=30, socket_connect_timeout=10,
+                host=host,
+                port=port,
+                db=db,
+                username=username,
+                password=password,
+                client_name=name,
+                socket_timeout=30,
+                socket_connect_timeout=10,
             )
         return pools[db]
 
@@ -109,8 +118,9 @@ def _clients(host: str, port: int, username: str | None, password: str | None,
 
 
 @contextmanager
-def instance_clients(url: str, plan: Plan, inst: Instance, user: str = "checks",
-                     name: str = "valkey-plans:audit") -> Iterator[ClientForDb]:
+def instance_clients(
+    url: str, plan: Plan, inst: Instance, user: str = "checks", name: str = "valkey-plans:audit"
+) -> Iterator[ClientForDb]:
     """valkey-py clients (one per db) for `inst` of the host `url`, logged in as `user`.
 
     The one connection factory of the audit and the canary. A TLS-only instance has
