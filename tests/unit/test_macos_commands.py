@@ -6,6 +6,8 @@ facts in, commands out. Every Linux path of the deploy runs for real elsewhere.
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 from pyinfra.facts.brew import BrewPackages
 from pyinfra.facts.files import Directory, File, Md5File, Sha1File, Sha256File
@@ -15,6 +17,9 @@ from tests.unit.pyinfra_commands import planned_commands
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.macos import BrewPrefix, BrewServiceRunning, brew_service_config
+from valkey_plans.layout import homebrew
+from valkey_plans.plan import Plan
+from valkey_plans.render import instance_config
 
 PLAN = {
     "valkey_instances": [
@@ -78,21 +83,23 @@ def test_first_run_starts_each_instance_once():
     assert len(starts) == 1, starts
 
 
-def test_rerun_with_everything_in_place_changes_nothing():
-    import hashlib
+LAYOUT = homebrew("/opt/homebrew")
 
-    from valkey_plans.layout import homebrew
-    from valkey_plans.plan import Plan
-    from valkey_plans.render import instance_config
 
+def deployed_config_hashes(except_instance: str | None = None) -> dict[str, str]:
+    """sha256 of each instance config as a Mac that already ran the deploy reports it."""
     plan = Plan.from_host_data("laptop.local", PLAN)
-    layout = homebrew("/opt/homebrew")
-    hashes = {
-        layout.paths(i.name).config: hashlib.sha256(
-            instance_config(plan, i, layout).encode()
+    return {
+        LAYOUT.paths(i.name).config: hashlib.sha256(
+            instance_config(plan, i, LAYOUT).encode()
         ).hexdigest()
         for i in plan.instances
+        if i.name != except_instance
     }
+
+
+def test_rerun_with_everything_in_place_changes_nothing():
+    hashes = deployed_config_hashes()
     facts = mac_facts(
         BrewPackages={"valkey": {"8.1.1"}},
         Sha256File=lambda path: hashes.get(path),
@@ -110,22 +117,8 @@ def test_rerun_with_everything_in_place_changes_nothing():
 
 @pytest.mark.parametrize("changed", ["cache", "hosted"])
 def test_changed_config_restarts_only_its_instance(changed):
-    import hashlib
-
-    from valkey_plans.layout import homebrew
-    from valkey_plans.plan import Plan
-    from valkey_plans.render import instance_config
-
-    plan = Plan.from_host_data("laptop.local", PLAN)
-    layout = homebrew("/opt/homebrew")
-    hashes = {
-        layout.paths(i.name).config: hashlib.sha256(
-            instance_config(plan, i, layout).encode()
-        ).hexdigest()
-        for i in plan.instances
-        if i.name != changed
-    }
-    include = brew_service_config(layout.paths("cache").config).encode()
+    hashes = deployed_config_hashes(except_instance=changed)
+    include = brew_service_config(LAYOUT.paths("cache").config).encode()
     facts = mac_facts(
         BrewPackages={"valkey": {"8.1.1"}},
         Sha1File=lambda path: (

@@ -158,23 +158,22 @@ def _converge_instance(
             _if=lambda: changed(config, repl) and not started.did_change(),
         )
     else:
+        paths = inst.paths
+        files_of = {
+            "config": paths.config,
+            "pidfile": paths.pidfile,
+            "run_dir": paths.run_dir,
+            "socket": paths.unixsocket,
+            "logfile": paths.logfile,
+        }
         started = daemon(
-            name=f"valkey-server {inst.name} running (no systemd: start-stop-daemon)",
-            config=inst.paths.config,
-            pidfile=inst.paths.pidfile,
-            run_dir=inst.paths.run_dir,
-            socket=inst.paths.unixsocket,
-            logfile=inst.paths.logfile,
+            name=f"valkey-server {inst.name} running (no systemd: start-stop-daemon)", **files_of
         )
         daemon(
             name=f"Restart valkey-server {inst.name} for its new config",
-            config=inst.paths.config,
-            pidfile=inst.paths.pidfile,
-            run_dir=inst.paths.run_dir,
-            socket=inst.paths.unixsocket,
-            logfile=inst.paths.logfile,
             restarted=True,
             _if=lambda: changed(config, repl) and not started.did_change(),
+            **files_of,
         )
     if acl is not None:
         acl_reload(
