@@ -69,6 +69,26 @@ def _cli_parts(args: tuple[str, ...], auth_file: str | None) -> list[str]:
     return [*login, "--user", "admin", *args] if auth_file else ["valkey-cli", *args]
 
 
+def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
+    """Wait until every node says cluster_state:ok (up to 60 s each).
+
+    `--cluster create` and `rebalance` return once the slots are assigned, but nodes
+    that saw a minority partition while the cluster formed wait out a rejoin delay
+    before they serve: without this wait, a deploy that just formed the cluster would
+    hand over (and a rerun would find) a cluster whose state is still 'fail'.
+    """
+    probes = []
+    for address in addresses:
+        node, port = address.rsplit(":", 1)
+        info = " ".join(_cli_parts(("-h", node, "-p", port, "CLUSTER", "INFO"), auth_file))
+        probes.append(
+            f"i=0; until {info} 2>/dev/null | grep -q '^cluster_state:ok'; do i=$((i+1));"
+            f" [ $i -gt 120 ] && {{ echo '{address}: cluster_state is not ok'; exit 1; }};"
+            " sleep 0.5; done"
+        )
+    return StringCommand("; ".join(probes))
+
+
 def plan_growth(missing: list[tuple[str, str]], replicas: int) -> list[tuple[str, str | None]]:
     """(address, primary address or None) for each new node: which become primaries.
 
@@ -139,6 +159,7 @@ def cluster_formed(
                 auth_file,
             )
         )
+        yield _wait_ok(addresses, auth_file)
         return
     missing = [(h, a) for h, a in zip(hosts, addresses, strict=True) if a not in members]
     if not missing:
@@ -182,3 +203,4 @@ def cluster_formed(
             auth_file,
         )
     )
+    yield _wait_ok(addresses, auth_file)
