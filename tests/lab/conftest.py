@@ -1,4 +1,8 @@
-"""The lab fixture: one bookworm and one trixie host, booted once per test session.
+"""The lab fixture: three hosts (bookworm, trixie, bookworm), booted once per test session.
+
+Three, because scale-out needs them: a Valkey Cluster of 3 primaries with their replicas
+on other hosts, or a primary, its replicas and 3 Sentinels, each survive losing one host.
+Tests that need one host per release use `Lab.host(release)` (the first of that release).
 
 The hosts are brought up fresh (any earlier lab is removed first) so that every session
 starts from a just-booted Debian, and are removed at the end of the session unless
@@ -19,7 +23,7 @@ from valkey_plans import lab
 from valkey_plans.lab import ssh
 from valkey_plans.lab.state import Host, LabState
 
-RELEASES = ("bookworm", "trixie")
+RELEASES = ("bookworm", "trixie", "bookworm")
 TOOLS = ("debootstrap", "systemd-nspawn", "apt-cacher-ng", "ip", "ssh", "ssh-keygen")
 #: Modules whose tests take the lab down: they run after every other test of the session.
 LAST_MODULES = ("test_lab_teardown.py",)
@@ -67,7 +71,7 @@ def _require_lab_tools() -> None:
 
 @pytest.fixture(scope="session")
 def lab_hosts() -> Iterator[Lab]:
-    """A fresh bookworm host and trixie host, booted, reachable over SSH."""
+    """Fresh hosts of RELEASES (bookworm, trixie, bookworm), booted, reachable over SSH."""
     _require_lab_tools()
     lab.down()
     state = lab.up(len(RELEASES), RELEASES)

@@ -59,10 +59,10 @@ def plan_env(common: dict | None = None, per_host: dict | None = None) -> dict[s
     }
 
 
-def deploy(env: dict[str, str], timeout: float = 1200) -> Run:
-    """`pyinfra -y inventories/lab.py deploy.py`: one parallel run over SSH to every lab host."""
+def deploy(env: dict[str, str], timeout: float = 1200, inventory: str = INVENTORY) -> Run:
+    """`pyinfra -y INVENTORY deploy.py`: one parallel run over SSH to every lab host."""
     done = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", INVENTORY, "deploy.py"],
+        [str(BIN / "pyinfra"), "-y", inventory, "deploy.py"],
         cwd=PROJECT,
         env=env,
         capture_output=True,
@@ -73,8 +73,14 @@ def deploy(env: dict[str, str], timeout: float = 1200) -> Run:
     return Run(done.returncode, done.stdout + done.stderr)
 
 
-def checks(env: dict[str, str], hosts: str, timeout: float = 600) -> Run:
-    """`pytest checks/ --hosts=...` over testinfra's SSH backend, plans from the lab inventory."""
+def checks(
+    env: dict[str, str],
+    hosts: str,
+    timeout: float = 600,
+    inventory: str = INVENTORY,
+    paths: tuple[str, ...] = ("checks/",),
+) -> Run:
+    """`pytest checks/ --hosts=...` over testinfra's SSH backend, plans from `inventory`."""
     done = subprocess.run(
         [
             str(BIN / "pytest"),
@@ -82,9 +88,9 @@ def checks(env: dict[str, str], hosts: str, timeout: float = 600) -> Run:
             "no:cacheprovider",
             "-v",
             "-rf",
-            "checks/",
+            *paths,
             f"--hosts={hosts}",
-            f"--plan-inventory={INVENTORY}",
+            f"--plan-inventory={inventory}",
         ],
         cwd=PROJECT,
         env=env,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import subprocess
 import sys
@@ -47,8 +48,7 @@ def test_hosts_have_no_default_route_and_no_way_out(lab_hosts, lab_run):
 
 
 def test_hosts_reach_each_other_on_the_lab_bridge(lab_hosts, lab_run):
-    first, second = lab_hosts.hosts
-    for a, b in ((first, second), (second, first)):
+    for a, b in itertools.permutations(lab_hosts.hosts, 2):
         lab_run(a, f"timeout 5 bash -c '</dev/tcp/{b.address}/22'")
         assert lab_run(a, f"getent hosts {b.name}").split()[0] == b.address
 

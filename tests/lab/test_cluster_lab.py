@@ -1,0 +1,428 @@
+"""Valkey Cluster from inventories/cluster.py on three lab hosts, and the loss of one host.
+
+The user's commands, as they are: `pyinfra -y inventories/cluster.py deploy.py` and
+`valkey-plans verify inventories/cluster.py`. Then an application writes through
+`valkey_plans.clients` with the settings the deploy rendered, one primary's host is cut
+off the lab bridge, a replica takes over, the writes go on, and the host comes back as
+a replica. Figures (creation, rerun, failover time, writes lost) are printed, never
+compared with a time limit; run with `-s` (or `-rP`) to see them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import pytest
+import valkey
+from valkey.exceptions import ValkeyError
+
+from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
+from valkey_plans.clients import Clients
+from valkey_plans.keys import new_key
+from valkey_plans.lab import net
+from valkey_plans.settings import load_settings
+
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
+
+INVENTORY = "inventories/cluster.py"
+HOSTS = 3
+PORTS = (7000, 7001)
+SLOTS = 16384
+INITIAL_KEYS = 10_000
+#: Acknowledged writes each writer must make while the host is cut off (after the
+#: promotion) and again after it is back, before the test moves on.
+WRITES_PER_PHASE = 20
+#: WAIT 1 <ms> after each durable write: the api client accepts barriers up to 1 s.
+WAIT_MS = 500
+#: Bounds on waiting for the cluster to change, so a broken cluster fails the test
+#: instead of hanging it (not performance limits: the figures are printed).
+PATIENCE = 240.0
+
+T = TypeVar("T")
+
+
+def figure(text: str) -> None:
+    print(f"[cluster figures] {text}", flush=True)
+
+
+def cluster_env() -> dict[str, str]:
+    env = {**os.environ, "COLUMNS": "250"}
+    env.pop("VALKEY_PLANS_CLUSTER_HOSTS", None)
+    return env
+
+
+def run_deploy() -> tuple[Run, float]:
+    start = time.monotonic()
+    run = deploy(cluster_env(), inventory=INVENTORY)
+    return run, time.monotonic() - start
+
+
+@dataclass(frozen=True)
+class Node:
+    id: str
+    address: str
+    flags: frozenset[str]
+    primary_id: str | None
+    slots: tuple[str, ...]
+
+    @property
+    def ip(self) -> str:
+        return self.address.rsplit(":", 1)[0]
+
+    @property
+    def primary(self) -> bool:
+        return "master" in self.flags
+
+    @property
+    def failing(self) -> bool:
+        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"})
+
+
+def parse_nodes(text: str) -> dict[str, Node]:
+    found = {}
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = line.split()
+        found[parts[0]] = Node(
+            id=parts[0],
+            address=parts[1].split("@")[0],
+            flags=frozenset(parts[2].split(",")),
+            primary_id=None if parts[3] == "-" else parts[3],
+            slots=tuple(parts[8:]),
+        )
+    return found
+
+
+class Admin:
+    """A plain connection to one node as the admin user, to watch the cluster from outside."""
+
+    def __init__(self, lab, address: str, port: int) -> None:
+        password = json.loads(Path(lab.state.lab_dir, "cluster-secrets.json").read_text())["admin"]
+        self.where = f"{address}:{port}"
+        self.client = valkey.Valkey(
+            host=address,
+            port=port,
+            username="admin",
+            password=password,
+            socket_timeout=2,
+            socket_connect_timeout=2,
+            decode_responses=True,
+        )
+
+    def info(self) -> dict[str, str]:
+        text = self.client.execute_command("CLUSTER", "INFO")
+        pairs = (line.partition(":") for line in text.splitlines())
+        return {k.strip(): v.strip() for k, sep, v in pairs if sep}
+
+    def nodes(self) -> dict[str, Node]:
+        return parse_nodes(self.client.execute_command("CLUSTER", "NODES"))
+
+    def replication(self) -> dict:
+        return self.client.info("replication")
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def wait_for(what: str, probe: Callable[[], T | None], patience: float = PATIENCE) -> T:
+    """Poll `probe` every 50 ms until it returns something truthy; fail after `patience`."""
+    deadline = time.monotonic() + patience
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            result = probe()
+        except (ValkeyError, OSError) as exc:
+            result, last = None, exc
+        if result:
+            return result
+        time.sleep(0.05)
+    pytest.fail(f"gave up after {patience:.0f} s waiting for {what} (last error: {last!r})")
+
+
+@dataclass
+class Writer:
+    """One thread writing fresh `usr:` keys through the cluster client until stopped.
+
+    durable=True: SET then `WAIT 1 WAIT_MS` on the same connection (one pipeline to the
+    key's primary); only writes whose WAIT saw a replica count as durable.
+    """
+
+    clients: Clients
+    durable: bool
+    acked: list[tuple[str, float]] = field(default_factory=list)
+    unconfirmed: list[str] = field(default_factory=list)
+    errors: int = 0
+    longest_call: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def finish(self) -> None:
+        self.stop.set()
+        assert self.thread is not None
+        self.thread.join(timeout=PATIENCE)
+        assert not self.thread.is_alive(), "a writer did not stop"
+
+    def acked_since(self, moment: float) -> int:
+        return sum(1 for _, t in self.acked if t >= moment)
+
+    def _run(self) -> None:
+        rc = self.clients.api
+        while not self.stop.is_set():
+            key = new_key("usr")
+            started = time.monotonic()
+            try:
+                if self.durable:
+                    primary = rc.get_node_from_key(key)
+                    pipe = primary.valkey_connection.pipeline(transaction=False)
+                    pipe.set(key, key)
+                    pipe.execute_command("WAIT", 1, WAIT_MS)
+                    ok, replicas = pipe.execute()
+                    if ok and replicas >= 1:
+                        self.acked.append((key, time.monotonic()))
+                    elif ok:
+                        self.unconfirmed.append(key)
+                elif rc.set(key, key):
+                    self.acked.append((key, time.monotonic()))
+            except (ValkeyError, OSError):
+                self.errors += 1
+                if self.durable:
+                    try:  # the slot map may have moved (MOVED from the old node, or it is gone)
+                        rc.nodes_manager.initialize()
+                    except (ValkeyError, OSError):
+                        time.sleep(0.1)
+            self.longest_call = max(self.longest_call, time.monotonic() - started)
+
+
+def missing(clients: Clients, keys: list[str]) -> int:
+    """How many of `keys` the cluster no longer has (pipelined GETs per slot owner)."""
+    gone = 0
+    for start in range(0, len(keys), 1000):
+        pipe = clients.api.pipeline()
+        batch = keys[start : start + 1000]
+        for key in batch:
+            pipe.get(key)
+        gone += sum(1 for value in pipe.execute() if value is None)
+    return gone
+
+
+@pytest.fixture(scope="module")
+def cluster(lab_hosts):
+    """The first deploy of inventories/cluster.py on fresh hosts; cluster stopped afterwards."""
+    assert len(lab_hosts.hosts) >= HOSTS, f"the cluster needs {HOSTS} lab hosts"
+    run, elapsed = run_deploy()
+    assert run.returncode == 0, run.tail()
+    figure(f"first deploy, cluster created: {elapsed:.1f} s")
+    yield run
+    # Later lab tests deploy other plans to the same hosts: leave them only their own.
+    for host in lab_hosts.hosts[:HOSTS]:
+        net.reconnect(host.veth)
+        lab_hosts.run(host, "systemctl disable --now valkey-server@n0 valkey-server@n1")
+
+
+@pytest.fixture
+def hosts(lab_hosts):
+    return lab_hosts.hosts[:HOSTS]
+
+
+def hosts_url(lab, chosen) -> str:
+    return ",".join(f"ssh://root@{h.address}?ssh_config={lab.state.ssh_config}" for h in chosen)
+
+
+def test_first_deploy_forms_three_primaries_with_replicas_on_other_hosts(lab_hosts, hosts, cluster):
+    first = hosts[0].name
+    assert any("Valkey Cluster main formed" in op for op in cluster.changed_operations(first)), (
+        cluster.tail()
+    )
+    for host in hosts:
+        admin = Admin(lab_hosts, host.address, PORTS[0])
+        info, nodes = admin.info(), admin.nodes()
+        admin.close()
+        assert info["cluster_state"] == "ok", f"{host.name}: {info}"
+        assert int(info["cluster_slots_ok"]) == SLOTS, f"{host.name}: {info}"
+        assert int(info["cluster_known_nodes"]) == HOSTS * len(PORTS), f"{host.name}: {info}"
+        primaries = [n for n in nodes.values() if n.primary and n.slots]
+        replicas = [n for n in nodes.values() if "slave" in n.flags]
+        assert (len(primaries), len(replicas)) == (3, 3), f"{host.name}: {nodes}"
+        for replica in replicas:
+            primary = nodes[replica.primary_id]
+            assert primary.ip != replica.ip, f"{replica.address} replicates {primary.address}"
+
+
+def test_second_deploy_changes_nothing(hosts, cluster):
+    again, elapsed = run_deploy()
+    figure(f"second deploy (no change): {elapsed:.1f} s")
+    assert again.returncode == 0, again.tail()
+    for host in hosts:
+        assert not again.changed_operations(host.name), again.changed_operations(host.name)
+        assert again.count(host.name, "No changes") > 0, again.tail()
+
+
+def test_verify_passes(cluster):
+    start = time.monotonic()
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "valkey-plans"), "verify", INVENTORY],
+        cwd=PROJECT,
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    figure(f"valkey-plans verify {INVENTORY}: {time.monotonic() - start:.1f} s")
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    assert "test_every_primary_has_its_replicas_on_other_hosts" in done.stdout, done.stdout
+
+
+def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
+    victim_host, seed, third = hosts[0], hosts[1], hosts[2]
+    # The application's settings exactly as the deploy rendered them on a host; only the
+    # address differs, because this test runs outside the lab hosts (where 127.0.0.1 is).
+    env_file = tmp_path / "app.env"
+    env_file.write_text(lab_hosts.check(seed, "cat /etc/valkey-plans/app.env"))
+    env_file.chmod(0o600)
+    settings = load_settings(env={"VALKEY_HOST": seed.address}, env_file=env_file)
+    assert settings.hosted.mode == "cluster", settings.hosted
+    observer = Admin(lab_hosts, seed.address, PORTS[0])
+    before = observer.nodes()
+    victim = next(
+        n for n in before.values() if n.ip == victim_host.address and n.primary and n.slots
+    )
+    (heir,) = [n for n in before.values() if n.primary_id == victim.id]
+    assert heir.ip != victim_host.address
+
+    with Clients(settings.hosted) as clients:
+        start = time.monotonic()
+        initial = []
+        for _ in range(INITIAL_KEYS // 1000):
+            pipe = clients.api.pipeline()
+            batch = [new_key("usr") for _ in range(1000)]
+            for key in batch:
+                pipe.set(key, key)
+            assert all(pipe.execute()), "an initial write was refused"
+            initial += batch
+        figure(f"{INITIAL_KEYS} keys written (pipelines of 1000): {time.monotonic() - start:.2f} s")
+        assert missing(clients, initial) == 0
+
+        plain, durable = Writer(clients, durable=False), Writer(clients, durable=True)
+        for writer in (plain, durable):
+            writer.start()
+        wait_for("writes before the cut", lambda: plain.acked and durable.acked)
+
+        cut = time.monotonic()
+        net.cut_off(victim_host.veth)
+        try:
+            failed_at = wait_for(
+                f"{victim.address} flagged fail",
+                lambda: "fail" in observer.nodes()[victim.id].flags and time.monotonic(),
+            )
+            promoted_at = wait_for(
+                f"{heir.address} promoted",
+                lambda: observer.nodes()[heir.id].primary and time.monotonic(),
+            )
+            figure(f"cut -> {victim.address} flagged fail: {failed_at - cut:.2f} s")
+            figure(f"cut -> replica {heir.address} promoted: {promoted_at - cut:.2f} s")
+            view = observer.nodes()
+            assert view[heir.id].slots == victim.slots, (view[heir.id], victim)
+            # verify must notice: the lost host's nodes and the shard without a replica.
+            outage = checks(
+                cluster_env(),
+                hosts_url(lab_hosts, [seed, third]),
+                inventory=INVENTORY,
+                paths=("checks/test_scaleout.py",),
+            )
+            assert outage.returncode != 0, f"checks passed with a host cut off:\n{outage.tail()}"
+            assert "FAILED checks/test_scaleout.py::test_cluster_members_are_the_planned" in (
+                outage.output
+            ), outage.tail()
+            assert "FAILED checks/test_scaleout.py::test_every_primary_has_its_replicas" in (
+                outage.output
+            ), outage.tail()
+            wait_for(
+                "writes while the host is cut off",
+                lambda: all(
+                    w.acked_since(promoted_at) >= WRITES_PER_PHASE for w in (plain, durable)
+                ),
+            )
+            during = {w.durable: w.acked_since(cut) for w in (plain, durable)}
+        finally:
+            net.reconnect(victim_host.veth)
+        restored = time.monotonic()
+        figure(f"host cut off for {restored - cut:.1f} s")
+
+        def rejoined() -> bool:
+            view = observer.nodes()
+            old = view[victim.id]
+            return (
+                "slave" in old.flags
+                and old.primary_id == heir.id
+                and not any(n.failing for n in view.values())
+                and observer.info()["cluster_state"] == "ok"
+            )
+
+        wait_for(f"{victim.address} back as a replica of {heir.address}", rejoined)
+        figure(f"restore -> old primary back as a replica: {time.monotonic() - restored:.2f} s")
+        old_primary = Admin(lab_hosts, victim_host.address, int(victim.address.rsplit(":")[1]))
+        wait_for(
+            "the old primary's link to its new primary",
+            lambda: old_primary.replication().get("master_link_status") == "up",
+        )
+        old_primary.close()
+        after_restore = time.monotonic()
+        wait_for(
+            "writes after the restore",
+            lambda: all(w.acked_since(after_restore) >= WRITES_PER_PHASE for w in (plain, durable)),
+        )
+        for writer in (plain, durable):
+            writer.finish()
+
+        lost_initial = missing(clients, initial)
+        lost_plain = missing(clients, [k for k, _ in plain.acked])
+        lost_unconfirmed = missing(clients, durable.unconfirmed)
+        lost_durable = missing(clients, [k for k, _ in durable.acked])
+    observer.close()
+
+    figure(
+        f"plain writes: {len(plain.acked)} acknowledged ({during[False]} after the cut),"
+        f" {plain.errors} errors, longest call {plain.longest_call:.1f} s"
+    )
+    figure(
+        f"SET+WAIT writes: {len(durable.acked)} confirmed on a replica ({during[True]} after"
+        f" the cut), {len(durable.unconfirmed)} acknowledged without a replica,"
+        f" {durable.errors} errors, longest call {durable.longest_call:.1f} s"
+    )
+    figure(
+        f"lost: {lost_initial} of {INITIAL_KEYS} initial keys, {lost_plain} of"
+        f" {len(plain.acked)} plain acknowledged writes, {lost_unconfirmed} of"
+        f" {len(durable.unconfirmed)} WAIT-unconfirmed writes, {lost_durable} of"
+        f" {len(durable.acked)} WAIT-confirmed writes"
+    )
+    assert lost_durable == 0, f"{lost_durable} writes that a replica had confirmed were lost"
+
+    # Back to the plan: verify's scale-out checks pass again, and the deploy leaves the
+    # failed-over cluster alone.
+    healed = checks(
+        cluster_env(),
+        hosts_url(lab_hosts, hosts),
+        inventory=INVENTORY,
+        paths=("checks/test_scaleout.py",),
+    )
+    assert healed.returncode == 0, healed.tail()
+    again, elapsed = run_deploy()
+    figure(f"deploy after the failover: {elapsed:.1f} s")
+    assert again.returncode == 0, again.tail()
+    for host in hosts:
+        assert not again.changed_operations(host.name), again.changed_operations(host.name)
