@@ -9,6 +9,8 @@ the nodes a grown inventory brings (then rebalances slots onto the new primaries
 from __future__ import annotations
 
 from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Literal
 
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, StringCommand, operation
@@ -89,28 +91,126 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     return StringCommand("; ".join(probes))
 
 
-def plan_growth(missing: list[tuple[str, str]], replicas: int) -> list[tuple[str, str | None]]:
-    """(address, primary address or None) for each new node: which become primaries.
+@dataclass(frozen=True)
+class Step:
+    """One change that grows the cluster.
 
-    `missing` holds (host, address) in plan order. One node per new host becomes a
-    primary, as many as the new nodes can carry replicas for; the others become
-    replicas of a new primary on another host when there is one.
+    kind "primary": add `address` as an empty primary; "replica": add `address` as a
+    replica of `primary`; "move": make the existing replica `address` follow `primary`.
     """
-    count = max(1, len(missing) // (replicas + 1))
-    primaries: list[tuple[str, str]] = []
-    for item in missing:
-        if len(primaries) < count and item[0] not in {h for h, _ in primaries}:
-            primaries.append(item)
-    roles: list[tuple[str, str | None]] = [(address, None) for _, address in primaries]
-    load = {address: 0 for _, address in primaries}
+
+    kind: Literal["primary", "replica", "move"]
+    address: str
+    primary: str | None = None
+
+
+def plan_growth(
+    missing: list[tuple[str, str]],
+    replicas: int,
+    shards: dict[str, list[str]] | None = None,
+    where: dict[str, str] | None = None,
+    fresh: tuple[str, ...] = (),
+) -> list[Step]:
+    """The steps that add the `missing` nodes, keeping every replica off its primary's host.
+
+    `missing` holds (host, address) of the new nodes in plan order; `shards` maps each
+    existing primary's address to its replicas' addresses; `where` gives the inventory
+    host of existing addresses. One node per new host becomes a primary, as many as the
+    new nodes can carry replicas for. Every other new node replicates a new primary on
+    another host; when there is none (one new host), it replicates an existing primary
+    on another host instead, and one of that primary's replicas moves over to the new
+    primary, so each primary keeps `replicas` replicas, all on other hosts.
+    `fresh` names existing primaries without slots (added by an earlier, interrupted
+    growth): they count as new primaries and get their replicas first.
+    """
+    shards = {primary: list(found) for primary, found in (shards or {}).items()}
+    host_of = {**(where or {}), **{address: h for h, address in missing}}
+    count = max(1, (len(missing) + len(fresh)) // (replicas + 1))
+    primaries: list[str] = list(fresh)
     for node_host, address in missing:
-        if (node_host, address) in primaries:
+        if len(primaries) < count and node_host not in {host_of.get(p) for p in primaries}:
+            primaries.append(address)
+    load = {address: len(shards.get(address, [])) for address in primaries}
+    added: list[Step] = [Step("primary", a) for a in primaries if a not in fresh]
+    moves: list[Step] = []
+    for node_host, address in missing:
+        if address in load:
             continue
-        elsewhere = [(h, a) for h, a in primaries if h != node_host] or primaries
-        target = min(elsewhere, key=lambda p: load[p[1]])[1]
-        load[target] += 1
-        roles.append((address, target))
-    return roles
+        needy = [p for p in primaries if load[p] < replicas] or primaries
+        elsewhere = [p for p in needy if host_of.get(p) != node_host]
+        if elsewhere:
+            target = min(elsewhere, key=lambda p: load[p])
+            load[target] += 1
+            added.append(Step("replica", address, target))
+            continue
+        swap = next(
+            (
+                (old, replica, new)
+                for old in sorted(shards)
+                if host_of.get(old) != node_host
+                for replica in sorted(shards[old])
+                for new in needy
+                if host_of.get(replica) != host_of.get(new)
+            ),
+            None,
+        )
+        if swap is None:  # nowhere else to go: the new primary's own host
+            target = min(needy, key=lambda p: load[p])
+            load[target] += 1
+            added.append(Step("replica", address, target))
+            continue
+        old, replica, new = swap
+        added.append(Step("replica", address, old))
+        moves.append(Step("move", replica, new))
+        shards[old] = [r for r in shards[old] if r != replica] + [address]
+        load[new] += 1
+    return added + moves
+
+
+def _agreed(*parts: str) -> StringCommand:
+    """Run a `valkey-cli --cluster` command, again while it finds nodes that disagree.
+
+    add-node and rebalance first check that every node has the same view of the slots;
+    right after a node joins (or gets its config epoch) gossip can briefly disagree even
+    though a `--cluster check` just passed. Any other failure stops at once.
+    """
+    command = " ".join(parts)
+    return StringCommand(
+        f"i=0; until out=$({command} 2>&1); do"
+        ' echo "$out" | grep -q "Nodes don\'t agree" || { echo "$out"; exit 1; };'
+        ' i=$((i+1)); [ $i -gt 60 ] && { echo "$out"; exit 1; }; sleep 0.5; done; echo "$out"'
+    )
+
+
+def _myid(address: str, auth_file: str | None) -> str:
+    """Shell substitution giving the node id of the node at `address`."""
+    node, port = address.rsplit(":", 1)
+    return (
+        '"$(' + " ".join(_cli_parts(("-h", node, "-p", port, "CLUSTER", "MYID"), auth_file)) + ')"'
+    )
+
+
+def _fresh(view: dict) -> tuple[str, ...]:
+    """Healthy primaries that serve no slots yet, from a ClusterView."""
+    return tuple(
+        m["address"]
+        for m in view["members"]
+        if "master" in m["flags"] and "fail" not in m["flags"] and not m["slots"]
+    )
+
+
+def _shards(view: dict) -> dict[str, list[str]]:
+    """Healthy primary address -> its replicas' addresses, from a ClusterView."""
+    by_id = {m["id"]: m for m in view["members"]}
+    shards: dict[str, list[str]] = {}
+    for member in view["members"]:
+        if "master" in member["flags"] and "fail" not in member["flags"]:
+            shards[member["address"]] = []
+    for member in view["members"]:
+        primary = by_id.get(member["primary_id"])
+        if primary is not None and primary["address"] in shards:
+            shards[primary["address"]].append(member["address"])
+    return shards
 
 
 @operation()
@@ -162,42 +262,64 @@ def cluster_formed(
         yield _wait_ok(addresses, auth_file)
         return
     missing = [(h, a) for h, a in zip(hosts, addresses, strict=True) if a not in members]
+    existing = next(a for a in addresses if a in members)
     if not missing:
         if view["state"] != "ok":
             raise OperationError(
                 f"cluster has every planned node but its state is {view['state']!r}: check"
                 " `valkey-cli --cluster check` before deploying again"
             )
+        if _fresh(view):  # an earlier growth stopped before its rebalance
+            yield from _rebalanced(addresses, existing, auth_file)
+            return
         host.noop(f"cluster of {len(addresses)} nodes is formed and ok")
         return
-    existing = next(a for a in addresses if a in members)
-    for address, primary in plan_growth(missing, replicas):
-        if primary is None:
-            yield StringCommand(
-                *_cli_parts(("--cluster", "add-node", address, existing), auth_file)
-            )
-        else:
-            host_, port = primary.rsplit(":", 1)
-            myid = " ".join(_cli_parts(("-h", host_, "-p", port, "CLUSTER", "MYID"), auth_file))
-            yield StringCommand(
+    where = dict(zip(addresses, hosts, strict=True))
+    steps = plan_growth(missing, replicas, _shards(view), where, _fresh(view))
+    check = " ".join(_cli_parts(("--cluster", "check", existing), auth_file))
+    # add-node returns before gossip has spread; moves and rebalance need nodes that agree
+    wait = "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 60 ] && exit 1; sleep 0.5; done"
+    for step in steps:
+        if step.kind == "primary":
+            yield _agreed(*_cli_parts(("--cluster", "add-node", step.address, existing), auth_file))
+            yield StringCommand(wait.format(check))
+        elif step.kind == "replica":
+            assert step.primary is not None
+            yield _agreed(
                 *_cli_parts(
                     (
                         "--cluster",
                         "add-node",
-                        address,
+                        step.address,
                         existing,
                         "--cluster-slave",
                         "--cluster-master-id",
                     ),
                     auth_file,
                 ),
-                f'"$({myid})"',
+                _myid(step.primary, auth_file),
             )
-    check = " ".join(_cli_parts(("--cluster", "check", existing), auth_file))
-    # add-node returns before gossip has spread; rebalance needs nodes that agree
-    wait = "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 60 ] && exit 1; sleep 0.5; done"
-    yield StringCommand(wait.format(check))
-    yield StringCommand(
+            yield StringCommand(wait.format(check))
+    moves = [step for step in steps if step.kind == "move"]
+    for step in moves:
+        assert step.primary is not None
+        node, port = step.address.rsplit(":", 1)
+        yield StringCommand(
+            *_cli_parts(("-h", node, "-p", port, "CLUSTER", "REPLICATE"), auth_file),
+            _myid(step.primary, auth_file),
+        )
+    if moves:
+        yield StringCommand(wait.format(check))
+    yield from _rebalanced(addresses, existing, auth_file)
+
+
+def _rebalanced(
+    addresses: list[str], existing: str, auth_file: str | None
+) -> Generator[StringCommand, None, None]:
+    """Move slots onto empty primaries once every node serves (a node that just joined
+    answers MIGRATE with CLUSTERDOWN until its rejoin delay is over)."""
+    yield _wait_ok(addresses, auth_file)
+    yield _agreed(
         *_cli_parts(
             ("--cluster", "rebalance", existing, "--cluster-use-empty-masters", "--cluster-yes"),
             auth_file,

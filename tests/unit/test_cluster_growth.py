@@ -1,0 +1,72 @@
+"""Growing a Valkey Cluster: where the new nodes go (deploy.cluster.plan_growth)."""
+
+from __future__ import annotations
+
+import pytest
+
+from valkey_plans.deploy.cluster import plan_growth
+
+
+def cluster_of(hosts: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """What `valkey-cli --cluster create` made of 2 nodes per host: n0 primaries, n1 replicas
+    of the next host's primary (as seen in the lab)."""
+    where = {f"{h}:{p}": h for h in hosts for p in (7000, 7001)}
+    shards = {f"{h}:7000": [f"{hosts[(i - 1) % len(hosts)]}:7001"] for i, h in enumerate(hosts)}
+    return shards, where
+
+
+def apply(steps, shards: dict[str, list[str]]) -> dict[str, list[str]]:
+    """The primaries and replicas after the steps, as the cluster would have them."""
+    result = {p: list(r) for p, r in shards.items()}
+    for step in steps:
+        if step.kind == "primary":
+            result[step.address] = []
+        elif step.kind == "replica":
+            result[step.primary].append(step.address)
+        else:
+            for replicas in result.values():
+                if step.address in replicas:
+                    replicas.remove(step.address)
+            result[step.primary].append(step.address)
+    return result
+
+
+@pytest.mark.parametrize(
+    ("old_hosts", "new_hosts"),
+    [(["a", "b", "c"], ["d"]), (["a", "b", "c"], ["d", "e"]), (["a", "b", "c", "d"], ["e"])],
+)
+def test_every_primary_keeps_one_replica_on_another_host(old_hosts, new_hosts):
+    shards, where = cluster_of(old_hosts)
+    missing = [(h, f"{h}:{p}") for h in new_hosts for p in (7000, 7001)]
+    host_of = {**where, **{a: h for h, a in missing}}
+
+    steps = plan_growth(missing, 1, shards, where)
+    after = apply(steps, shards)
+
+    assert len(after) == len(old_hosts) + len(new_hosts), steps
+    for primary, replicas in after.items():
+        assert len(replicas) == 1, (primary, replicas, steps)
+        assert host_of[replicas[0]] != host_of[primary], (primary, replicas, steps)
+    added = [s.address for s in steps if s.kind != "move"]
+    assert sorted(added) == sorted(a for _, a in missing)
+    kinds = [s.kind for s in steps]
+    assert kinds == sorted(kinds, key=["primary", "replica", "move"].index), kinds
+
+
+def test_one_new_host_moves_an_existing_replica_to_the_new_primary():
+    shards, where = cluster_of(["a", "b", "c"])
+    steps = plan_growth([("d", "d:7000"), ("d", "d:7001")], 1, shards, where)
+    assert [s.kind for s in steps] == ["primary", "replica", "move"]
+    assert steps[0].address == "d:7000"
+    assert steps[2].primary == "d:7000" and where[steps[2].address] != "d"
+
+
+def test_a_primary_left_empty_by_an_interrupted_growth_gets_the_replica():
+    # The first add-node ran, the second failed: d:7000 is an empty primary already.
+    shards, where = cluster_of(["a", "b", "c"])
+    shards["d:7000"] = []
+    where["d:7000"] = "d"
+    steps = plan_growth([("d", "d:7001")], 1, shards, where, fresh=("d:7000",))
+    after = apply(steps, shards)
+    assert len(after) == 4 and all(len(r) == 1 for r in after.values()), steps
+    assert all(where.get(r[0], "d") != where[p] for p, r in after.items()), after
