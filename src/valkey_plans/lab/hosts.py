@@ -42,8 +42,7 @@ def prepare(state: LabState, host: Host) -> str:
     mounts.mount_overlay(Path(host.lower), Path(host.upper), Path(host.work), root)
     etc = root / "etc"
     (etc / "hostname").write_text(f"{host.name}\n")
-    peers = "".join(f"{h.address}\t{h.name}\n" for h in state.hosts)
-    (etc / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{peers}")
+    write_etc_hosts(state, host)
     (etc / "machine-id").write_text(uuid.uuid4().hex + "\n")
     resolv = etc / "resolv.conf"
     resolv.unlink(missing_ok=True)
@@ -57,6 +56,13 @@ def prepare(state: LabState, host: Host) -> str:
         link.symlink_to("/dev/null")
     ssh.authorize(root, Path(state.ssh_key))
     return ssh.make_host_key(root, host.name)
+
+
+def write_etc_hosts(state: LabState, host: Host) -> None:
+    """The host's /etc/hosts: loopback and every lab host by name (rewritten when the lab grows)."""
+    peers = "".join(f"{h.address}\t{h.name}\n" for h in state.hosts)
+    etc_hosts = Path(host.root) / "etc" / "hosts"
+    etc_hosts.write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{peers}")
 
 
 def _unit_manager_present() -> bool:

@@ -40,6 +40,8 @@ def assign(n: int, releases: Sequence[str]) -> list[str]:
 def up(n: int, releases: Sequence[str] = ()) -> LabState:
     """Bring up `n` booted hosts; reuse a running lab of the same shape, else rebuild it.
 
+    A running lab whose hosts are the first of the wanted ones grows: the missing hosts
+    are added and the running ones are left alone (so a cluster can gain a host).
     Anything left by an earlier run (crashed or not) is removed first, so a failed `up` can
     simply be run again.
     """
@@ -47,11 +49,14 @@ def up(n: int, releases: Sequence[str] = ()) -> LabState:
     base = config.lab_dir()
     with _locked(base):
         old = state.load(base)
-        if old and [h.release for h in old.hosts] == wanted and _healthy(old):
+        have = [h.release for h in old.hosts] if old else []
+        reusable = bool(have) and have == wanted[: len(have)] and _healthy(old)  # type: ignore[arg-type]
+        if reusable and have == wanted:
             return old
-        _teardown(base, old)
+        if not reusable:
+            _teardown(base, old)
         try:
-            return _build(base, wanted)
+            return _extend(old, wanted) if old and reusable else _build(base, wanted)
         except BaseException:
             _teardown(base, state.load(base))
             raise
@@ -83,6 +88,39 @@ def _build(base: Path, wanted: list[str]) -> LabState:
     with ThreadPoolExecutor() as pool:
         list(pool.map(lambda h: hosts.wait_ready(lab, h), lab.hosts))
     return lab
+
+
+def _extend(lab: LabState, wanted: list[str]) -> LabState:
+    """Add hosts to a running, healthy lab until it has `wanted`; running hosts keep running."""
+    base = Path(lab.lab_dir)
+    host_keys = _known_host_keys(lab)
+    first_new = len(lab.hosts)
+    for index in range(first_new, len(wanted)):
+        lower = rootfs.ensure(wanted[index], base)
+        lab.hosts.append(hosts.plan(base, index + 1, wanted[index], lower))
+    state.save(lab)
+    added = lab.hosts[first_new:]
+    for host in added:
+        host_keys[host.name] = hosts.prepare(lab, host)
+    ssh.write_client_files(lab, host_keys)
+    for host in lab.hosts[:first_new]:
+        hosts.write_etc_hosts(lab, host)
+    for host in added:
+        hosts.boot(lab, host)
+        state.save(lab)
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda h: hosts.wait_ready(lab, h), added))
+    return lab
+
+
+def _known_host_keys(lab: LabState) -> dict[str, str]:
+    """Host name -> public key line, read back from the lab's known_hosts file."""
+    keys = {}
+    for line in Path(lab.known_hosts).read_text().splitlines():
+        names, _, key = line.partition(" ")
+        if key:
+            keys[names.split(",")[0]] = key
+    return keys
 
 
 def _healthy(lab: LabState) -> bool:
