@@ -25,13 +25,15 @@ from valkey_plans.lab.state import Host, LabState
 
 RELEASES = ("bookworm", "trixie", "bookworm")
 TOOLS = ("debootstrap", "systemd-nspawn", "apt-cacher-ng", "ip", "ssh", "ssh-keygen")
-#: Modules whose tests take the lab down: they run after every other test of the session.
-LAST_MODULES = ("test_lab_teardown.py",)
+#: Modules that change the lab's shape, in the order they run after every other lab test:
+#: the cluster tests grow the lab by a host, the teardown tests take it down.
+LAST_MODULES = ("test_cluster_lab.py", "test_lab_teardown.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Run the teardown tests last, so that no other lab test finds its hosts gone."""
+    """Run the shape-changing modules last, so that no other lab test finds its hosts changed."""
     last = [i for i in items if i.path.name in LAST_MODULES and "tests/lab" in str(i.path)]
+    last.sort(key=lambda i: LAST_MODULES.index(i.path.name))
     items[:] = [i for i in items if i not in last] + last
 
 

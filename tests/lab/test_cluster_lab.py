@@ -25,7 +25,9 @@ import pytest
 import valkey
 from valkey.exceptions import ValkeyError
 
+from tests.lab.conftest import RELEASES
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
+from valkey_plans import lab
 from valkey_plans.clients import Clients
 from valkey_plans.keys import new_key
 from valkey_plans.lab import net
@@ -54,15 +56,14 @@ def figure(text: str) -> None:
     print(f"[cluster figures] {text}", flush=True)
 
 
-def cluster_env() -> dict[str, str]:
-    env = {**os.environ, "COLUMNS": "250"}
-    env.pop("VALKEY_PLANS_CLUSTER_HOSTS", None)
-    return env
+def cluster_env(hosts: int = HOSTS) -> dict[str, str]:
+    """inventories/cluster.py over the first `hosts` lab hosts."""
+    return {**os.environ, "COLUMNS": "250", "VALKEY_PLANS_CLUSTER_HOSTS": str(hosts)}
 
 
-def run_deploy() -> tuple[Run, float]:
+def run_deploy(hosts: int = HOSTS) -> tuple[Run, float]:
     start = time.monotonic()
-    run = deploy(cluster_env(), inventory=INVENTORY)
+    run = deploy(cluster_env(hosts), inventory=INVENTORY)
     return run, time.monotonic() - start
 
 
@@ -227,8 +228,8 @@ def cluster(lab_hosts):
     assert run.returncode == 0, run.tail()
     figure(f"first deploy, cluster created: {elapsed:.1f} s")
     yield run
-    # Later lab tests deploy other plans to the same hosts: leave them only their own.
-    for host in lab_hosts.hosts[:HOSTS]:
+    # Should a later test deploy another plan to these hosts, leave them only its own.
+    for host in lab_hosts.hosts:
         net.reconnect(host.veth)
         lab_hosts.run(host, "systemctl disable --now valkey-server@n0 valkey-server@n1")
 
@@ -426,3 +427,51 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
     assert again.returncode == 0, again.tail()
     for host in hosts:
         assert not again.changed_operations(host.name), again.changed_operations(host.name)
+
+
+def test_a_fourth_host_joins_and_gets_slots(lab_hosts, cluster):
+    """The inventory grows by a host: its nodes join (add-node), the new primary gets
+    slots (rebalance), every primary keeps one replica on another host, no key is lost."""
+    before = Admin(lab_hosts, lab_hosts.hosts[1].address, PORTS[0])
+    primaries = [n for n in before.nodes().values() if n.primary and n.slots]
+    keys_before = sum(Admin(lab_hosts, *p.address.split(":")).client.dbsize() for p in primaries)
+    before.close()
+    # This module runs after every other lab test (conftest.LAST_MODULES): the lab grows
+    # by one host, the running three keep running.
+    lab_hosts.state = lab.up(HOSTS + 1, [*RELEASES, "trixie"])
+    new = lab_hosts.hosts[HOSTS]
+
+    grown, elapsed = run_deploy(HOSTS + 1)
+    figure(f"deploy adding {new.name} (add-node, rebalance): {elapsed:.1f} s")
+    assert grown.returncode == 0, grown.tail()
+    first = lab_hosts.hosts[0].name
+    assert any("Valkey Cluster main formed" in op for op in grown.changed_operations(first))
+
+    admin = Admin(lab_hosts, new.address, PORTS[0])
+    info, nodes = admin.info(), admin.nodes()
+    admin.close()
+    assert info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == SLOTS, info
+    assert int(info["cluster_known_nodes"]) == (HOSTS + 1) * len(PORTS), info
+    primaries = [n for n in nodes.values() if n.primary and n.slots]
+    assert len(primaries) == HOSTS + 1, nodes
+    assert any(p.ip == new.address for p in primaries), f"{new.name} serves no slots: {nodes}"
+    for primary in primaries:
+        replicas = [n for n in nodes.values() if n.primary_id == primary.id]
+        assert len(replicas) == 1, (primary, replicas)
+        assert replicas[0].ip != primary.ip, f"{replicas[0].address} replicates {primary}"
+    keys_after = sum(Admin(lab_hosts, *p.address.split(":")).client.dbsize() for p in primaries)
+    figure(f"keys before growth {keys_before}, after {keys_after}")
+    assert keys_after == keys_before
+
+    again, elapsed = run_deploy(HOSTS + 1)
+    figure(f"second deploy of the grown cluster: {elapsed:.1f} s")
+    assert again.returncode == 0, again.tail()
+    for host in lab_hosts.hosts:
+        assert not again.changed_operations(host.name), again.changed_operations(host.name)
+    healed = checks(
+        cluster_env(HOSTS + 1),
+        hosts_url(lab_hosts, lab_hosts.hosts),
+        inventory=INVENTORY,
+        paths=("checks/test_scaleout.py",),
+    )
+    assert healed.returncode == 0, healed.tail()
