@@ -11,8 +11,10 @@ import shlex
 
 import pytest
 
+from valkey_plans import topology
 from valkey_plans.inventory import load_targets
 from valkey_plans.plan import Plan
+from valkey_plans.render import instance_config
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -45,6 +47,29 @@ def plan(host, targets) -> Plan:
             f"host {key} is not in the inventory given by --plan-inventory ({list(targets)})"
         )
     return matches[0].plan
+
+
+@pytest.fixture(scope="session")
+def plans(targets) -> list[Plan]:
+    """Every plan of the inventory: replicas, clusters and sentinels span hosts."""
+    return [t.plan for t in targets.values()]
+
+
+@pytest.fixture
+def rendered(plan, plans):
+    """rendered(instance) -> (path the deploy compares, config text the plan renders).
+
+    A config Sentinel manages is compared through the deploy's record of what it
+    installed: after a failover Sentinel rewrites the live file, and that is its right.
+    """
+    watched = topology.sentinel_watched(plans)
+
+    def expected(inst) -> tuple[str, str]:
+        text = instance_config(plan, inst, replicaof=topology.replicaof(plans, inst))
+        record = f"{plan.host}/{inst.name}" in watched
+        return (inst.paths.config_record if record else inst.paths.config), text
+
+    return expected
 
 
 class Valkey:

@@ -19,7 +19,9 @@ def test_cache_lru_bound_and_ttls_hold_live(host, plan):
     for inst in caches:
         with instance_clients(host_url(host), plan, inst, "api", "valkey-plans:canary") as cf:
             if loaded_version(cf(0)) != library_version():
-                pytest.skip(f"{inst.name}: library not at {library_version()}: see the library check")
+                pytest.skip(
+                    f"{inst.name}: library not at {library_version()}: see the library check"
+                )
             canary = Canary(cf, inst)
             try:
                 canary.run()

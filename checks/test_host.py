@@ -73,13 +73,12 @@ def test_config_files_owned_by_valkey_and_not_world_readable(host, plan):
         assert conf.mode == 0o640, f"{inst.paths.config} mode {oct(conf.mode)}, want 0o640"
 
 
-def test_config_files_are_the_deployed_ones(host, plan):
-    from valkey_plans.render import instance_config
-
+def test_config_files_are_the_deployed_ones(host, plan, rendered):
     for inst in plan.instances:
-        content = host.file(inst.paths.config).content_string
-        assert content == instance_config(plan, inst), (
-            f"{inst.paths.config} differs from what the plan renders: edited behind the deploy's"
+        path, text = rendered(inst)
+        content = host.file(path).content_string
+        assert content == text, (
+            f"{path} differs from what the plan renders: edited behind the deploy's"
             " back? Re-run the deploy."
         )
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 
 from valkey_plans.functions import LIBRARY_NAME, library_version
-from valkey_plans.render import instance_config
 from valkey_plans.verify import advise
 
 #: Directives compared between the rendered config and the live CONFIG GET. Read off
@@ -43,12 +42,14 @@ def rendered_directives(text: str) -> dict[str, str]:
     return {name: " ".join(v for v in values if v) for name, values in found.items()}
 
 
-def test_live_persistence_acl_and_tls_match_rendered_config(plan, valkey):
+def test_live_persistence_acl_and_tls_match_rendered_config(plan, valkey, rendered):
     for inst in plan.instances:
-        want = {**ABSENT, **rendered_directives(instance_config(plan, inst))}
+        want = {**ABSENT, **rendered_directives(rendered(inst)[1])}
         live = valkey(inst)
         got = {name: live.config(name) for name in want}
-        assert got == want, f"{inst.name}: live CONFIG differs from the rendered config: {got} != {want}"
+        assert got == want, (
+            f"{inst.name}: live CONFIG differs from the rendered config: {got} != {want}"
+        )
 
 
 def test_functions_library_loaded_on_cache_instances(plan, valkey):
@@ -85,7 +86,7 @@ def startup_warnings(log: str) -> list[str]:
     """Warning-level lines of the last run in a Valkey log, minus the ones the plan cannot fix."""
     lines = log.splitlines()
     starts = [i for i, line in enumerate(lines) if "ready to exit" in line]
-    last_run = lines[starts[-1] + 1:] if starts else lines
+    last_run = lines[starts[-1] + 1 :] if starts else lines
     warnings = []
     for line in last_run:
         match = _LOG_LINE.match(line)

@@ -1,0 +1,134 @@
+"""Replication with Sentinel on three lab hosts: deploy, verify, lose the primary's host.
+
+inventories/replication.py: the first lab host runs the primary, the other two its
+replicas, and every host a Sentinel. The primary's host is cut off the lab bridge; a
+replica must be promoted, the workload clients built from the rendered settings must
+follow it, writes acknowledged by a replica (WAIT) must all survive, and a deploy after
+the failover must change nothing and restart nobody.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import valkey
+
+from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from valkey_plans.clients import Clients
+from valkey_plans.keys import new_key
+from valkey_plans.lab import net
+from valkey_plans.settings import load_settings
+
+pytestmark = pytest.mark.lab
+
+INVENTORY = "inventories/replication.py"
+
+
+@pytest.fixture(scope="module")
+def replication(lab_hosts):
+    assert len(lab_hosts.hosts) >= 3, "the replication inventory needs three lab hosts"
+    first = pyinfra(INVENTORY)
+    assert first.returncode == 0, first.output[-5000:]
+    return lab_hosts, first
+
+
+@pytest.fixture(scope="module")
+def settings_file(replication, tmp_path_factory) -> Path:
+    """The env file the deploy rendered for applications on the second host."""
+    lab, _ = replication
+    path = tmp_path_factory.mktemp("repl") / "repl.env"
+    path.write_text(lab.check(lab.hosts[1], "cat /etc/valkey-plans/repl.env"))
+    path.chmod(0o600)
+    return path
+
+
+def primary_port(lab, host, password: str) -> str:
+    """What the sentinel on `host` names as the primary: "ADDRESS:PORT"."""
+    out = lab.check(
+        host,
+        f"REDISCLI_AUTH='{password}' valkey-cli --no-auth-warning -p 26379"
+        " SENTINEL get-master-addr-by-name main",
+    )
+    return ":".join(out.split())
+
+
+def test_second_run_changes_nothing(replication):
+    again = pyinfra(INVENTORY)
+    assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
+
+
+def test_verify_passes_on_the_group(replication):
+    run = valkey_plans("verify", INVENTORY)
+    assert run.returncode == 0, run.output[-5000:]
+
+
+def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
+    replication, settings_file
+):
+    lab, _ = replication
+    settings = load_settings(env_file=settings_file).hosted
+    assert settings.mode == "sentinel"
+    password = settings.sentinel_password.get_secret_value()
+    old_primary = lab.hosts[0]
+    witness = lab.hosts[1]
+    assert primary_port(lab, witness, password) == f"{old_primary.address}:6390"
+
+    waited: list[str] = []
+    with Clients(settings) as clients:
+        api = clients.api
+        for _ in range(200):
+            key = new_key("usr")
+            api.set(key, "1")
+            if api.wait(1, 1000) >= 1:
+                waited.append(key)
+        assert len(waited) == 200, "replicas did not acknowledge writes before the failure"
+
+        net.cut_off(old_primary.veth)
+        cut = time.monotonic()
+        try:
+            promoted = None
+            while time.monotonic() - cut < 60:
+                named = primary_port(lab, witness, password)
+                if not named.startswith(old_primary.address):
+                    promoted = named
+                    break
+                time.sleep(0.25)
+            assert promoted, "no replica was promoted within 60 s of losing the primary's host"
+            failover_s = time.monotonic() - cut
+
+            after = None
+            while time.monotonic() - cut < 90 and after is None:
+                try:
+                    key = new_key("usr")
+                    api.set(key, "2")
+                    after = key
+                except (valkey.ConnectionError, valkey.TimeoutError, valkey.ReadOnlyError):
+                    time.sleep(0.25)
+            assert after, "the api client never wrote to the new primary"
+            lost = [k for k in waited if api.get(k) != b"1"]
+            assert not lost, f"{len(lost)} writes acknowledged by a replica were lost"
+            print(f"\nfailover: primary named {promoted} {failover_s:.1f} s after the cut")
+        finally:
+            net.reconnect(old_primary.veth)
+
+    # The old primary comes back as a replica of the new one.
+    deadline = time.monotonic() + 60
+    role = ""
+    while time.monotonic() < deadline:
+        role = lab.check(
+            old_primary,
+            'REDISCLI_AUTH="$(cat /var/lib/valkey-plans/auth/main/checks)" valkey-cli'
+            " --no-auth-warning --user checks -p 6390 INFO replication | grep '^role:'",
+        ).strip()
+        if role == "role:slave":
+            break
+        time.sleep(0.5)
+    assert role == "role:slave", f"the old primary says {role!r} after rejoining, not a replica"
+
+    # Sentinel owns the topology now: the same plan changes nothing, restarts nobody.
+    pid = lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip()
+    rerun = pyinfra(INVENTORY)
+    assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-5000:]
+    assert lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip() == pid
