@@ -9,11 +9,10 @@ primary is up. Hosts without scale-out roles pass these checks without asking an
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
-from valkey_plans import topology
+from valkey_plans import cluster_nodes, topology
+from valkey_plans.cluster_nodes import Member
 
 SLOTS = 16384
 #: How far behind its primary a replica may be and still count as "close": replicas
@@ -24,39 +23,6 @@ OFFSET_SLACK = 1024 * 1024
 #: (replica side): both happen every second or so while the link is healthy.
 LAG_SECONDS = 10
 SCALE_OUT = ("replica", "cluster-node")
-
-
-@dataclass(frozen=True)
-class Member:
-    """One line of CLUSTER NODES."""
-
-    id: str
-    ip: str
-    address: str
-    flags: frozenset[str]
-    primary_id: str | None
-    slots: tuple[str, ...]
-
-    @property
-    def primary(self) -> bool:
-        return "master" in self.flags
-
-    @property
-    def failing(self) -> bool:
-        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"})
-
-    @classmethod
-    def parse(cls, line: str) -> Member:
-        fields = line.split()
-        address = fields[1].split("@")[0]
-        return cls(
-            id=fields[0],
-            ip=address.rsplit(":", 1)[0],
-            address=address,
-            flags=frozenset(fields[2].split(",")),
-            primary_id=None if fields[3] == "-" else fields[3],
-            slots=tuple(fields[8:]),
-        )
 
 
 def fields(text: str) -> dict[str, str]:
@@ -84,7 +50,7 @@ def cluster_view(valkey):
         assert "cluster_state" in info, (
             f"{inst.name}: CLUSTER INFO gave no cluster_state: is cluster-enabled on?"
         )
-        members = [Member.parse(line) for line in live.cli("CLUSTER", "NODES").splitlines() if line]
+        members = cluster_nodes.parse(live.cli("CLUSTER", "NODES"))
         return info, members
 
     return view

@@ -27,8 +27,9 @@ from valkey.exceptions import ValkeyError
 
 from tests.lab.conftest import RELEASES
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
-from valkey_plans import lab
+from valkey_plans import cluster_nodes, lab
 from valkey_plans.clients import Clients
+from valkey_plans.cluster_nodes import Member
 from valkey_plans.keys import new_key
 from valkey_plans.lab import net
 from valkey_plans.settings import load_settings
@@ -67,41 +68,8 @@ def run_deploy(hosts: int = HOSTS) -> tuple[Run, float]:
     return run, time.monotonic() - start
 
 
-@dataclass(frozen=True)
-class Node:
-    id: str
-    address: str
-    flags: frozenset[str]
-    primary_id: str | None
-    slots: tuple[str, ...]
-
-    @property
-    def ip(self) -> str:
-        return self.address.rsplit(":", 1)[0]
-
-    @property
-    def primary(self) -> bool:
-        return "master" in self.flags
-
-    @property
-    def failing(self) -> bool:
-        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"})
-
-
-def parse_nodes(text: str) -> dict[str, Node]:
-    found = {}
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        parts = line.split()
-        found[parts[0]] = Node(
-            id=parts[0],
-            address=parts[1].split("@")[0],
-            flags=frozenset(parts[2].split(",")),
-            primary_id=None if parts[3] == "-" else parts[3],
-            slots=tuple(parts[8:]),
-        )
-    return found
+def parse_nodes(text: str) -> dict[str, Member]:
+    return {m.id: m for m in cluster_nodes.parse(text)}
 
 
 class Admin:
@@ -125,7 +93,7 @@ class Admin:
         pairs = (line.partition(":") for line in text.splitlines())
         return {k.strip(): v.strip() for k, sep, v in pairs if sep}
 
-    def nodes(self) -> dict[str, Node]:
+    def nodes(self) -> dict[str, Member]:
         return parse_nodes(self.client.execute_command("CLUSTER", "NODES"))
 
     def replication(self) -> dict:

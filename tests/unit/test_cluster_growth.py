@@ -70,3 +70,22 @@ def test_a_primary_left_empty_by_an_interrupted_growth_gets_the_replica():
     after = apply(steps, shards)
     assert len(after) == 4 and all(len(r) == 1 for r in after.values()), steps
     assert all(where.get(r[0], "d") != where[p] for p, r in after.items()), after
+
+
+def test_cluster_nodes_lines_parse_into_members():
+    from valkey_plans.cluster_nodes import parse
+
+    text = (
+        "a1 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"
+        "b2 10.0.0.2:7001@17001,host-b slave a1 0 1700000000000 1 connected\n"
+        "c3 10.0.0.3:7000@17000 master,fail - 1 1 2 disconnected\n"
+    )
+    first, second, third = parse(text)
+    assert (first.address, first.ip, first.primary, first.slots) == (
+        "10.0.0.1:7000",
+        "10.0.0.1",
+        True,
+        ("0-5460",),
+    )
+    assert (second.primary, second.primary_id, second.address) == (False, "a1", "10.0.0.2:7001")
+    assert third.failing and not first.failing

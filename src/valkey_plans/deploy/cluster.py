@@ -15,6 +15,7 @@ from typing import Literal
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, StringCommand, operation
 
+from valkey_plans import cluster_nodes
 from valkey_plans.deploy.functions import valkey_cli
 
 SEPARATOR = "--- nodes ---"
@@ -35,26 +36,11 @@ class ClusterView(FactBase[dict]):
         )
 
     def process(self, output: list[str]) -> dict:
-        info: dict[str, str] = {}
-        members = []
-        in_nodes = False
-        for line in output:
-            if line.strip() == SEPARATOR:
-                in_nodes = True
-            elif not in_nodes and ":" in line:
-                key, _, value = line.strip().partition(":")
-                info[key] = value
-            elif in_nodes and line.strip():
-                fields = line.split()
-                members.append(
-                    {
-                        "id": fields[0],
-                        "address": fields[1].split("@")[0],
-                        "flags": fields[2].split(","),
-                        "primary_id": fields[3],
-                        "slots": fields[8:],
-                    }
-                )
+        lines = [line.strip() for line in output]
+        split = lines.index(SEPARATOR) if SEPARATOR in lines else len(lines)
+        pairs = (line.partition(":") for line in lines[:split])
+        info = {key: value for key, sep, value in pairs if sep}
+        members = cluster_nodes.parse(lines[split + 1 :])
         if "cluster_state" not in info:
             raise ValueError(f"not a cluster node (CLUSTER INFO said {output[:2]!r})")
         return {
@@ -193,23 +179,21 @@ def _myid(address: str, auth_file: str | None) -> str:
 def _fresh(view: dict) -> tuple[str, ...]:
     """Healthy primaries that serve no slots yet, from a ClusterView."""
     return tuple(
-        m["address"]
-        for m in view["members"]
-        if "master" in m["flags"] and "fail" not in m["flags"] and not m["slots"]
+        m.address for m in view["members"] if m.primary and "fail" not in m.flags and not m.slots
     )
 
 
 def _shards(view: dict) -> dict[str, list[str]]:
     """Healthy primary address -> its replicas' addresses, from a ClusterView."""
-    by_id = {m["id"]: m for m in view["members"]}
+    by_id = {m.id: m for m in view["members"]}
     shards: dict[str, list[str]] = {}
     for member in view["members"]:
-        if "master" in member["flags"] and "fail" not in member["flags"]:
-            shards[member["address"]] = []
+        if member.primary and "fail" not in member.flags:
+            shards[member.address] = []
     for member in view["members"]:
-        primary = by_id.get(member["primary_id"])
-        if primary is not None and primary["address"] in shards:
-            shards[primary["address"]].append(member["address"])
+        primary = by_id.get(member.primary_id or "")
+        if primary is not None and primary.address in shards:
+            shards[primary.address].append(member.address)
     return shards
 
 
@@ -244,7 +228,7 @@ def cluster_formed(
         )
     """
     view = host.get_fact(ClusterView, socket=socket, auth_file=auth_file)
-    members = {m["address"] for m in view["members"]}
+    members = {m.address for m in view["members"]}
     if view["known_nodes"] <= 1 and view["slots_assigned"] == 0:
         yield StringCommand(
             *_cli_parts(
