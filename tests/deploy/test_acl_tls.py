@@ -13,7 +13,7 @@ import pytest
 import valkey
 
 from tests.deploy.pyinfra_run import pyinfra
-from tests.deploy.test_local_deploy import pid_of
+from tests.deploy.test_local_deploy import pid_of, read_root_file, root_output
 from tests.valkey_server import free_port
 from valkey_plans.secrets import ACL_USERS, ENV_PREFIX
 
@@ -137,9 +137,9 @@ def test_passwords_never_show_in_output_or_world_readable_files(acl_instance, pa
         check=True,
     ).stdout
     assert all(p not in acl for p in passwords.values()), "plaintext password in the aclfile"
-    env_file = Path(inventory).parent / "app-settings" / "vptest.env"
-    assert oct(env_file.stat().st_mode & 0o777) == "0o640"
-    assert f"VALKEY_API_PASSWORD={passwords['api']}" in env_file.read_text()
+    env_file = str(Path(inventory).parent / "app-settings" / "vptest.env")
+    assert root_output("stat", "-c", "%a", env_file).strip() == "640"
+    assert f"VALKEY_API_PASSWORD={passwords['api']}" in read_root_file(env_file)
 
 
 def test_changed_password_is_applied_with_acl_load_without_restart(
@@ -254,7 +254,7 @@ def test_tls_only_instance_refuses_plain_connections(test_plan, tls_dir):
         f"valkeys://127.0.0.1:{tls_port}", ssl_ca_certs=certs["ca_cert_file"]
     )
     assert secure.ping()
-    env = (Path(inventory).parent / "app-settings" / "vptest.env").read_text()
+    env = read_root_file(str(Path(inventory).parent / "app-settings" / "vptest.env"))
     assert f"VALKEY_CACHE_PORT={tls_port}\n" in env and "VALKEY_CACHE_TLS=1\n" in env
 
 

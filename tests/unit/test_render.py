@@ -11,7 +11,7 @@ import jinja2
 import pytest
 
 from valkey_plans.app_settings import app_environment
-from valkey_plans.layout import homebrew
+from valkey_plans.layout import Layout, homebrew
 from valkey_plans.plan import Plan
 from valkey_plans.render import MANAGED_HEADER, TEMPLATE_DIR, app_files, instance_config, render
 
@@ -60,11 +60,13 @@ def test_homebrew_layout_moves_every_path():
 
 def test_rendered_config_is_accepted_by_a_real_valkey_server():
     plan = Plan.from_host_data("h", DEV)
-    # As root the checker runs valkey-server as the valkey user, who must read the file.
+    # As root the checker runs valkey-server as the valkey user, who must read the file
+    # and enter the config's dirs: a scratch layout both root and a laptop user can use.
     scratch = Path(tempfile.mkdtemp(prefix="vp-render-", dir="/tmp"))
-    scratch.chmod(0o755)
+    scratch.chmod(0o777)
+    layout = Layout(*(str(scratch),) * 5)
     conf = scratch / "candidate.conf"
-    conf.write_text(instance_config(plan, plan.instance("cache")))
+    conf.write_text(instance_config(plan, plan.instance("cache"), layout))
     checker = TEMPLATE_DIR / "check-config.sh"
     ok = subprocess.run(["sh", str(checker), str(conf)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
