@@ -39,27 +39,29 @@ class Run:
         return self._total(4)
 
 
-def pyinfra(
-    inventory: Path | str, *extra: str, timeout: float = 900, env: dict[str, str] | None = None
-) -> Run:
+def project_command(
+    args: list[str], timeout: float, env: dict[str, str] | None = None
+) -> tuple[int, str]:
+    """Run one of the venv's commands in the project dir: (exit code, stdout + stderr)."""
     proc = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", *extra, str(inventory), "deploy.py"],
+        [str(BIN / args[0]), *args[1:]],
         cwd=PROJECT_DIR,
         capture_output=True,
         text=True,
         timeout=timeout,
         env={**os.environ, "COLUMNS": "250", **(env or {})},
+        check=False,
     )
-    return Run(proc.returncode, proc.stdout + proc.stderr)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def pyinfra(
+    inventory: Path | str, *extra: str, timeout: float = 900, env: dict[str, str] | None = None
+) -> Run:
+    return Run(
+        *project_command(["pyinfra", "-y", *extra, str(inventory), "deploy.py"], timeout, env)
+    )
 
 
 def valkey_plans(*args: str, timeout: float = 900) -> Run:
-    proc = subprocess.run(
-        [str(BIN / "valkey-plans"), *args],
-        cwd=PROJECT_DIR,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "COLUMNS": "250"},
-    )
-    return Run(proc.returncode, proc.stdout + proc.stderr)
+    return Run(*project_command(["valkey-plans", *args], timeout))

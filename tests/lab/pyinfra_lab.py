@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.deploy.pyinfra_run import project_command
+
 PROJECT = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 INVENTORY = "inventories/lab.py"
 #: pyinfra prints one line per host and operation: "[vplab1] Success" (changed something),
 #: "[vplab1] No changes" or "[vplab1] Error".
@@ -61,16 +60,7 @@ def plan_env(common: dict | None = None, per_host: dict | None = None) -> dict[s
 
 def deploy(env: dict[str, str], timeout: float = 1200, inventory: str = INVENTORY) -> Run:
     """`pyinfra -y INVENTORY deploy.py`: one parallel run over SSH to every lab host."""
-    done = subprocess.run(
-        [str(BIN / "pyinfra"), "-y", inventory, "deploy.py"],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout + done.stderr)
+    return Run(*project_command(["pyinfra", "-y", inventory, "deploy.py"], timeout, env))
 
 
 def checks(
@@ -81,22 +71,6 @@ def checks(
     paths: tuple[str, ...] = ("checks/",),
 ) -> Run:
     """`pytest checks/ --hosts=...` over testinfra's SSH backend, plans from `inventory`."""
-    done = subprocess.run(
-        [
-            str(BIN / "pytest"),
-            "-p",
-            "no:cacheprovider",
-            "-v",
-            "-rf",
-            *paths,
-            f"--hosts={hosts}",
-            f"--plan-inventory={inventory}",
-        ],
-        cwd=PROJECT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    return Run(done.returncode, done.stdout + done.stderr)
+    args = ["pytest", "-p", "no:cacheprovider", "-v", "-rf", *paths]
+    args += [f"--hosts={hosts}", f"--plan-inventory={inventory}"]
+    return Run(*project_command(args, timeout, env))
