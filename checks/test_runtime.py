@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 
 from valkey_plans.functions import LIBRARY_NAME, library_version
+from valkey_plans.server_log import startup_warnings
 from valkey_plans.verify import advise
 
 #: Directives compared between the rendered config and the live CONFIG GET. Read off
@@ -15,20 +16,6 @@ WATCHED = re.compile(r"^(save|aclfile|tls-[a-z-]+)$")
 #: Live value when the rendered config leaves a watched directive out.
 ABSENT = {"aclfile": "", "tls-port": "0"}
 
-_LOG_LINE = re.compile(r"^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ (?P<level>[.\-*#]) (?P<text>.*)$")
-#: Warning-level lines that are not problems (shutdown), or are reported by the kernel
-#: check as advisory (the plan cannot change a kernel setting), or are Valkey Cluster
-#: and replication events (a cluster forming, a failover, a primary out of reach) that
-#: checks/test_scaleout.py judges by the live state instead.
-_NOT_FIXABLE = (
-    "ready to exit",
-    "Memory overcommit",
-    "Transparent Huge Pages",
-    "TCP backlog",
-    "Cluster is currently down",
-    "Cluster state changed",
-    "Error condition on socket for SYNC",
-)
 _VERSION = re.compile(r"local VERSION = '([^']+)'")
 
 
@@ -80,19 +67,6 @@ def test_kernel_settings_valkey_warns_about(host):
     backlog = host.file("/proc/sys/net/core/somaxconn")
     if backlog.exists and int(backlog.content_string.strip() or 0) < 511:
         advise(f"net.core.somaxconn = {backlog.content_string.strip()} < tcp-backlog 511")
-
-
-def startup_warnings(log: str) -> list[str]:
-    """Warning-level lines of the last run in a Valkey log, minus the ones the plan cannot fix."""
-    lines = log.splitlines()
-    starts = [i for i, line in enumerate(lines) if "ready to exit" in line]
-    last_run = lines[starts[-1] + 1 :] if starts else lines
-    warnings = []
-    for line in last_run:
-        match = _LOG_LINE.match(line)
-        if match and match["level"] == "#" and not any(s in match["text"] for s in _NOT_FIXABLE):
-            warnings.append(match["text"])
-    return warnings
 
 
 def test_logs_free_of_startup_warnings_the_plan_can_fix(host, plan):

@@ -27,8 +27,16 @@ def free_port() -> int:
 class ValkeyProcess:
     """One valkey-server child process; `restart()` keeps port and data directory."""
 
-    def __init__(self, workdir: Path, port: int | None = None, **config: str) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        login: tuple[str, str] | None = None,
+        **config: str,
+    ) -> None:
         self.workdir = workdir
+        # (username, password) for the readiness ping when the default user is off.
+        self.login = login
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.config = {
@@ -65,7 +73,8 @@ class ValkeyProcess:
                     f"{log.read_text()[-2000:] if log.exists() else ''}"
                 )
             try:
-                if self.client(socket_timeout=0.5).ping():
+                user, password = self.login or (None, None)
+                if self.client(socket_timeout=0.5, username=user, password=password).ping():
                     return self
             except valkey.ConnectionError:
                 time.sleep(0.05)

@@ -59,8 +59,16 @@ def password_hash(password: SecretStr) -> str:
     return hashlib.sha256(password.get_secret_value().encode()).hexdigest()
 
 
+#: `default` is off with no password, so nobody can log in as it and new connections
+#: start unauthenticated. It keeps every command and key all the same: Valkey replays
+#: the AOF as `default` and re-checks permissions at EXEC (valkey-io/valkey#3983), so a
+#: `default` without rights silently drops every MULTI/EXEC and every Function call's
+#: writes from the AOF at the next start. tests/server/test_acl_aof.py proves both.
+DEFAULT_USER = "user default off resetpass ~* &* +@all"
+
+
 def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -> list[str]:
-    """`user ...` lines for the aclfile; the default user is always off."""
+    """`user ...` lines for the aclfile: DEFAULT_USER, then one line per planned user."""
     keys, channels = key_patterns(plan), channel_patterns(plan)
     scope = {
         "api": [*keys, *channels],
@@ -72,7 +80,7 @@ def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -
         "replica": [],
         "sentinel": ["&*"],
     }
-    lines = ["user default off resetpass -@all"]
+    lines = [DEFAULT_USER]
     for user, rules in PERMISSIONS.items():
         if user not in passwords:
             continue  # scale-out users exist only where the plan needs them

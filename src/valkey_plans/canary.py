@@ -10,24 +10,40 @@ never pushes a real user, message or session out of the live cache. (Filling the
 real `vp:lru:users` to its plan cap would evict real users.) The plan's own caps
 are proven on the real data by the keyspace audit (`over-cap`). Every key written
 is deleted at the end, also when a step fails.
+
+A run that never reached its cleanup (killed verify, or a server killed after an RDB
+snapshot caught a run mid-way and restarted from it) leaves canary keys behind. Each
+key carries its creation time (a txkey), so the next run deletes those older than
+STALE_AFTER and leaves younger ones alone: they may belong to a run going on now.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import valkey
 
 from valkey_plans.audit_rules import CANARY_PREFIX
 from valkey_plans.cache import fcall, run
-from valkey_plans.keys import new_txkey
+from valkey_plans.keys import KeyFormatError, new_txkey, txkey_time
 from valkey_plans.plan import Instance
 
 CANARY_CAP = 3
 #: TTL of the record that must expire while the canary watches.
 SHORT_TTL_MS = 200
 EXPIRY_DEADLINE_S = 5.0
+#: Canary keys older than this are debris of an earlier run; no run lasts a minute.
+STALE_AFTER = timedelta(minutes=10)
+
+
+def is_stale(key: str, now: datetime) -> bool:
+    """A canary key made more than STALE_AFTER before `now` (keys end in their txkey)."""
+    try:
+        return now - txkey_time(key.rsplit(":", 1)[-1]) > STALE_AFTER
+    except KeyFormatError:
+        return False
 
 
 class CanaryFailure(AssertionError):
@@ -108,11 +124,17 @@ class Canary:
             time.sleep(0.05)
 
     def cleanup(self) -> list[str]:
-        """Delete every key the canary wrote; returns canary keys still present (should be [])."""
-        left = []
+        """Delete this run's keys and stale debris; returns this run's keys still present."""
+        left: list[str] = []
+        now = datetime.now(UTC)
         for db, keys in self.written.items():
             client = self.client_for_db(db)
-            if keys:
-                client.delete(*keys)
-            left += [k.decode() for k in client.scan_iter(match=f"{CANARY_PREFIX}*", count=1000)]
+            stale = [
+                key
+                for raw in client.scan_iter(match=f"{CANARY_PREFIX}*", count=1000)
+                if (key := raw.decode()) not in keys and is_stale(key, now)
+            ]
+            if keys or stale:
+                client.delete(*keys, *stale)
+            left += [key for key in sorted(keys) if client.exists(key)]
         return left

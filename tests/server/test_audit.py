@@ -6,6 +6,8 @@ the cache API, and asserts that the audit reports that one violation and no othe
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 import valkey
 
@@ -13,7 +15,7 @@ from valkey_plans import acl, audit_rules, functions
 from valkey_plans.audit import SCAN_COUNT, audit_instance
 from valkey_plans.cache import LocalCache
 from valkey_plans.canary import Canary, CanaryFailure
-from valkey_plans.keys import new_key
+from valkey_plans.keys import encode_time, new_key, new_txkey
 from valkey_plans.plan import Plan
 
 WRITE_COMMANDS = {"set", "del", "unlink", "expire", "pexpire", "hset", "zadd", "fcall", "flushdb"}
@@ -205,6 +207,24 @@ def test_canary_proves_bounds_and_leaves_real_data_alone(cache_server):
     )
     assert canary.cleanup() == []
     assert _snapshot(client_for_db) == before
+
+
+def test_canary_clears_debris_of_killed_runs_and_spares_a_run_going_on(cache_server):
+    """Keys of a run that never cleaned up (older than STALE_AFTER) go; young ones stay."""
+    client_for_db = clients(cache_server.port)
+    plan = cache_plan(cache_server.port)
+    db = plan.instances[0].db("user_cache").db
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    debris = [f"{audit_rules.CANARY_PREFIX}lru:{encode_time(hour_ago)}abc"]
+    debris.append(f"{audit_rules.CANARY_PREFIX}{encode_time(hour_ago)}abd")
+    other_run = f"{audit_rules.CANARY_PREFIX}lru:{new_txkey()}"
+    for key in (*debris, other_run):
+        client_for_db(db).set(key, "1")
+    canary = Canary(client_for_db, plan.instances[0])
+    canary.run()
+    assert canary.cleanup() == []
+    assert client_for_db(db).exists(*debris) == 0
+    assert client_for_db(db).exists(other_run) == 1
 
 
 def test_canary_catches_a_library_that_does_not_evict(cache_server):
