@@ -17,7 +17,14 @@ def cluster_of(hosts: list[str]) -> tuple[dict[str, list[str]], dict[str, str]]:
 
 def apply(steps, shards: dict[str, list[str]]) -> dict[str, list[str]]:
     """The primaries and replicas after the steps, as the cluster would have them."""
+    *_, last = states(steps, shards)
+    return last
+
+
+def states(steps, shards: dict[str, list[str]]):
+    """The primaries and replicas after each step, in the order the deploy runs them."""
     result = {p: list(r) for p, r in shards.items()}
+    yield {p: list(r) for p, r in result.items()}
     for step in steps:
         if step.kind == "primary":
             result[step.address] = []
@@ -28,7 +35,7 @@ def apply(steps, shards: dict[str, list[str]]) -> dict[str, list[str]]:
                 if step.address in replicas:
                     replicas.remove(step.address)
             result[step.primary].append(step.address)
-    return result
+        yield {p: list(r) for p, r in result.items()}
 
 
 @pytest.mark.parametrize(
@@ -50,15 +57,30 @@ def test_every_primary_keeps_one_replica_on_another_host(old_hosts, new_hosts):
     added = [s.address for s in steps if s.kind != "move"]
     assert sorted(added) == sorted(a for _, a in missing)
     kinds = [s.kind for s in steps]
-    assert kinds == sorted(kinds, key=["primary", "replica", "move"].index), kinds
+    assert kinds == sorted(kinds, key=["primary", "move", "replica"].index), kinds
+
+
+@pytest.mark.parametrize(
+    ("old_hosts", "new_hosts"),
+    [(["a", "b", "c"], ["d"]), (["a", "b", "c"], ["d", "e"]), (["a", "b", "c", "d"], ["e"])],
+)
+def test_no_primary_ever_has_two_replicas_so_valkey_migrates_none(old_hosts, new_hosts):
+    """A primary with two replicas would give one to a primary left without (replica
+    migration), picked by node id: possibly the one on that primary's own host."""
+    shards, where = cluster_of(old_hosts)
+    missing = [(h, f"{h}:{p}") for h in new_hosts for p in (7000, 7001)]
+    steps = plan_growth(missing, 1, shards, where)
+    for state in states(steps, shards):
+        assert all(len(replicas) <= 1 for replicas in state.values()), (state, steps)
 
 
 def test_one_new_host_moves_an_existing_replica_to_the_new_primary():
     shards, where = cluster_of(["a", "b", "c"])
     steps = plan_growth([("d", "d:7000"), ("d", "d:7001")], 1, shards, where)
-    assert [s.kind for s in steps] == ["primary", "replica", "move"]
+    assert [s.kind for s in steps] == ["primary", "move", "replica"]
     assert steps[0].address == "d:7000"
-    assert steps[2].primary == "d:7000" and where[steps[2].address] != "d"
+    assert steps[1].primary == "d:7000" and where[steps[1].address] != "d"
+    assert steps[2].address == "d:7001" and where[steps[2].primary] != "d"
 
 
 def test_a_primary_left_empty_by_an_interrupted_growth_gets_the_replica():

@@ -105,7 +105,8 @@ def plan_growth(
     new nodes can carry replicas for. Every other new node replicates a new primary on
     another host; when there is none (one new host), it replicates an existing primary
     on another host instead, and one of that primary's replicas moves over to the new
-    primary, so each primary keeps `replicas` replicas, all on other hosts.
+    primary, so each primary keeps `replicas` replicas, all on other hosts. The steps
+    come in the order to run them.
     `fresh` names existing primaries without slots (added by an earlier, interrupted
     growth): they count as new primaries and get their replicas first.
     """
@@ -150,7 +151,13 @@ def plan_growth(
         moves.append(Step("move", replica, new))
         shards[old] = [r for r in shards[old] if r != replica] + [address]
         load[new] += 1
-    return added + moves
+    # Execution order. Valkey moves a replica on its own to a primary that serves slots
+    # and has none, taking it from a primary that has two (replica migration), and it
+    # picks the replica by node id, not by host. So no primary ever has two here: the
+    # new primaries first (no slots yet, so none is orphaned), then the moves that give
+    # them a replica, then the new replicas for the primaries that gave one away.
+    primary_steps = [step for step in added if step.kind == "primary"]
+    return primary_steps + moves + [step for step in added if step.kind == "replica"]
 
 
 def _agreed(*parts: str) -> StringCommand:
@@ -266,8 +273,21 @@ def cluster_formed(
     for step in steps:
         if step.kind == "primary":
             yield _agreed(*_cli_parts(("--cluster", "add-node", step.address, existing), auth_file))
-            yield StringCommand(wait.format(check))
-        elif step.kind == "replica":
+        elif step.kind == "move":
+            assert step.primary is not None
+            node, port = step.address.rsplit(":", 1)
+            replicate = " ".join(
+                _cli_parts(("-h", node, "-p", port, "CLUSTER", "REPLICATE"), auth_file)
+            )
+            # valkey-cli exits 0 on an error reply; until gossip reaches the replica, it
+            # answers "ERR Unknown node" for the new primary: retry until OK, then fail.
+            yield StringCommand(
+                f"i=0; until out=$({replicate} {_myid(step.primary, auth_file)} 2>&1);"
+                ' [ "$out" = OK ]; do i=$((i+1));'
+                f' [ $i -gt 60 ] && {{ echo "{step.address}: CLUSTER REPLICATE: $out"; exit 1; }};'
+                " sleep 0.5; done"
+            )
+        else:
             assert step.primary is not None
             yield _agreed(
                 *_cli_parts(
@@ -283,16 +303,6 @@ def cluster_formed(
                 ),
                 _myid(step.primary, auth_file),
             )
-            yield StringCommand(wait.format(check))
-    moves = [step for step in steps if step.kind == "move"]
-    for step in moves:
-        assert step.primary is not None
-        node, port = step.address.rsplit(":", 1)
-        yield StringCommand(
-            *_cli_parts(("-h", node, "-p", port, "CLUSTER", "REPLICATE"), auth_file),
-            _myid(step.primary, auth_file),
-        )
-    if moves:
         yield StringCommand(wait.format(check))
     yield from _rebalanced(addresses, existing, auth_file)
 
