@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import valkey
+from valkey._parsers import _RESP2Parser
 
 from valkey_plans import acl, audit_rules, functions
 from valkey_plans.audit import SCAN_COUNT, audit_instance
@@ -150,6 +151,58 @@ def test_many_batches_are_all_classified_and_progress_adds_up(valkey_factory):
     assert report.dbs[1].classes == {"conforming": total, "violation": 1}
     assert sum(seen) == total + 1
     assert [v.key for v in report.sample] == ["stray"]
+
+
+@pytest.mark.parametrize(
+    ("db", "crafted"),
+    [
+        (1, f"usr:{TXKEY}\nusr:{TXKEY}"),  # two record names in one key
+        (1, "usr:0kVq3X\nd7Fz"),  # a record's length, with a newline inside
+        (0, "a@example.com\nb@example.com"),  # two index names in one key
+    ],
+)
+def test_a_full_batch_with_one_name_hiding_a_newline_has_that_one_violation(
+    valkey_factory, db, crafted
+):
+    """Whole conforming batches are recognised with one regex over the joined names; a
+    name with a newline of its own must not pass as two good ones."""
+    server = valkey_factory("crafted", databases="4")
+    client = clients(server.port)(db)
+    pipe = client.pipeline(transaction=False)
+    for i in range(SCAN_COUNT // 2):
+        if db == 0:
+            pipe.set(f"user{i}@example.com", new_key("usr"))
+        else:
+            pipe.set(new_key("usr"), "{}", ex=600)
+    pipe.execute()
+    if db == 0:
+        client.set(crafted, new_key("usr"))
+    else:
+        client.set(crafted, "{}", ex=600)
+    plan = cache_plan(server.port, user_cache={"db": 1, "cap": 1_000_000, "ttl": 3600})
+    report = audit_instance(plan, plan.instances[0], clients(server.port))
+    assert dict(report.kinds) == {"malformed-name": 1}, report.verdict()
+    assert report.dbs[db].classes == {"conforming": SCAN_COUNT // 2, "violation": 1}
+
+
+def test_the_pure_python_parser_gives_the_same_report(valkey_factory):
+    """Without libvalkey's reader the audit reads reply by reply; the verdict is the same."""
+    server = valkey_factory("parsers", databases="4")
+    pipe = clients(server.port)(1).pipeline(transaction=False)
+    for _ in range(2 * SCAN_COUNT + 3):
+        pipe.set(new_key("usr"), "{}", ex=600)
+    pipe.set("stray", "x")
+    pipe.execute()
+    plan = cache_plan(server.port, user_cache={"db": 1, "cap": 1_000_000, "ttl": 3600})
+
+    def plain(db: int) -> valkey.Valkey:
+        pool = valkey.ConnectionPool(port=server.port, db=db, parser_class=_RESP2Parser)
+        return valkey.Valkey(connection_pool=pool)
+
+    fast = audit_instance(plan, plan.instances[0], clients(server.port))
+    slow = audit_instance(plan, plan.instances[0], plain)
+    assert slow.to_dict() == fast.to_dict()
+    assert slow.dbs[1].classes == {"conforming": 2 * SCAN_COUNT + 3, "violation": 1}
 
 
 def test_audit_sends_only_read_commands(cache_server):
