@@ -85,6 +85,7 @@ class AsyncClients(WorkloadClients[AsyncWorkloadValkey | AsyncWorkloadValkeyClus
     retry_class = AsyncWorkloadRetry
     standalone_class = AsyncWorkloadValkey
     cluster_class = AsyncWorkloadValkeyCluster
+    cluster_node_class = valkey.asyncio.cluster.ClusterNode
     sentinel_class = Sentinel
     sentinel_pool_class = AsyncRetryingSentinelPool
 

@@ -52,6 +52,16 @@ def _sentinel(plan: Plan, plans: list[Plan], passwords: dict[str, SecretStr] | N
     return env
 
 
+def _cluster(plan: Plan, plans: list[Plan]) -> dict[str, str]:
+    """Every node of the hosted instance's cluster, so clients start even with it down."""
+    hosted = plan.instance(plan.app.hosted_instance) if plan.app.hosted_instance else None
+    if hosted is None or hosted.role != "cluster-node" or not hosted.cluster:
+        return {}
+    members = topology.cluster_nodes(plans, hosted.cluster)
+    seeds = (f"{node.instance.peer_address}:{node.instance.client_port}" for node in members)
+    return {"VALKEY_CLUSTER_NODES": ",".join(seeds)}
+
+
 def app_environment(
     plan: Plan,
     passwords: dict[str, SecretStr] | None = None,
@@ -74,7 +84,7 @@ def app_environment(
             "VALKEY_DB": "0",
         }
         env |= _sentinel(plan, plans or [plan], passwords)
-        env |= _sentinel(plan, plans or [plan], passwords)
+        env |= _cluster(plan, plans or [plan])
         if plan.app.hosted_instance:
             env |= _credentials("VALKEY_", passwords)
             if tls:

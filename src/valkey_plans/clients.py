@@ -159,6 +159,7 @@ class WorkloadClients(Generic[C]):
     retry_class: ClassVar[type]
     standalone_class: ClassVar[type]
     cluster_class: ClassVar[type]
+    cluster_node_class: ClassVar[type]
     sentinel_class: ClassVar[type]
     sentinel_pool_class: ClassVar[type]
 
@@ -224,9 +225,13 @@ class WorkloadClients(Generic[C]):
         guard = Guard(workload, client_name(self.tier.app, workload), self.max_block)
         retry = self.retry_class(backoff(), RETRIES)
         if self.tier.mode == "cluster":
+            # host:port first, then every node the plan knows: the client starts from
+            # whichever answers, and learns the slots' owners from it.
+            seeds = [self.cluster_node_class(h, p) for h, p in self.tier.cluster_addresses]
             return self.cluster_class(
                 host=self.tier.host,
                 port=self.tier.port,
+                startup_nodes=seeds,
                 ssl=self.tier.tls,
                 retry=retry,
                 vp_guard=guard,
@@ -315,6 +320,7 @@ class Clients(WorkloadClients[WorkloadValkey | WorkloadValkeyCluster]):
     retry_class = WorkloadRetry
     standalone_class = WorkloadValkey
     cluster_class = WorkloadValkeyCluster
+    cluster_node_class = valkey.cluster.ClusterNode
     sentinel_class = Sentinel
     sentinel_pool_class = RetryingSentinelPool
 

@@ -73,6 +73,12 @@ class Credentials(BaseModel):
     password: SecretStr | None = None
 
 
+def _pairs(addresses: str | None) -> list[tuple[str, int]]:
+    """ "HOST:PORT,HOST:PORT,..." as (host, port) pairs."""
+    pairs = (item.rsplit(":", 1) for item in (addresses or "").split(",") if item)
+    return [(host, int(port)) for host, port in pairs]
+
+
 class TierSettings(BaseModel):
     """One Valkey endpoint (hosted or local cache) and the login of each workload on it."""
 
@@ -88,6 +94,9 @@ class TierSettings(BaseModel):
     #: Sentinel mode: "HOST:PORT,HOST:PORT,..." of the sentinels, the group's name, and
     #: the sentinels' password.
     sentinels: str | None = Field(None, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
+    #: Cluster mode: "HOST:PORT,HOST:PORT,..." of every node, to start from when the
+    #: node at host:port is down (the client learns the rest from any one of them).
+    cluster_nodes: str | None = Field(None, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
     sentinel_name: str = Field("main", pattern=r"^\S+$")
     sentinel_password: SecretStr | None = None
     api_user: str | None = Field(None, pattern=r"^\S+$")
@@ -122,8 +131,12 @@ class TierSettings(BaseModel):
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """The sentinels as (host, port) pairs."""
-        pairs = (item.rsplit(":", 1) for item in (self.sentinels or "").split(",") if item)
-        return [(host, int(port)) for host, port in pairs]
+        return _pairs(self.sentinels)
+
+    @property
+    def cluster_addresses(self) -> list[tuple[str, int]]:
+        """The cluster's nodes as (host, port) pairs (empty when not given)."""
+        return _pairs(self.cluster_nodes)
 
     def credentials(self, workload: Workload) -> Credentials:
         """The login of one workload (its own ACL user, or the default user)."""

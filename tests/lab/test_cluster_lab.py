@@ -265,6 +265,8 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
     env_file.chmod(0o600)
     settings = load_settings(env={"VALKEY_HOST": seed.address}, env_file=env_file)
     assert settings.hosted.mode == "cluster", settings.hosted
+    seeds = {(h.address, port) for h in hosts for port in PORTS}
+    assert set(settings.hosted.cluster_addresses) == seeds, settings.hosted.cluster_nodes
     observer = Admin(lab_hosts, seed.address, PORTS[0])
     before = observer.nodes()
     victim = next(

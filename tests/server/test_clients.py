@@ -272,6 +272,19 @@ def test_cluster_mode_uses_valkey_cluster_behind_the_same_interface(valkey_facto
         assert {"shop:api", "shop:blocking", "shop:background"} <= set(names)
 
 
+def test_cluster_clients_start_from_another_seed_when_their_node_is_down(valkey_factory):
+    node = valkey_factory("seed", cluster_enabled="yes", cluster_port=str(free_port()))
+    node.client().execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    wait_until(lambda: node.client().cluster("info")["cluster_state"] == "ok", "cluster ok")
+    down = free_port()  # VALKEY_HOST:VALKEY_PORT name a node that is not there
+    tier = tier_for(node, mode="cluster", port=str(down), cluster_nodes=f"127.0.0.1:{node.port}")
+    with Clients(tier) as clients:
+        clients.api.set("usr:seeded", "1")
+        assert clients.api.get("usr:seeded") == b"1"
+    with pytest.raises(valkey.exceptions.ValkeyClusterException):
+        Clients(tier_for(node, mode="cluster", port=str(down))).api.get("usr:seeded")
+
+
 def test_a_copied_client_without_its_guard_refuses_everything(clients):
     twin = clients.api.client()  # valkey-py's single-connection copy bypasses Clients
     with pytest.raises(CommandRefused, match="no workload guard"):

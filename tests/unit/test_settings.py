@@ -119,12 +119,19 @@ def test_passwords_never_appear_in_repr_str_or_errors():
         ("VALKEY_CACHE_USER_CAP", "0", "Input should be greater than or equal to 1"),
         ("VALKEY_CACHE_TLS", "2", "must be 0 or 1"),
         ("VALKEY_CACHE_SESSION_TTL", "soon", "Input should be a valid integer"),
+        ("VALKEY_CLUSTER_NODES", "10.0.0.1:7000;10.0.0.2", "String should match pattern"),
     ],
 )
 def test_bad_values_name_variable_value_and_what_is_allowed(variable, value, expected):
     with pytest.raises(SettingsError) as err:
         load_settings({variable: value})
     assert f"{variable}={value!r}: {expected}" in str(err.value)
+
+
+def test_cluster_nodes_are_read_as_host_port_pairs():
+    env = {"VALKEY_MODE": "cluster", "VALKEY_CLUSTER_NODES": "10.0.0.1:7000,db-2:7001"}
+    assert load_settings(env).hosted.cluster_addresses == [("10.0.0.1", 7000), ("db-2", 7001)]
+    assert load_settings({}).hosted.cluster_addresses == []
 
 
 def test_every_bad_variable_is_reported_at_once():
