@@ -9,7 +9,8 @@ Every host runs two cluster-node instances of cluster `main` (`n0` on 7000, `n1`
 clients reach them. The first deploy lets `valkey-cli --cluster create` place the
 primaries and their replicas (one per primary, on another host); a later deploy of a
 grown inventory adds the new hosts' nodes and rebalances slots onto them. To grow it in
-the lab: `valkey-plans lab up 4`, then deploy with VALKEY_PLANS_CLUSTER_HOSTS=4.
+the lab: `valkey-plans lab up 4`, then deploy with VALKEY_PLANS_CLUSTER_HOSTS=4. A
+changed config restarts the nodes one at a time (try VALKEY_PLANS_CLUSTER_MAXMEMORY=96mb).
 
 Binding beyond loopback needs passwords: they are generated once into the lab dir
 (`cluster-secrets.json`, mode 0600), never into the repository. Applications on each
@@ -25,6 +26,8 @@ from valkey_plans.lab.inventory import connection, running_lab, secrets_file
 PORTS = {"n0": 7000, "n1": 7001}
 #: How many lab hosts the cluster spans (the first N of the lab).
 HOSTS = int(os.environ.get("VALKEY_PLANS_CLUSTER_HOSTS") or 3)
+#: maxmemory of every node: change it to see a rolling restart, one node at a time.
+MAXMEMORY = os.environ.get("VALKEY_PLANS_CLUSTER_MAXMEMORY") or "64mb"
 
 _lab = running_lab(HOSTS, "inventories/cluster.py")
 _hosts = _lab.hosts[:HOSTS]
@@ -41,7 +44,7 @@ def _data(index: int) -> dict:
                 "cluster": "main",
                 "port": port,
                 "bind": ["127.0.0.1", host.address],
-                "maxmemory": "64mb",
+                "maxmemory": MAXMEMORY,
             }
             for name, port in PORTS.items()
         ],

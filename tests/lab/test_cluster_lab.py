@@ -75,7 +75,7 @@ def parse_nodes(text: str) -> dict[str, Member]:
 class Admin:
     """A plain connection to one node as the admin user, to watch the cluster from outside."""
 
-    def __init__(self, lab, address: str, port: int) -> None:
+    def __init__(self, lab, address: str, port: int, timeout: float = 2) -> None:
         password = json.loads(Path(lab.state.lab_dir, "cluster-secrets.json").read_text())["admin"]
         self.where = f"{address}:{port}"
         self.client = valkey.Valkey(
@@ -83,8 +83,8 @@ class Admin:
             port=port,
             username="admin",
             password=password,
-            socket_timeout=2,
-            socket_connect_timeout=2,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
             decode_responses=True,
         )
 
@@ -397,6 +397,74 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
     assert again.returncode == 0, again.tail()
     for host in hosts:
         assert not again.changed_operations(host.name), again.changed_operations(host.name)
+
+
+class DownWatch:
+    """Pings every node every 20 ms from a thread; records which were down at each tick."""
+
+    def __init__(self, lab_hosts, nodes: list[tuple[str, int]]) -> None:
+        self.admins = {node: Admin(lab_hosts, *node, timeout=0.3) for node in nodes}
+        self.ticks: list[set[tuple[str, int]]] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            down = set()
+            for node, admin in self.admins.items():
+                try:
+                    admin.client.ping()
+                except (ValkeyError, OSError):
+                    down.add(node)
+            self.ticks.append(down)
+            time.sleep(0.02)
+
+    def __enter__(self) -> DownWatch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join()
+        for admin in self.admins.values():
+            admin.close()
+
+
+def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
+    """A changed value restarts every node, host by host: never two nodes down at once,
+    no failover, and the rerun changes nothing."""
+    nodes = [(h.address, port) for h in hosts for port in PORTS]
+    admins = {node: Admin(lab_hosts, *node) for node in nodes}
+    pids = {node: a.client.info("server")["process_id"] for node, a in admins.items()}
+    primaries = {n.address for n in admins[nodes[0]].nodes().values() if n.primary and n.slots}
+    env = {**cluster_env(), "VALKEY_PLANS_CLUSTER_MAXMEMORY": "96mb"}
+    try:
+        with DownWatch(lab_hosts, nodes) as watch:
+            start = time.monotonic()
+            run = deploy(env, inventory=INVENTORY)
+            elapsed = time.monotonic() - start
+        figure(f"rolling restart of {len(nodes)} nodes: {elapsed:.1f} s")
+        assert run.returncode == 0, run.tail()
+        after = {node: a.client.info("server")["process_id"] for node, a in admins.items()}
+        assert all(after[n] != pids[n] for n in nodes), "a node was not restarted"
+        assert all(
+            a.client.config_get("maxmemory")["maxmemory"] == str(96 << 20) for a in admins.values()
+        )
+        seen_down = set().union(*watch.ticks)
+        overlapping = [sorted(tick) for tick in watch.ticks if len(tick) > 1]
+        figure(f"nodes seen down: {len(seen_down)} of {len(nodes)}; ticks: {len(watch.ticks)}")
+        assert not overlapping, f"two nodes down at once: {overlapping[:3]}"
+        now = {n.address for n in admins[nodes[0]].nodes().values() if n.primary and n.slots}
+        assert now == primaries, "a restart caused a failover"
+        again = deploy(env, inventory=INVENTORY)
+        assert again.returncode == 0 and not any(again.changed_operations(h.name) for h in hosts), (
+            again.tail()
+        )
+    finally:
+        restored = deploy(cluster_env(), inventory=INVENTORY)  # back to the plan's 64mb
+        for admin in admins.values():
+            admin.close()
+    assert restored.returncode == 0, restored.tail()
 
 
 def test_a_fourth_host_joins_and_gets_slots(lab_hosts, cluster):

@@ -12,13 +12,13 @@ import posixpath
 
 from pydantic import SecretStr
 from pyinfra import host, inventory
-from pyinfra.api import deploy
+from pyinfra.api import StringCommand, deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
 
 from valkey_plans import topology
-from valkey_plans.deploy.cluster import cluster_formed
+from valkey_plans.deploy.cluster import cluster_formed, node_restarted
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import (
@@ -150,13 +150,24 @@ def _converge_instance(
             enabled=True,
             **SYSTEMD_RETRY,
         )
-        systemd.service(
-            name=f"Restart {inst.unit} for its new config",
-            service=inst.unit,
-            restarted=True,
-            **SYSTEMD_RETRY,
-            _if=lambda: changed(config, repl) and not started.did_change(),
-        )
+        if inst.role == "cluster-node":
+            node_restarted(
+                name=f"Restart {inst.unit} for its new config (one cluster node at a time)",
+                restart=[StringCommand("systemctl restart", inst.unit)],
+                socket=inst.paths.unixsocket,
+                auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
+                **SYSTEMD_RETRY,
+                _serial=True,
+                _if=lambda: changed(config, repl) and not started.did_change(),
+            )
+        else:
+            systemd.service(
+                name=f"Restart {inst.unit} for its new config",
+                service=inst.unit,
+                restarted=True,
+                **SYSTEMD_RETRY,
+                _if=lambda: changed(config, repl) and not started.did_change(),
+            )
     else:
         paths = inst.paths
         files_of = {

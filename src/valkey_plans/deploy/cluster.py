@@ -320,3 +320,41 @@ def _rebalanced(
         )
     )
     yield _wait_ok(addresses, auth_file)
+
+
+def _whole(socket: str, auth_file: str | None) -> StringCommand:
+    """Wait (up to 60 s) until this node sees the cluster ok, every node reachable."""
+    info = valkey_cli(None, "CLUSTER", "INFO", socket=socket, auth_file=auth_file)
+    nodes = valkey_cli(None, "CLUSTER", "NODES", socket=socket, auth_file=auth_file)
+    return StringCommand(
+        "i=0; until",
+        info,
+        "2>/dev/null | grep -q '^cluster_state:ok' &&",
+        nodes,
+        "2>/dev/null | awk '$3 ~ /fail/ || $8 != \"connected\" {bad=1} END {exit bad}';",
+        "do i=$((i+1)); [ $i -gt 120 ] && { echo 'the cluster is not whole after 60 s:';",
+        nodes,
+        "; exit 1; }; sleep 0.5; done",
+    )
+
+
+@operation()
+def node_restarted(
+    restart: list[StringCommand], socket: str, auth_file: str | None = None
+) -> Generator[StringCommand, None, None]:
+    """
+    Restart one cluster node while the rest of the cluster is whole, and wait until it
+    is whole again with this node back.
+
+    Run with `_serial=True`, so that restarts go host by host: the cluster never has
+    more than this one node down, a primary and its replica are never down together,
+    and a restart never starts while another node is still rejoining.
+
+    + restart: the commands that restart the node (systemd or start-stop-daemon)
+    + socket: the node's unix socket
+    + auth_file: root-only file with the admin password (None without ACLs)
+    """
+    whole = _whole(socket, auth_file)
+    yield whole
+    yield from restart
+    yield whole
