@@ -153,7 +153,8 @@ def _converge_instance(
         if inst.role == "cluster-node":
             node_restarted(
                 name=f"Restart {inst.unit} for its new config (one cluster node at a time)",
-                restart=[StringCommand("systemctl restart", inst.unit)],
+                # A stop Valkey refuses would hang systemctl: fail the op instead.
+                restart=[StringCommand("timeout 300 systemctl restart", inst.unit)],
                 socket=inst.paths.unixsocket,
                 auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
                 **SYSTEMD_RETRY,

@@ -322,17 +322,30 @@ def _rebalanced(
     yield _wait_ok(addresses, auth_file)
 
 
-def _whole(socket: str, auth_file: str | None) -> StringCommand:
-    """Wait (up to 60 s) until this node sees the cluster ok, every node reachable."""
-    info = valkey_cli(None, "CLUSTER", "INFO", socket=socket, auth_file=auth_file)
+def _settled(socket: str, auth_file: str | None) -> StringCommand:
+    """Wait (up to 60 s) until this node is settled and sees the whole cluster.
+
+    Settled: not loading, no AOF rewrite running (Valkey refuses to shut down while it
+    writes its first AOF, and a SIGTERM then is lost: `systemctl restart` would wait
+    forever), and as a replica, linked to its primary with no sync in progress. Whole:
+    cluster_state ok, every node connected and none flagged fail.
+    """
+    info = valkey_cli(None, "INFO", socket=socket, auth_file=auth_file)
+    cluster = valkey_cli(None, "CLUSTER", "INFO", socket=socket, auth_file=auth_file)
     nodes = valkey_cli(None, "CLUSTER", "NODES", socket=socket, auth_file=auth_file)
     return StringCommand(
         "i=0; until",
         info,
+        "2>/dev/null | tr -d '\\r' | awk -F: '",
+        '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"',
+        '{ if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }',
+        "END { exit bad }' &&",
+        cluster,
         "2>/dev/null | grep -q '^cluster_state:ok' &&",
         nodes,
         "2>/dev/null | awk '$3 ~ /fail/ || $8 != \"connected\" {bad=1} END {exit bad}';",
-        "do i=$((i+1)); [ $i -gt 120 ] && { echo 'the cluster is not whole after 60 s:';",
+        "do i=$((i+1)); [ $i -gt 120 ] && { echo 'the node or its cluster is not settled after",
+        "60 s:';",
         nodes,
         "; exit 1; }; sleep 0.5; done",
     )
@@ -343,8 +356,8 @@ def node_restarted(
     restart: list[StringCommand], socket: str, auth_file: str | None = None
 ) -> Generator[StringCommand, None, None]:
     """
-    Restart one cluster node while the rest of the cluster is whole, and wait until it
-    is whole again with this node back.
+    Restart one cluster node once it is settled and the cluster whole, and wait until
+    both hold again with this node back (see `_settled`).
 
     Run with `_serial=True`, so that restarts go host by host: the cluster never has
     more than this one node down, a primary and its replica are never down together,
@@ -354,7 +367,7 @@ def node_restarted(
     + socket: the node's unix socket
     + auth_file: root-only file with the admin password (None without ACLs)
     """
-    whole = _whole(socket, auth_file)
-    yield whole
+    settled = _settled(socket, auth_file)
+    yield settled
     yield from restart
-    yield whole
+    yield settled
