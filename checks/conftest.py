@@ -82,7 +82,7 @@ class Valkey:
     def __init__(self, host, instance, acl: bool) -> None:
         self.host = host
         self.socket = instance.paths.unixsocket
-        self.auth = f'REDISCLI_AUTH="$(cat {instance.paths.auth_dir}/checks)" ' if acl else ""
+        self.auth = f'REDISCLI_AUTH="$(cat {instance.paths.auth_file("checks")})" ' if acl else ""
         self.user = "--no-auth-warning --user checks " if acl else ""
 
     def cli(self, *args: str) -> str:

@@ -4,12 +4,12 @@ SCAN (never KEYS) walks each db; for each batch of names the audit asks the serv
 for the type and TTL of every key (and, in dbs of small strings, their values: one
 MGET tells the type of every string at once and gives the user index's values,
 which are checked). The audit keeps the server busy and Python off the critical
-path (bench/audit.py: about 1.9x the bare scan on a million keys, and the server's own
+path (bench/audit.py: about 2x the bare scan on a million keys, and the server's own
 SCAN/TYPE/PTTL/MGET time is most of it):
 
-- commands are packed by hand, a whole batch in one bytes.join when its names share
-  a length, and pipelined on one valkey-py connection (valkey-py's Pipeline costs
-  several microseconds of Python per command: about 10x the bare scan);
+- commands are packed by hand, a whole batch in one CRLF join, and pipelined on one
+  valkey-py connection (valkey-py's Pipeline costs several microseconds of Python per
+  command: about 10x the bare scan);
 - each write carries the next SCAN first, then the batch in hand, so the next cursor
   comes back before the batch's replies and the next write goes out while the server
   is still busy;
@@ -43,6 +43,7 @@ from valkey_plans.audit_rules import (
     instance_rules,
     unplanned,
 )
+from valkey_plans.keys import KEY_LENGTH, TXKEY_LENGTH
 from valkey_plans.plan import Instance, Plan
 
 #: Keys per SCAN call (a hint to the server) and so per pipelined batch.
@@ -54,9 +55,8 @@ VANISHED = "vanished"
 ClientForDb = Callable[[int], valkey.Valkey]
 Progress = Callable[[int], None]
 
-_TXKEY = rb"[0-9A-Za-z]{12}"
+_TXKEY = rb"[0-9A-Za-z]{%d}" % TXKEY_LENGTH
 _RECORD = re.compile(rb"[a-z]{3}:" + _TXKEY)
-_RECORD_LENGTH = 16
 _EMAIL = re.compile(rb"[^@\sA-Z]+@[^@\sA-Z]+\.[^@\s.A-Z]+")
 _USR = re.compile(rb"usr:" + _TXKEY)
 
@@ -324,7 +324,7 @@ class _DbAudit:
             return (
                 types.count(self.record_type) == n
                 and min(ttls) >= (0 if rules.ttl_required else -1)
-                and _each_line_is(self._records, b"\n".join(keys), n, _RECORD_LENGTH)
+                and _each_line_is(self._records, b"\n".join(keys), n, KEY_LENGTH)
             )
         if not rules.is_index or len(values) != n:
             return False
@@ -336,7 +336,7 @@ class _DbAudit:
             and joined.count(b"\n") == n - 1
             and _EMAILS.fullmatch(joined) is not None
             and None not in values
-            and _each_line_is(_USRS, b"\n".join(values), n, _RECORD_LENGTH)
+            and _each_line_is(_USRS, b"\n".join(values), n, KEY_LENGTH)
         )
 
     def _slow(self, key_bytes: bytes, type_: str, ttl: int, value: bytes | None) -> None:

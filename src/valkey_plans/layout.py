@@ -26,6 +26,10 @@ class InstancePaths:
     #: Root-only files with the admin and checks passwords, for valkey-cli on the host.
     auth_dir: str
 
+    def auth_file(self, user: str) -> str:
+        """The root-only file holding `user`'s password for valkey-cli on the host."""
+        return f"{self.auth_dir}/{user}"
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -9,8 +9,6 @@ matching check failed, and repairs what it broke.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,13 +17,13 @@ import valkey
 
 from tests.deploy.conftest import _teardown, write_inventory
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from tests.deploy.test_local_deploy import root_output
 from tests.valkey_server import free_port
 from valkey_plans import functions
 from valkey_plans.inventory import PROJECT_DIR, load_targets
 from valkey_plans.keys import new_key
 from valkey_plans.secrets import load_secrets
 
-SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
 NAMES = ("vpv-cache", "vpv-primary")
 
 
@@ -122,10 +120,6 @@ def test_table_names_host_check_result_and_reason(deployed):
     assert line.startswith("@local") and " FAIL " in line and "cache:user:42" in line
 
 
-def _root(*command: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*SUDO, *command], check=True, capture_output=True, text=True)
-
-
 def _config_set(deployed: Deployed, name: str, value: str) -> Callable[[], None]:
     old = deployed.admin[0].config_get(name)[name]
     deployed.admin[0].config_set(name, value)
@@ -138,8 +132,8 @@ def _key(deployed: Deployed, db: int, *command: str) -> Callable[[], None]:
 
 
 def _chmod(path: str, mode: str) -> Callable[[], None]:
-    _root("chmod", mode, path)
-    return lambda: _root("chmod", "640", path)
+    root_output("chmod", mode, path)
+    return lambda: root_output("chmod", "640", path)
 
 
 def _unload_library(deployed: Deployed) -> Callable[[], None]:
@@ -156,10 +150,10 @@ def _library_that_does_not_evict(deployed: Deployed) -> Callable[[], None]:
 
 def _log_warning(deployed: Deployed) -> Callable[[], None]:
     log = "/var/log/valkey/valkey-server-vpv-cache.log"
-    size = int(_root("stat", "-c", "%s", log).stdout)  # /var/log/valkey is not ours to read
+    size = int(root_output("stat", "-c", "%s", log))  # /var/log/valkey is not ours to read
     line = "1:M 01 Jan 2026 00:00:00.000 # WARNING: maxmemory is set to something odd\n"
-    _root("sh", "-c", f"printf '%s' '{line}' >> {log}")
-    return lambda: _root("truncate", "-s", str(size), log)
+    root_output("sh", "-c", f"printf '%s' '{line}' >> {log}")
+    return lambda: root_output("truncate", "-s", str(size), log)
 
 
 FAULTS: dict[str, tuple[Callable[[Deployed], Callable[[], None]], str, str]] = {

@@ -12,7 +12,7 @@ import posixpath
 
 from pydantic import SecretStr
 from pyinfra import host, inventory
-from pyinfra.api import StringCommand, deploy
+from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
@@ -153,10 +153,9 @@ def _converge_instance(
         if inst.role == "cluster-node":
             node_restarted(
                 name=f"Restart {inst.unit} for its new config (one cluster node at a time)",
-                # A stop Valkey refuses would hang systemctl: fail the op instead.
-                restart=[StringCommand("timeout 300 systemctl restart", inst.unit)],
+                unit=inst.unit,
                 socket=inst.paths.unixsocket,
-                auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
+                auth_file=admin_auth(inst, passwords),
                 **SYSTEMD_RETRY,
                 _serial=True,
                 _if=lambda: changed(config, repl) and not started.did_change(),
@@ -191,9 +190,14 @@ def _converge_instance(
         acl_reload(
             name=f"ACL LOAD on {inst.name} (no restart)",
             socket=inst.paths.unixsocket,
-            auth_file=f"{inst.paths.auth_dir}/admin",
+            auth_file=inst.paths.auth_file("admin"),
             _if=lambda: acl.did_change() and not config.did_change() and not started.did_change(),
         )
+
+
+def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
+    """The admin password file valkey-cli reads on the host (None: no ACLs, no login)."""
+    return inst.paths.auth_file("admin") if passwords else None
 
 
 def changed(*ops: object) -> bool:
@@ -214,7 +218,7 @@ def _clusters(plans: list[Plan], plan: Plan, passwords: Passwords | None) -> Non
             hosts=[n.host for n in members],
             replicas=plan.cluster_replicas,
             socket=first.instance.paths.unixsocket,
-            auth_file=f"{first.instance.paths.auth_dir}/admin" if passwords else None,
+            auth_file=admin_auth(first.instance, passwords),
         )
 
 
@@ -235,7 +239,7 @@ def _auth_files(plan: Plan, passwords: Passwords) -> None:
             checked_file(
                 name=f"Password of ACL user {user} for valkey-cli on {inst.name}",
                 content=passwords[user].get_secret_value(),
-                dest=f"{inst.paths.auth_dir}/{user}",
+                dest=inst.paths.auth_file(user),
                 user="root",
                 group="root",
                 mode="600",
@@ -305,6 +309,6 @@ def valkey_plan() -> None:
                 name=f"valkey_plans Functions library on {inst.name}",
                 port=inst.port,
                 socket=inst.paths.unixsocket,
-                auth_file=f"{inst.paths.auth_dir}/admin" if passwords else None,
+                auth_file=admin_auth(inst, passwords),
             )
     app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

@@ -57,6 +57,15 @@ def _cli_parts(args: tuple[str, ...], auth_file: str | None) -> list[str]:
     return [*login, "--user", "admin", *args] if auth_file else ["valkey-cli", *args]
 
 
+def _until(condition: str, give_up: str, seconds: int = 60) -> str:
+    """Shell: run `condition` every 0.5 s until it succeeds; after `seconds`, run
+    `give_up` (which explains) and fail. Every wait of the cluster deploy is one of these."""
+    return (
+        f"i=0; until {condition}; do i=$((i+1));"
+        f" [ $i -gt {2 * seconds} ] && {{ {give_up}; exit 1; }}; sleep 0.5; done"
+    )
+
+
 def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     """Wait until every node says cluster_state:ok (up to 60 s each).
 
@@ -70,9 +79,10 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
         node, port = address.rsplit(":", 1)
         info = " ".join(_cli_parts(("-h", node, "-p", port, "CLUSTER", "INFO"), auth_file))
         probes.append(
-            f"i=0; until {info} 2>/dev/null | grep -q '^cluster_state:ok'; do i=$((i+1));"
-            f" [ $i -gt 120 ] && {{ echo '{address}: cluster_state is not ok'; exit 1; }};"
-            " sleep 0.5; done"
+            _until(
+                f"{info} 2>/dev/null | grep -q '^cluster_state:ok'",
+                f"echo '{address}: cluster_state is not ok'",
+            )
         )
     return StringCommand("; ".join(probes))
 
@@ -269,7 +279,7 @@ def cluster_formed(
     steps = plan_growth(missing, replicas, _shards(view), where, _fresh(view))
     check = " ".join(_cli_parts(("--cluster", "check", existing), auth_file))
     # add-node returns before gossip has spread; moves and rebalance need nodes that agree
-    wait = "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -gt 60 ] && exit 1; sleep 0.5; done"
+    agree = StringCommand(_until(f"{check} >/dev/null 2>&1", f"{check}", seconds=30))
     for step in steps:
         if step.kind == "primary":
             yield _agreed(*_cli_parts(("--cluster", "add-node", step.address, existing), auth_file))
@@ -282,10 +292,11 @@ def cluster_formed(
             # valkey-cli exits 0 on an error reply; until gossip reaches the replica, it
             # answers "ERR Unknown node" for the new primary: retry until OK, then fail.
             yield StringCommand(
-                f"i=0; until out=$({replicate} {_myid(step.primary, auth_file)} 2>&1);"
-                ' [ "$out" = OK ]; do i=$((i+1));'
-                f' [ $i -gt 60 ] && {{ echo "{step.address}: CLUSTER REPLICATE: $out"; exit 1; }};'
-                " sleep 0.5; done"
+                _until(
+                    f'out=$({replicate} {_myid(step.primary, auth_file)} 2>&1); [ "$out" = OK ]',
+                    f'echo "{step.address}: CLUSTER REPLICATE: $out"',
+                    seconds=30,
+                )
             )
         else:
             assert step.primary is not None
@@ -303,7 +314,7 @@ def cluster_formed(
                 ),
                 _myid(step.primary, auth_file),
             )
-        yield StringCommand(wait.format(check))
+        yield agree
     yield from _rebalanced(addresses, existing, auth_file)
 
 
@@ -322,7 +333,7 @@ def _rebalanced(
     yield _wait_ok(addresses, auth_file)
 
 
-def _settled(socket: str, auth_file: str | None) -> StringCommand:
+def _settled(socket: str, auth_file: str | None) -> str:
     """Wait (up to 60 s) until this node is settled and sees the whole cluster.
 
     Settled: not loading, no AOF rewrite running (Valkey refuses to shut down while it
@@ -330,44 +341,41 @@ def _settled(socket: str, auth_file: str | None) -> StringCommand:
     forever), and as a replica, linked to its primary with no sync in progress. Whole:
     cluster_state ok, every node connected and none flagged fail.
     """
-    info = valkey_cli(None, "INFO", socket=socket, auth_file=auth_file)
-    cluster = valkey_cli(None, "CLUSTER", "INFO", socket=socket, auth_file=auth_file)
-    nodes = valkey_cli(None, "CLUSTER", "NODES", socket=socket, auth_file=auth_file)
-    return StringCommand(
-        "i=0; until",
-        info,
-        "2>/dev/null | tr -d '\\r' | awk -F: '",
-        '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"',
-        '{ if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }',
-        "END { exit bad }' &&",
-        cluster,
-        "2>/dev/null | grep -q '^cluster_state:ok' &&",
-        nodes,
-        "2>/dev/null | awk '$3 ~ /fail/ || $8 != \"connected\" {bad=1} END {exit bad}';",
-        "do i=$((i+1)); [ $i -gt 120 ] && { echo 'the node or its cluster is not settled after",
-        "60 s:';",
-        nodes,
-        "; exit 1; }; sleep 0.5; done",
+
+    def cli(*args: str) -> str:
+        return valkey_cli(None, *args, socket=socket, auth_file=auth_file).get_raw_value()
+
+    busy = (
+        '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"'
+        ' { if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }'
+    )
+    unwell = '$3 ~ /fail/ || $8 != "connected" {bad=1}'
+    return _until(
+        f"{cli('INFO')} 2>/dev/null | tr -d '\\r' | awk -F: '{busy} END {{ exit bad }}' &&"
+        f" {cli('CLUSTER', 'INFO')} 2>/dev/null | grep -q '^cluster_state:ok' &&"
+        f" {cli('CLUSTER', 'NODES')} 2>/dev/null | awk '{unwell} END {{exit bad}}'",
+        f"echo 'the node or its cluster is not settled:'; {cli('CLUSTER', 'NODES')}",
     )
 
 
 @operation()
 def node_restarted(
-    restart: list[StringCommand], socket: str, auth_file: str | None = None
+    unit: str, socket: str, auth_file: str | None = None
 ) -> Generator[StringCommand, None, None]:
     """
-    Restart one cluster node once it is settled and the cluster whole, and wait until
-    both hold again with this node back (see `_settled`).
+    Restart one cluster node's systemd unit once the node is settled and the cluster
+    whole, and wait until both hold again with this node back (see `_settled`).
 
     Run with `_serial=True`, so that restarts go host by host: the cluster never has
     more than this one node down, a primary and its replica are never down together,
-    and a restart never starts while another node is still rejoining.
+    and a restart never starts while another node is still rejoining. A stop Valkey
+    refuses anyway would hang `systemctl restart`: after 300 s the operation fails.
 
-    + restart: the commands that restart the node (systemd or start-stop-daemon)
+    + unit: the node's systemd unit
     + socket: the node's unix socket
     + auth_file: root-only file with the admin password (None without ACLs)
     """
-    settled = _settled(socket, auth_file)
+    settled = StringCommand(_settled(socket, auth_file))
     yield settled
-    yield from restart
+    yield StringCommand("timeout 300 systemctl restart", unit)
     yield settled

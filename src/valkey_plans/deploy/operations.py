@@ -157,7 +157,7 @@ def acl_reload(
         acl_reload(
             name="ACL LOAD on cache",
             socket="/run/valkey-cache/valkey-server.sock",
-            auth_file="/etc/valkey/.auth/admin",
+            auth_file="/var/lib/valkey-plans/auth/cache/admin",
             _if=acl.did_change,
         )
     """
