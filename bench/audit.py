@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import valkey  # noqa: E402
 
 from tests.valkey_server import ValkeyProcess  # noqa: E402
-from valkey_plans.audit import audit_instance  # noqa: E402
 from valkey_plans.keys import ALPHABET, encode_time  # noqa: E402
 from valkey_plans.plan import Plan  # noqa: E402
+from valkey_plans.verify.audit import audit_instance  # noqa: E402
 
 START_US = 1_700_000_000_000_000
 

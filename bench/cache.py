@@ -21,8 +21,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.valkey_server import ValkeyProcess  # noqa: E402
-from valkey_plans import functions  # noqa: E402
-from valkey_plans.cache import LocalCache, run_many  # noqa: E402
+from valkey_plans.client import functions  # noqa: E402
+from valkey_plans.client.cache import LocalCache, run_many  # noqa: E402
 from valkey_plans.keys import new_key  # noqa: E402
 
 RECORD = {"email": "someone@example.com", "name": "Some One", "plan": "pro", "n": 12345}

@@ -44,8 +44,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import valkey  # noqa: E402
 
 from tests.valkey_server import ValkeyProcess  # noqa: E402
-from valkey_plans.clients import Clients  # noqa: E402
-from valkey_plans.settings import TierSettings  # noqa: E402
+from valkey_plans.client.clients import Clients  # noqa: E402
+from valkey_plans.client.settings import TierSettings  # noqa: E402
 
 HOT_KEY = "usr:hot"
 QUEUE = "never-filled"

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from valkey_plans.inventory import PROJECT_DIR
+from valkey_plans.plan.inventory import PROJECT_DIR
 
 BIN = Path(sys.executable).parent
 GRAND_TOTAL = re.compile(r"Grand total\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)")

@@ -15,7 +15,7 @@ import valkey
 from tests.deploy.pyinfra_run import pyinfra
 from tests.deploy.test_local_deploy import pid_of, read_root_file, root_output
 from tests.valkey_server import free_port
-from valkey_plans.secrets import ACL_USERS, ENV_PREFIX
+from valkey_plans.plan.secrets import ACL_USERS, ENV_PREFIX
 
 SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from valkey_plans import functions
+from valkey_plans.client import functions
 from valkey_plans.deploy.functions import ValkeyLibraryVersion, valkey_cli
 
 PYINFRA = str(Path(sys.executable).parent / "pyinfra")

@@ -10,8 +10,8 @@ from pathlib import Path
 import valkey
 
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
-from valkey_plans.inventory import load_targets
-from valkey_plans.secrets import load_secrets
+from valkey_plans.plan.inventory import load_targets
+from valkey_plans.plan.secrets import load_secrets
 
 SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
 

@@ -19,10 +19,10 @@ from tests.deploy.conftest import _teardown, write_inventory
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
 from tests.deploy.test_local_deploy import root_output
 from tests.valkey_server import free_port
-from valkey_plans import functions
-from valkey_plans.inventory import PROJECT_DIR, load_targets
+from valkey_plans.client import functions
 from valkey_plans.keys import new_key
-from valkey_plans.secrets import load_secrets
+from valkey_plans.plan.inventory import PROJECT_DIR, load_targets
+from valkey_plans.plan.secrets import load_secrets
 
 NAMES = ("vpv-cache", "vpv-primary")
 

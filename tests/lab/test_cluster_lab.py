@@ -2,7 +2,7 @@
 
 The user's commands, as they are: `pyinfra -y inventories/cluster.py deploy.py` and
 `valkey-plans verify inventories/cluster.py`. Then an application writes through
-`valkey_plans.clients` with the settings the deploy rendered, one primary's host is cut
+`valkey_plans.client.clients` with the settings the deploy rendered, one primary's host is cut
 off the lab bridge, a replica takes over, the writes go on, and the host comes back as
 a replica. Figures (creation, rerun, failover time, writes lost) are printed, never
 compared with a time limit; run with `-s` (or `-rP`) to see them.
@@ -27,12 +27,13 @@ from valkey.exceptions import ValkeyError
 
 from tests.lab.conftest import RELEASES
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
-from valkey_plans import cluster_nodes, lab
-from valkey_plans.clients import Clients
-from valkey_plans.cluster_nodes import Member
+from valkey_plans import lab
+from valkey_plans.client.clients import Clients
+from valkey_plans.client.settings import load_settings
+from valkey_plans.deploy import cluster_nodes
+from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.keys import new_key
 from valkey_plans.lab import net
-from valkey_plans.settings import load_settings
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
 

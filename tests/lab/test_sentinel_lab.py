@@ -16,10 +16,10 @@ import pytest
 import valkey
 
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
-from valkey_plans.clients import Clients
+from valkey_plans.client.clients import Clients
+from valkey_plans.client.settings import load_settings
 from valkey_plans.keys import new_key
 from valkey_plans.lab import net
-from valkey_plans.settings import load_settings
 
 pytestmark = pytest.mark.lab
 

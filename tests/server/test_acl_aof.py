@@ -15,11 +15,11 @@ import pytest
 import valkey
 from pydantic import SecretStr
 
-from valkey_plans import functions
-from valkey_plans.cache import fcall, run
+from valkey_plans.client import functions
+from valkey_plans.client.cache import fcall, run
 from valkey_plans.plan import Plan
-from valkey_plans.render import acl_file
-from valkey_plans.secrets import ACL_USERS
+from valkey_plans.plan.render import acl_file
+from valkey_plans.plan.secrets import ACL_USERS
 
 PLAN = {
     "valkey_instances": [{"name": "hosted", "role": "primary", "port": 6380, "appendonly": True}],

@@ -10,8 +10,8 @@ import valkey.asyncio
 
 from tests.server.workload_helpers import by_name, tier_for
 from tests.valkey_server import ValkeyProcess, free_port
-from valkey_plans.aclients import AsyncClients
-from valkey_plans.clients import CommandRefused
+from valkey_plans.client.aclients import AsyncClients
+from valkey_plans.client.clients import CommandRefused
 
 
 async def until(condition, what: str, limit: float = 10.0) -> None:

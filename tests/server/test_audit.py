@@ -12,12 +12,13 @@ import pytest
 import valkey
 from valkey._parsers import _RESP2Parser
 
-from valkey_plans import acl, audit_rules, functions
-from valkey_plans.audit import SCAN_COUNT, audit_instance
-from valkey_plans.cache import LocalCache
-from valkey_plans.canary import Canary, CanaryFailure
+from valkey_plans.client import functions
+from valkey_plans.client.cache import LocalCache
 from valkey_plans.keys import encode_time, new_key, new_txkey
-from valkey_plans.plan import Plan
+from valkey_plans.plan import Plan, acl
+from valkey_plans.verify import audit_rules
+from valkey_plans.verify.audit import SCAN_COUNT, audit_instance
+from valkey_plans.verify.canary import Canary, CanaryFailure
 
 WRITE_COMMANDS = {"set", "del", "unlink", "expire", "pexpire", "hset", "zadd", "fcall", "flushdb"}
 
@@ -296,8 +297,8 @@ def test_canary_catches_a_library_that_does_not_evict(cache_server):
 
 def test_store_keys_on_the_hosted_tier_are_declared_structural(valkey_factory):
     """The read-through store's email index and session sets on hosted db 0 are not violations."""
-    from valkey_plans.audit_rules import STRUCTURAL, Classifier, instance_rules
     from valkey_plans.plan import Plan
+    from valkey_plans.verify.audit_rules import STRUCTURAL, Classifier, instance_rules
 
     plan = Plan.from_host_data(
         "h",

@@ -7,9 +7,9 @@ import asyncio
 import pytest
 import valkey.asyncio
 
-from valkey_plans import functions
-from valkey_plans.cache import Bounds, LocalCache
-from valkey_plans.cache_async import AsyncLocalCache
+from valkey_plans.client import functions
+from valkey_plans.client.cache import Bounds, LocalCache
+from valkey_plans.client.cache_async import AsyncLocalCache
 from valkey_plans.keys import new_key
 
 
@@ -61,7 +61,7 @@ def test_async_refuses_instance_without_library(valkey_server) -> None:
 
 
 def test_from_settings_uses_workload_clients_and_plan_bounds(server) -> None:
-    from valkey_plans.settings import CacheTierSettings
+    from valkey_plans.client.settings import CacheTierSettings
 
     settings = CacheTierSettings(port=server.port, user_cap=3, app="shop")
     cache = LocalCache.from_settings(settings)
@@ -82,7 +82,7 @@ def test_from_settings_uses_workload_clients_and_plan_bounds(server) -> None:
 
 @pytest.mark.parametrize("sliding", [True, False])
 def test_from_settings_reads_session_sliding_from_the_settings(server, sliding) -> None:
-    from valkey_plans.settings import CacheTierSettings
+    from valkey_plans.client.settings import CacheTierSettings
 
     settings = CacheTierSettings(port=server.port, session_ttl=60, session_sliding=sliding)
     cache = LocalCache.from_settings(settings)

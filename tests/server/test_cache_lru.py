@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from tests.valkey_server import ValkeyProcess
-from valkey_plans import functions
-from valkey_plans.cache import USER_LRU, UserCache, UserIndex
+from valkey_plans.client import functions
+from valkey_plans.client.cache import USER_LRU, UserCache, UserIndex
 from valkey_plans.keys import new_key
 
 CAP = 4

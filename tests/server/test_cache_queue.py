@@ -10,8 +10,8 @@ import time
 import pytest
 import valkey
 
-from valkey_plans import functions
-from valkey_plans.cache import MESSAGE_LRU, MessageQueue
+from valkey_plans.client import functions
+from valkey_plans.client.cache import MESSAGE_LRU, MessageQueue
 from valkey_plans.keys import new_key
 
 ACKED = "test:acked"  # kept on another db so the queue db holds only the queue

@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from valkey_plans import functions
-from valkey_plans.cache import CacheError, SessionCache, sessions_of
+from valkey_plans.client import functions
+from valkey_plans.client.cache import CacheError, SessionCache, sessions_of
 from valkey_plans.keys import new_key
 
 POLL_LIMIT = 5.0  # generous bound for expiry to show; no assertion on how fast

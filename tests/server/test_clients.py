@@ -11,7 +11,7 @@ import valkey
 
 from tests.server.workload_helpers import by_name, tier_for, wait_until
 from tests.valkey_server import ValkeyProcess, free_port
-from valkey_plans.clients import Clients, CommandRefused
+from valkey_plans.client.clients import Clients, CommandRefused
 
 
 @pytest.fixture

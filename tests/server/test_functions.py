@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from valkey_plans import functions
-from valkey_plans.cache import LocalCache
+from valkey_plans.client import functions
+from valkey_plans.client.cache import LocalCache
 
 
 def test_missing_library_is_named_with_where_and_how_to_fix(valkey_server) -> None:

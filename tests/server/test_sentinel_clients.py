@@ -11,7 +11,7 @@ import valkey
 
 from tests.server.workload_helpers import tier_for
 from tests.valkey_server import VALKEY_SERVER, free_port
-from valkey_plans.clients import Clients
+from valkey_plans.client.clients import Clients
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 import valkey
 
-from valkey_plans import functions
-from valkey_plans.cache import LocalCache
-from valkey_plans.store import HostedUnavailable, Store
+from valkey_plans.client import functions
+from valkey_plans.client.cache import LocalCache
+from valkey_plans.client.store import HostedUnavailable, Store
 
 BOUND = 5.0  # generous bound for an invalidation to arrive; nothing asserts speed
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 
 from tests.valkey_server import ValkeyProcess
-from valkey_plans.settings import TierSettings, load_settings
+from valkey_plans.client.settings import TierSettings, load_settings
 
 
 def tier_for(server: ValkeyProcess, **env: str) -> TierSettings:

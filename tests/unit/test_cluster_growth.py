@@ -95,7 +95,7 @@ def test_a_primary_left_empty_by_an_interrupted_growth_gets_the_replica():
 
 
 def test_cluster_nodes_lines_parse_into_members():
-    from valkey_plans.cluster_nodes import parse
+    from valkey_plans.deploy.cluster_nodes import parse
 
     text = (
         "a1 10.0.0.1:7000@17000 myself,master - 0 0 1 connected 0-5460\n"

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from valkey_plans.inventory import hostspec, load_targets
 from valkey_plans.plan import PlanError
+from valkey_plans.plan.inventory import hostspec, load_targets
 
 
 def test_dev_inventory_has_local_cache_and_hosted_stand_in():

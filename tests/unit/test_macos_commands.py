@@ -17,9 +17,9 @@ from tests.unit.pyinfra_commands import planned_commands
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.macos import BrewPrefix, BrewServiceRunning, brew_service_config
-from valkey_plans.layout import homebrew
 from valkey_plans.plan import Plan
-from valkey_plans.render import instance_config
+from valkey_plans.plan.layout import homebrew
+from valkey_plans.plan.render import instance_config
 
 PLAN = {
     "valkey_instances": [

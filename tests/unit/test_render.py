@@ -10,10 +10,16 @@ from pathlib import Path
 import jinja2
 import pytest
 
-from valkey_plans.app_settings import app_environment
-from valkey_plans.layout import Layout, homebrew
 from valkey_plans.plan import Plan
-from valkey_plans.render import MANAGED_HEADER, TEMPLATE_DIR, app_files, instance_config, render
+from valkey_plans.plan.app_settings import app_environment
+from valkey_plans.plan.layout import Layout, homebrew
+from valkey_plans.plan.render import (
+    MANAGED_HEADER,
+    TEMPLATE_DIR,
+    app_files,
+    instance_config,
+    render,
+)
 
 DEV = {
     "valkey_instances": [

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from valkey_plans.app_settings import app_environment
 from valkey_plans.plan import Plan
-from valkey_plans.render import instance_config
+from valkey_plans.plan.app_settings import app_environment
+from valkey_plans.plan.render import instance_config
 
 
 def test_include_comes_after_every_save_rule():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from valkey_plans.server_log import startup_warnings
+from valkey_plans.verify.server_log import startup_warnings
 
 BANNER = "{pid}:C 27 Nov 2026 02:{m}:00.000 * oO0OoO0OoO0Oo Valkey is starting oO0OoO0OoO0Oo"
 AOF_ERROR = (

@@ -6,16 +6,16 @@ from pathlib import Path
 
 import pytest
 
-from valkey_plans.app_settings import app_environment
-from valkey_plans.clients import workload_options
-from valkey_plans.plan import Plan
-from valkey_plans.settings import (
+from valkey_plans.client.clients import workload_options
+from valkey_plans.client.settings import (
     CacheTierSettings,
     SettingsError,
     TierSettings,
     load_settings,
     read_env_file,
 )
+from valkey_plans.plan import Plan
+from valkey_plans.plan.app_settings import app_environment
 
 
 def test_defaults_without_any_variable():

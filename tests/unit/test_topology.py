@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from valkey_plans.plan import Plan, PlanError
-from valkey_plans.topology import cluster_nodes, validate
+from valkey_plans.plan.topology import cluster_nodes, validate
 
 ACL = {"valkey_acl": True}
 

@@ -17,7 +17,6 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution, Os
 from pyinfra.operations import apt, files, systemd, sysvinit
 
-from valkey_plans import topology
 from valkey_plans.deploy.cluster import cluster_formed, node_restarted
 from valkey_plans.deploy.facts import HasSystemd
 from valkey_plans.deploy.functions import library_loaded
@@ -30,16 +29,16 @@ from valkey_plans.deploy.operations import (
 )
 from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
 from valkey_plans.deploy.sentinel import converge_sentinel
-from valkey_plans.layout import DEBIAN
-from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError
-from valkey_plans.render import (
+from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError, topology
+from valkey_plans.plan.layout import DEBIAN
+from valkey_plans.plan.render import (
     TEMPLATE_DIR,
     acl_file,
     app_files,
     instance_config,
     replication_auth,
 )
-from valkey_plans.secrets import SecretsError, load_secrets, users_for
+from valkey_plans.plan.secrets import SecretsError, load_secrets, users_for
 
 Passwords = dict[str, SecretStr]
 

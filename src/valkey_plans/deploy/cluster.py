@@ -15,7 +15,7 @@ from typing import Literal
 from pyinfra import host
 from pyinfra.api import FactBase, OperationError, StringCommand, operation
 
-from valkey_plans import cluster_nodes
+from valkey_plans.deploy import cluster_nodes
 from valkey_plans.deploy.functions import valkey_cli
 
 SEPARATOR = "--- nodes ---"

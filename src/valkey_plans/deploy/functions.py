@@ -15,7 +15,12 @@ from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.operations import files
 
-from valkey_plans.functions import LIBRARY_NAME, VERSION_FUNCTION, library_source, library_version
+from valkey_plans.client.functions import (
+    LIBRARY_NAME,
+    VERSION_FUNCTION,
+    library_source,
+    library_version,
+)
 
 DEFAULT_LIBRARY_PATH = "/etc/valkey/valkey_plans.lua"
 

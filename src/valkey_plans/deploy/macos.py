@@ -22,9 +22,9 @@ from pyinfra.operations import brew, files
 from valkey_plans.deploy import app_settings
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.operations import checked_file
-from valkey_plans.layout import homebrew
 from valkey_plans.plan import Instance, Plan
-from valkey_plans.render import TEMPLATE_DIR, instance_config
+from valkey_plans.plan.layout import homebrew
+from valkey_plans.plan.render import TEMPLATE_DIR, instance_config
 
 FORMULA = "valkey"
 

@@ -163,7 +163,7 @@ def acl_reload(
     """
     cli = (
         f'cli() {{ REDISCLI_AUTH="$(cat {shlex.quote(auth_file)})" valkey-cli --no-auth-warning'
-        f" --user {shlex.quote(user)} -s {shlex.quote(socket)} \"$@\"; }}"
+        f' --user {shlex.quote(user)} -s {shlex.quote(socket)} "$@"; }}'
     )
     yield StringCommand(
         f"{cli}; if cli INFO replication | grep -q '^role:slave'; then {REPLICA_ACL_APPLY};"

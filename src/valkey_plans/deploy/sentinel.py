@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from pyinfra.operations import systemd, sysvinit
 
-from valkey_plans import topology
 from valkey_plans.deploy.operations import (
     checked_file,
     daemon,
     swapped_in_stopped,
 )
-from valkey_plans.layout import DEBIAN, sentinel_paths
-from valkey_plans.plan import Plan
-from valkey_plans.render import sentinel_config
+from valkey_plans.plan import Plan, topology
+from valkey_plans.plan.layout import DEBIAN, sentinel_paths
+from valkey_plans.plan.render import sentinel_config
 
 PACKAGE = "valkey-sentinel"
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import click
 
-from valkey_plans.inventory import PROJECT_DIR, Target, load_targets
 from valkey_plans.plan import PlanError
+from valkey_plans.plan.inventory import PROJECT_DIR, Target, load_targets
 
 BIN = Path(sys.executable).parent
 
@@ -52,7 +52,7 @@ def verify(inventory: str, pytest_args: tuple[str, ...], as_json: bool = False) 
     """
     from dataclasses import asdict
 
-    from valkey_plans import verify as checks
+    from valkey_plans.verify import report as checks
 
     targets = _targets(inventory)
     click.echo(f"verifying {', '.join(t.name for t in targets)} ...", err=True)
@@ -83,7 +83,7 @@ def audit(
 
     Exits non-zero when any key violates the plan's conventions.
     """
-    from valkey_plans.audit_cli import run_audit
+    from valkey_plans.verify.audit_cli import run_audit
 
     reports = run_audit(_targets(inventory), only_host, only_instance, limit, as_json)
     if any(not r.ok for r in reports):
@@ -104,6 +104,6 @@ def up(ctx: click.Context, inventory: str, no_verify: bool) -> None:
         ctx.invoke(verify, inventory=inventory, pytest_args=())
 
 
-from valkey_plans.lab_cli import lab  # noqa: E402  (registered last, kept apart)
+from valkey_plans.lab.cli import lab  # noqa: E402  (registered last, kept apart)
 
 main.add_command(lab)

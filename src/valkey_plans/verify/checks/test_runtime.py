@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 
-from valkey_plans.functions import LIBRARY_NAME, library_version
-from valkey_plans.server_log import startup_warnings
-from valkey_plans.verify import advise
+from valkey_plans.client.functions import LIBRARY_NAME, library_version
+from valkey_plans.verify.report import advise
+from valkey_plans.verify.server_log import startup_warnings
 
 #: Directives compared between the rendered config and the live CONFIG GET. Read off
 #: the rendered file, so they follow the template (ACL, TLS) as it grows.

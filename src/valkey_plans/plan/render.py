@@ -12,9 +12,9 @@ from typing import Any
 import jinja2
 from pydantic import SecretStr
 
-from valkey_plans.acl import acl_lines
-from valkey_plans.app_settings import app_environment
-from valkey_plans.layout import DEBIAN, Layout, sentinel_paths
+from valkey_plans.plan.acl import acl_lines
+from valkey_plans.plan.app_settings import app_environment
+from valkey_plans.plan.layout import DEBIAN, Layout, sentinel_paths
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -48,7 +48,7 @@ def instance_config(
 ) -> str:
     """The valkey-NAME.conf of one planned instance, with the host's file layout.
 
-    `replicaof` ("ADDRESS PORT" of the primary, from valkey_plans.topology) is
+    `replicaof` ("ADDRESS PORT" of the primary, from valkey_plans.plan.topology) is
     required for a replica: only the whole inventory knows where its primary is.
     """
     if instance.role == "replica" and not replicaof:

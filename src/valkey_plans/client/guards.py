@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from valkey_plans.settings import Workload
+from valkey_plans.client.settings import Workload
 
 #: Longest block the blocking client accepts by default (seconds); its socket
 #: timeout is this plus a margin, so a permitted block never looks like a dead server.
@@ -182,7 +182,7 @@ class GuardedMixin:
         if self._vp_guard is None and self._vp_armed:
             raise CommandRefused(
                 f"{type(self).__name__} has no workload guard: get clients from "
-                "valkey_plans.clients.Clients (or AsyncClients), not by copying one"
+                "valkey_plans.client.clients.Clients (or AsyncClients), not by copying one"
             )
         return self._vp_guard
 

@@ -22,7 +22,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import valkey
 
 from valkey_plans.plan import Instance, Plan
-from valkey_plans.secrets import load_secrets
+from valkey_plans.plan.secrets import load_secrets
 
 ClientForDb = Callable[[int], valkey.Valkey]
 

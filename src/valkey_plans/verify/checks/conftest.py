@@ -11,10 +11,9 @@ import shlex
 
 import pytest
 
-from valkey_plans import topology
-from valkey_plans.inventory import load_targets
-from valkey_plans.plan import Plan
-from valkey_plans.render import instance_config
+from valkey_plans.plan import Plan, topology
+from valkey_plans.plan.inventory import load_targets
+from valkey_plans.plan.render import instance_config
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from valkey_plans import cluster_nodes, topology
-from valkey_plans.cluster_nodes import Member
+from valkey_plans.deploy import cluster_nodes
+from valkey_plans.deploy.cluster_nodes import Member
+from valkey_plans.plan import topology
 
 SLOTS = 16384
 #: How far behind its primary a replica may be and still count as "close": replicas

@@ -31,8 +31,10 @@ class LibraryVersionError(RuntimeError):
 
 @cache
 def library_source() -> str:
-    """The Lua library as shipped in this package (`valkey_plans/lua/cache.lua`)."""
-    return resources.files("valkey_plans").joinpath("lua/cache.lua").read_text(encoding="utf-8")
+    """The Lua library as shipped in this package (`valkey_plans/client/lua/cache.lua`)."""
+    return (
+        resources.files("valkey_plans.client").joinpath("lua/cache.lua").read_text(encoding="utf-8")
+    )
 
 
 @cache

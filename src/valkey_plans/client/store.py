@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import valkey
 
-from valkey_plans.cache import (
+from valkey_plans.client.cache import (
     SESSIONS_OF_PREFIX,
     LocalCache,
     Record,

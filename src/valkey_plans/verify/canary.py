@@ -1,7 +1,7 @@
 """Cache behaviour canary: prove on a live cache instance that the LRU bound and TTLs hold.
 
 It goes through the same Functions library calls the cache API sends
-(`valkey_plans.cache.fcall` -> `vp_lru_put`, `vp_lru_get`, `vp_session_create`),
+(`valkey_plans.client.cache.fcall` -> `vp_lru_put`, `vp_lru_get`, `vp_session_create`),
 but only ever on its own keys under `vp:canary:` (declared to the audit in
 `audit_rules.CANARY_PREFIX`): its own LRU set and clock, its own records, its own
 session set. The library takes the LRU set, the clock and the cap as arguments, so
@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 
 import valkey
 
-from valkey_plans.audit_rules import CANARY_PREFIX
-from valkey_plans.cache import fcall, run
+from valkey_plans.client.cache import fcall, run
 from valkey_plans.keys import KeyFormatError, new_txkey, txkey_time
 from valkey_plans.plan import Instance
+from valkey_plans.verify.audit_rules import CANARY_PREFIX
 
 CANARY_CAP = 3
 #: TTL of the record that must expire while the canary watches.

@@ -15,11 +15,11 @@ from pyinfra.api import State
 from pyinfra.context import ctx_state
 from pyinfra_cli.inventory import make_inventory
 
-from valkey_plans import topology
-from valkey_plans.plan import Plan
+from valkey_plans.plan import topology
+from valkey_plans.plan.model import Plan
 
 #: The repository checkout: where deploy.py, group_data/ and checks/ live.
-PROJECT_DIR = Path(__file__).resolve().parents[2]
+PROJECT_DIR = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The settings applications read: one dict, rendered as an env file and as JSON.
 
 Variable names match what Node.js/iovalkey code of such teams reads (VALKEY_HOST,
-VALKEY_PORT, ...), and `valkey_plans.settings` parses exactly these names back.
+VALKEY_PORT, ...), and `valkey_plans.client.settings` parses exactly these names back.
 The hosted tier is db 0 only: nothing here ever points it at another db.
 """
 
@@ -11,9 +11,9 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from valkey_plans import topology
-from valkey_plans.plan import Plan
-from valkey_plans.secrets import WORKLOAD_USERS
+from valkey_plans.plan import topology
+from valkey_plans.plan.model import Plan
+from valkey_plans.plan.secrets import WORKLOAD_USERS
 
 
 def _hosted_endpoint(plan: Plan) -> tuple[str, int, bool] | None:

@@ -1,6 +1,6 @@
 """The asyncio flavour of the workload clients, for FastAPI-style applications.
 
-Same settings, names, options, timeouts and guards as `valkey_plans.clients` (this
+Same settings, names, options, timeouts and guards as `valkey_plans.client.clients` (this
 module only supplies valkey.asyncio classes); `await clients.aclose()` on shutdown.
 """
 
@@ -17,8 +17,8 @@ from valkey.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
-from valkey_plans.clients import PERMANENT_ERRORS, WorkloadClients
-from valkey_plans.guards import GuardedMixin
+from valkey_plans.client.clients import PERMANENT_ERRORS, WorkloadClients
+from valkey_plans.client.guards import GuardedMixin
 
 T = TypeVar("T")
 

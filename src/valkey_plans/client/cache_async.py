@@ -1,6 +1,6 @@
-"""The asyncio twin of `valkey_plans.cache`: same calls, same library, awaited.
+"""The asyncio twin of `valkey_plans.client.cache`: same calls, same library, awaited.
 
-Every method builds its `Call` with the shared builders in `valkey_plans.cache`
+Every method builds its `Call` with the shared builders in `valkey_plans.client.cache`
 and awaits it; no key names, encodings or argument orders live here.
 """
 
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import valkey.asyncio
 
-from valkey_plans.cache import (
+from valkey_plans.client.cache import (
     DEFAULT_BOUNDS,
     MESSAGE_CLOCK,
     MESSAGE_LRU,
@@ -29,11 +29,11 @@ from valkey_plans.cache import (
     UserIndexCalls,
     db_clients,
 )
-from valkey_plans.functions import require_version_async
+from valkey_plans.client.functions import require_version_async
 from valkey_plans.keys import new_key
 
 if TYPE_CHECKING:
-    from valkey_plans.settings import CacheTierSettings
+    from valkey_plans.client.settings import CacheTierSettings
 
 T = TypeVar("T")
 
@@ -217,7 +217,7 @@ class AsyncLocalCache:
     @classmethod
     async def from_settings(cls, settings: CacheTierSettings) -> AsyncLocalCache:
         """The local cache of `load_settings().cache`, on its own asyncio workload clients."""
-        from valkey_plans.aclients import AsyncClients
+        from valkey_plans.client.aclients import AsyncClients
 
         return await cls.from_clients(
             **db_clients(AsyncClients(settings), settings.dbs),

@@ -1,6 +1,6 @@
 """After a rollout: the cache instances bound their records and expire them, live.
 
-The canary (`valkey_plans.canary`) works on its own `vp:canary:` keys only, with a
+The canary (`valkey_plans.verify.canary`) works on its own `vp:canary:` keys only, with a
 cap of its own, so real users, sessions and messages are never evicted; it deletes
 everything it wrote. It logs in as the `api` user, the one applications use.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from valkey_plans.canary import Canary
-from valkey_plans.functions import library_version, loaded_version
-from valkey_plans.reach import host_url, instance_clients
+from valkey_plans.client.functions import library_version, loaded_version
+from valkey_plans.verify.canary import Canary
+from valkey_plans.verify.reach import host_url, instance_clients
 
 
 def test_cache_lru_bound_and_ttls_hold_live(host, plan):

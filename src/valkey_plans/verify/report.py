@@ -1,7 +1,7 @@
 """`valkey-plans verify`'s view of the checks/ suite: one row per host and check.
 
 The checks stay plain pytest-testinfra modules (`pytest checks/ --hosts=...` works on
-its own). `verify` runs pytest with this module as a plugin (`-p valkey_plans.verify
+its own). `verify` runs pytest with this module as a plugin (`-p valkey_plans.verify.report
 --verify-report=FILE`): it records, per test and host, the outcome and the first line
 of the failure message, and writes them as JSON for the CLI to print as one table.
 
@@ -166,7 +166,7 @@ def run(
             "-p",
             "no:cacheprovider",
             "-p",
-            "valkey_plans.verify",
+            "valkey_plans.verify.report",
             "-q",
             "--tb=short",
             "-rN",

@@ -34,7 +34,9 @@ from typing import Any
 
 import valkey
 
-from valkey_plans.audit_rules import (
+from valkey_plans.keys import KEY_LENGTH, TXKEY_LENGTH
+from valkey_plans.plan import Instance, Plan
+from valkey_plans.verify.audit_rules import (
     CONFORMING,
     OVER_CAP,
     VIOLATION,
@@ -43,8 +45,6 @@ from valkey_plans.audit_rules import (
     instance_rules,
     unplanned,
 )
-from valkey_plans.keys import KEY_LENGTH, TXKEY_LENGTH
-from valkey_plans.plan import Instance, Plan
 
 #: Keys per SCAN call (a hint to the server) and so per pipelined batch.
 SCAN_COUNT = 1000

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
-from valkey_plans.layout import DEBIAN, InstancePaths
+from valkey_plans.plan.layout import DEBIAN, InstancePaths
 
 Role = Literal["cache", "primary", "replica", "cluster-node"]
 Policy = Literal[

@@ -1,7 +1,7 @@
 """`valkey-plans audit`: the keyspace audit of every instance of an inventory, printed.
 
 Kept out of cli.py so the command line module stays a table of commands; the audit
-itself (`valkey_plans.audit`) knows nothing about terminals.
+itself (`valkey_plans.verify.audit`) knows nothing about terminals.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from valkey_plans.audit import InstanceAudit, audit_instance, total_keys
-from valkey_plans.reach import instance_clients
+from valkey_plans.verify.audit import InstanceAudit, audit_instance, total_keys
+from valkey_plans.verify.reach import instance_clients
 
 CLASSES = ("conforming", "structural", "violation", "vanished")
 

@@ -6,8 +6,8 @@ this machine (directly, or through an SSH port forward for ssh:// hosts).
 
 from __future__ import annotations
 
-from valkey_plans.audit import audit_instance
-from valkey_plans.reach import host_url, instance_clients
+from valkey_plans.verify.audit import audit_instance
+from valkey_plans.verify.reach import host_url, instance_clients
 
 
 def test_keyspace_follows_the_plan(host, plan):

@@ -5,7 +5,7 @@ on first use with its own connection pool (one pool per (db, workload)), its own
 client name `<app>:<workload>` as seen in CLIENT LIST, its own ACL login, timeouts
 that fit the workload, retries with exponential backoff on connection loss and
 periodic health checks. The options and the guards are built here once and shared
-with the asyncio flavour (`valkey_plans.aclients`), which only supplies the classes.
+with the asyncio flavour (`valkey_plans.client.aclients`), which only supplies the classes.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 from valkey.retry import Retry
 from valkey.sentinel import Sentinel, SentinelConnectionPool
 
-from valkey_plans.guards import DEFAULT_MAX_BLOCK, CommandRefused, Guard, GuardedMixin
-from valkey_plans.settings import WORKLOADS, TierSettings, Workload
+from valkey_plans.client.guards import DEFAULT_MAX_BLOCK, CommandRefused, Guard, GuardedMixin
+from valkey_plans.client.settings import WORKLOADS, TierSettings, Workload
 
 __all__ = [
     "DEFAULT_MAX_BLOCK",

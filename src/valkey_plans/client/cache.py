@@ -20,13 +20,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import valkey
 
+from valkey_plans.client.functions import require_version
+from valkey_plans.client.settings import CacheDbs, CacheTierSettings
 from valkey_plans.domains import STRUCTURAL_PREFIX
-from valkey_plans.functions import require_version
 from valkey_plans.keys import KeyFormatError, new_key, parse
-from valkey_plans.settings import CacheDbs, CacheTierSettings
 
 if TYPE_CHECKING:
-    from valkey_plans.clients import WorkloadClients
+    from valkey_plans.client.clients import WorkloadClients
 
 T = TypeVar("T")
 Record = dict[str, Any]
@@ -573,6 +573,6 @@ class LocalCache:
     @classmethod
     def from_settings(cls, settings: CacheTierSettings) -> LocalCache:
         """The local cache of `load_settings().cache`, on its own workload clients."""
-        from valkey_plans.clients import Clients
+        from valkey_plans.client.clients import Clients
 
         return cls.from_workload_clients(Clients(settings), settings)

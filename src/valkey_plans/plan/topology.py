@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from valkey_plans.plan import Instance, Plan, PlanError
+from valkey_plans.plan.model import Instance, Plan, PlanError
 
 MIN_CLUSTER_PRIMARIES = 3
 

@@ -12,7 +12,7 @@ import hashlib
 from pydantic import SecretStr
 
 from valkey_plans.domains import STRUCTURAL_PREFIX
-from valkey_plans.plan import Instance, Plan
+from valkey_plans.plan.model import Instance, Plan
 
 #: What each user may run. Order matters: Valkey applies the rules left to right.
 PERMISSIONS: dict[str, str] = {

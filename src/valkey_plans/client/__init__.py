@@ -1,0 +1,1 @@
+"""What applications import: settings, workload clients, the local cache and the store."""
