@@ -21,8 +21,17 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import valkey
 
 from valkey_plans.client.functions import require_version
+from valkey_plans.client.schema import (
+    MESSAGE_CLOCK,
+    MESSAGE_LRU,
+    QUEUE_PENDING,
+    QUEUE_PROCESSING,
+    QUEUE_TAKEN,
+    SESSIONS_OF_PREFIX,
+    USER_CLOCK,
+    USER_LRU,
+)
 from valkey_plans.client.settings import CacheDbs, CacheTierSettings
-from valkey_plans.domains import STRUCTURAL_PREFIX
 from valkey_plans.keys import KeyFormatError, new_key, parse
 
 if TYPE_CHECKING:
@@ -30,44 +39,6 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 Record = dict[str, Any]
-
-# Structural keys (reserved `vp:` prefix); STRUCTURAL_KEYS says which db holds each.
-USER_LRU = f"{STRUCTURAL_PREFIX}lru:users"
-USER_CLOCK = f"{USER_LRU}:clock"
-MESSAGE_LRU = f"{STRUCTURAL_PREFIX}lru:messages"
-MESSAGE_CLOCK = f"{MESSAGE_LRU}:clock"
-QUEUE_PENDING = f"{STRUCTURAL_PREFIX}queue:messages"
-QUEUE_PROCESSING = f"{QUEUE_PENDING}:processing"
-QUEUE_TAKEN = f"{QUEUE_PENDING}:taken"
-SESSIONS_OF_PREFIX = f"{STRUCTURAL_PREFIX}sessions:"
-
-
-@dataclass(frozen=True)
-class Structural:
-    """A declared structural key (exact name, or every name under `prefix`) and its type."""
-
-    name: str
-    type: str
-    prefix: bool = False
-
-    def matches(self, key: str) -> bool:
-        return key.startswith(self.name) if self.prefix else key == self.name
-
-
-#: Every structural key this module and its Functions library keep, per cache db name
-#: (the plan's `cache_dbs`): the one list the keyspace audit classifies them by.
-STRUCTURAL_KEYS: dict[str, tuple[Structural, ...]] = {
-    "user_index": (),
-    "user_cache": (Structural(USER_LRU, "zset"), Structural(USER_CLOCK, "string")),
-    "session_cache": (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),),
-    "message_queue": (
-        Structural(MESSAGE_LRU, "zset"),
-        Structural(MESSAGE_CLOCK, "string"),
-        Structural(QUEUE_PENDING, "list"),
-        Structural(QUEUE_PROCESSING, "list"),
-        Structural(QUEUE_TAKEN, "hash"),
-    ),
-}
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 MAX_EMAIL_LENGTH = 254

@@ -27,7 +27,7 @@ from pydantic import (
     model_validator,
 )
 
-from valkey_plans.plan import CACHE_DB_NAMES, CacheDb, Instance
+from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS
 
 Workload = Literal["api", "blocking", "subscriber", "background"]
 WORKLOADS: tuple[Workload, ...] = ("api", "blocking", "subscriber", "background")
@@ -35,12 +35,6 @@ WORKLOADS: tuple[Workload, ...] = ("api", "blocking", "subscriber", "background"
 HOSTED_PREFIX = "VALKEY_"
 CACHE_PREFIX = "VALKEY_CACHE_"
 ENV_FILE_VARIABLE = "VALKEY_ENV_FILE"
-
-#: The plan's default cache db map and bounds (`plan.Instance.cache_dbs`): the cache
-#: tier's defaults below are read off it, never restated.
-PLAN_CACHE_DBS: Mapping[str, CacheDb] = Instance.model_fields["cache_dbs"].get_default(
-    call_default_factory=True
-)
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -175,13 +169,17 @@ class CacheDbs(BaseModel):
     message_queue: int
 
 
+# The cache tier's defaults are read off the schema's db map and bounds (`CACHE_DBS`,
+# which the plan's `cache_dbs` defaults read too), never restated.
+
+
 def _db(name: str) -> Any:
-    """`db_<name>`: the number of one cache db, by default the plan's."""
-    return Field(PLAN_CACHE_DBS[name].db, ge=0, le=15)
+    """`db_<name>`: the number of one cache db, by default the schema's (the plan's)."""
+    return Field(CACHE_DBS[name].db, ge=0, le=15)
 
 
 _USERS, _SESSIONS, _MESSAGES = (
-    PLAN_CACHE_DBS[name] for name in ("user_cache", "session_cache", "message_queue")
+    CACHE_DBS[name] for name in ("user_cache", "session_cache", "message_queue")
 )
 
 

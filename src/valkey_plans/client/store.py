@@ -26,16 +26,15 @@ from typing import Any, TypeVar
 import valkey
 
 from valkey_plans.client.cache import (
-    SESSIONS_OF_PREFIX,
     LocalCache,
     Record,
     Session,
-    Structural,
     encode,
     normalise_email,
     record_key,
     sessions_of,
 )
+from valkey_plans.client.schema import SESSIONS_OF_PREFIX, Structural
 from valkey_plans.keys import new_key
 
 log = logging.getLogger(__name__)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS
 from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
 from valkey_plans.plan.layout import DEBIAN, InstancePaths
 
@@ -45,9 +47,6 @@ MEMORY_UNITS = {
     "gb": 1024**3,
 }
 HYPHENATED = {"maxmemory_policy": "maxmemory-policy", "maxmemory_samples": "maxmemory-samples"}
-
-#: Names of the cache role's dbs, in their default order (db 0..3).
-CACHE_DB_NAMES = ("user_index", "user_cache", "session_cache", "message_queue")
 
 #: What each role implies unless the plan says otherwise. maxmemory-policy is one
 #: setting per instance in Valkey, so it follows the role, never the db.
@@ -147,12 +146,8 @@ class Tls(_Strict):
 
 
 def _default_cache_dbs() -> dict[str, CacheDb]:
-    return {
-        "user_index": CacheDb(db=0),
-        "user_cache": CacheDb(db=1, cap=100, ttl=3600),
-        "session_cache": CacheDb(db=2, ttl=86400, sliding=True),
-        "message_queue": CacheDb(db=3, cap=1000, ttl=86400),
-    }
+    """The cache db map of the client's schema (`CACHE_DBS`): one declaration for both."""
+    return {name: CacheDb(**asdict(spec)) for name, spec in CACHE_DBS.items()}
 
 
 class Instance(_Strict):

@@ -5,7 +5,7 @@ domain in the db the plan gives it, a declared structural (`vp:`) key, or (cache
 user_index) a normalised email pointing at a `usr:` key. This module turns a Plan
 instance into per-db rules and classifies one key against them; `audit` does the
 scanning. Kept free of I/O so the rules are testable key by key. The cache's
-structural keys are declared once, by `valkey_plans.client.cache.STRUCTURAL_KEYS`.
+structural keys are declared once, by `valkey_plans.client.schema.STRUCTURAL_KEYS`.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 
 from valkey_plans.client import cache
-from valkey_plans.client.cache import STRUCTURAL_KEYS, Structural
+from valkey_plans.client.schema import STRUCTURAL_KEYS, Structural
 from valkey_plans.client.store import HOSTED_STRUCTURAL
 from valkey_plans.domains import STRUCTURAL_PREFIX
 from valkey_plans.keys import KeyFormatError, Keys
