@@ -9,9 +9,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from valkey_plans.plan.inventory import PROJECT_DIR
-
 BIN = Path(sys.executable).parent
+#: The checkout: pyinfra runs here, so it reads deploy.py, inventories/ and group_data/.
+PROJECT_DIR = Path(__file__).resolve().parents[2]
 GRAND_TOTAL = re.compile(r"Grand total\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)\s+(\d+|-)")
 
 

@@ -16,12 +16,12 @@ import pytest
 import valkey
 
 from tests.deploy.conftest import _teardown, write_inventory
-from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from tests.deploy.pyinfra_run import PROJECT_DIR, pyinfra, valkey_plans
 from tests.deploy.test_local_deploy import root_output
 from tests.valkey_server import free_port
 from valkey_plans.client import functions
 from valkey_plans.keys import new_key
-from valkey_plans.plan.inventory import PROJECT_DIR, load_targets
+from valkey_plans.plan.inventory import load_targets
 from valkey_plans.plan.secrets import load_secrets
 
 NAMES = ("vpv-cache", "vpv-primary")
@@ -60,7 +60,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
     # The dev plan's secrets: the deploy keeps one host-wide copy of the checks/admin
     # passwords for valkey-cli (layout auth_dir), so a plan with other passwords would
     # lock the dev instances' host-side checks out until the next `./vp up`.
-    dev = load_targets(PROJECT_DIR / "inventories" / "dev.py")[0].plan
+    dev = load_targets(PROJECT_DIR / "inventories" / "dev.py", PROJECT_DIR)[0].plan
     secrets = Path(str(dev.secrets_file))
     instances = [
         {"name": "vpv-cache", "role": "cache", "port": ports["vpv-cache"], "maxmemory": "32mb"},

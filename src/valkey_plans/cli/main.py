@@ -1,35 +1,81 @@
-"""The `valkey-plans` command line: validate, deploy and verify a plan from one place."""
+"""The `valkey-plans` command line: validate, deploy and verify a plan from one place.
+
+It works installed, without this repository: the deploy file pyinfra runs
+(`valkey_plans/deploy/entry.py`) and the checks pytest runs (`valkey_plans/verify/checks/`)
+ship in the package. Only the user's inventory and group data come from outside, read
+the way pyinfra reads them: `group_data/` in the project directory (`--project-dir`,
+default the current directory) and beside the inventory file.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from valkey_plans.plan import PlanError
-from valkey_plans.plan.inventory import PROJECT_DIR, Target, load_targets
+
+if TYPE_CHECKING:
+    from valkey_plans.plan.inventory import Target
 
 BIN = Path(sys.executable).parent
 
 
+def deploy_file() -> Path:
+    """The packaged deploy file (`valkey_plans.deploy.entry`), wherever the package is installed."""
+    return Path(str(resources.files("valkey_plans.deploy").joinpath("entry.py")))
+
+
+def _project_dir() -> Path:
+    """The directory pyinfra and pytest run in: where the user's group_data/ lives."""
+    return click.get_current_context().find_root().obj["project_dir"]
+
+
+def _note_missing_group_data(inventory: str) -> None:
+    """Say so when pyinfra would find no group_data/: the plan would silently be defaults."""
+    places = (_project_dir(), Path(inventory).resolve().parent)
+    if not any((place / "group_data").is_dir() for place in places):
+        click.echo(
+            f"note: no group_data/ in {places[0]} or beside {inventory}: only the inventory's"
+            " host data and the defaults apply (run from the directory holding group_data/,"
+            " or pass --project-dir)",
+            err=True,
+        )
+
+
 def _targets(inventory: str) -> list[Target]:
+    # Imported here: the inventory loader needs pyinfra, which `valkey-plans lab` does not.
+    from valkey_plans.plan.inventory import load_targets
+
+    _note_missing_group_data(inventory)
     try:
-        return load_targets(inventory)
+        return load_targets(inventory, _project_dir())
     except PlanError as exc:
         raise click.ClickException(str(exc)) from None
 
 
 def _run(args: list[str]) -> int:
     click.echo("$ " + " ".join(args), err=True)
-    return subprocess.call(args, cwd=PROJECT_DIR)
+    return subprocess.call(args, cwd=_project_dir())
 
 
 @click.group()
-def main() -> None:
+@click.option(
+    "--project-dir",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=".",
+    show_default=True,
+    help="Directory holding group_data/ (pyinfra and the checks run there).",
+)
+@click.pass_context
+def main(ctx: click.Context, project_dir: Path) -> None:
     """Run Valkey the way you planned it."""
+    ctx.obj = {"project_dir": project_dir.resolve()}
 
 
 @main.command("check-plan")
@@ -46,9 +92,10 @@ def check_plan(inventory: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 @click.option("--pytest-arg", "pytest_args", multiple=True, help="Extra argument for pytest.")
 def verify(inventory: str, pytest_args: tuple[str, ...], as_json: bool = False) -> None:
-    """Run the checks/ suite against every host of INVENTORY: one table, host x check.
+    """Run the packaged checks against every host of INVENTORY: one table, host x check.
 
-    Exits non-zero when any check fails; advisory results (kernel settings) do not.
+    Exits non-zero when any check fails; advisory results (kernel settings) and checks
+    that do not apply to a host (N/A) do not.
     """
     from dataclasses import asdict
 
@@ -57,7 +104,7 @@ def verify(inventory: str, pytest_args: tuple[str, ...], as_json: bool = False) 
     targets = _targets(inventory)
     click.echo(f"verifying {', '.join(t.name for t in targets)} ...", err=True)
     code, results, output = checks.run(
-        targets, inventory, pytest_args, str(BIN / "pytest"), PROJECT_DIR
+        targets, inventory, pytest_args, str(BIN / "pytest"), _project_dir()
     )
     if not results or code not in (0, 1):  # pytest itself failed: show why
         click.echo(output, err=True)
@@ -95,9 +142,9 @@ def audit(
 @click.option("--no-verify", is_flag=True, help="Deploy only; skip the checks.")
 @click.pass_context
 def up(ctx: click.Context, inventory: str, no_verify: bool) -> None:
-    """Validate, deploy (pyinfra INVENTORY deploy.py) and verify INVENTORY."""
+    """Validate, deploy (pyinfra INVENTORY with the packaged deploy) and verify INVENTORY."""
     _targets(inventory)  # a bad plan stops here, before pyinfra connects anywhere
-    code = _run([str(BIN / "pyinfra"), "-y", str(Path(inventory).resolve()), "deploy.py"])
+    code = _run([str(BIN / "pyinfra"), "-y", str(Path(inventory).resolve()), str(deploy_file())])
     if code:
         sys.exit(code)
     if not no_verify:

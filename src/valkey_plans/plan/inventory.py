@@ -1,8 +1,10 @@
 """Read a pyinfra inventory the way the pyinfra CLI does, for the checks and the CLI.
 
-`valkey-plans verify` and `checks/` must see the same hosts, data and plans as the
-deploy did, so they load the inventory with pyinfra's own loader (group_data/ from
-the project directory included) instead of re-reading the files themselves.
+`valkey-plans verify` and the checks must see the same hosts, data and plans as the
+deploy did, so they load the inventory with pyinfra's own loader instead of re-reading
+the files themselves. Like pyinfra, the loader reads `group_data/` from the project
+directory (the one pyinfra runs in: the current directory unless told otherwise) and
+from the inventory file's own directory.
 """
 
 from __future__ import annotations
@@ -17,9 +19,6 @@ from pyinfra_cli.inventory import make_inventory
 
 from valkey_plans.plan import topology
 from valkey_plans.plan.model import Plan
-
-#: The repository checkout: where deploy.py, group_data/ and checks/ live.
-PROJECT_DIR = Path(__file__).resolve().parents[3]
 
 
 @dataclass(frozen=True)
@@ -51,11 +50,15 @@ def hostspec(name: str, data: dict) -> str:
     return f"ssh://{netloc}" + (f"?{urlencode(query)}" if query else "")
 
 
-def load_targets(inventory: str | Path, project_dir: Path = PROJECT_DIR) -> list[Target]:
-    """Every host of `inventory` with its plan; raises PlanError for a bad plan."""
+def load_targets(inventory: str | Path, project_dir: str | Path | None = None) -> list[Target]:
+    """Every host of `inventory` with its plan; raises PlanError for a bad plan.
+
+    `project_dir` holds the `group_data/` pyinfra would read: the current directory by
+    default, as when pyinfra itself runs there.
+    """
     # pyinfra's loader executes inventory and group data files inside a state context.
     with ctx_state.use(State()):
-        inv = make_inventory(str(inventory), cwd=str(project_dir))
+        inv = make_inventory(str(inventory), cwd=str(Path(project_dir or Path.cwd()).resolve()))
     targets = []
     for host in inv:
         data = host.data.dict()

@@ -1,9 +1,11 @@
-"""`valkey-plans verify`'s view of the checks/ suite: one row per host and check.
+"""`valkey-plans verify`'s view of the checks: one row per host and check.
 
-The checks stay plain pytest-testinfra modules (`pytest checks/ --hosts=...` works on
-its own). `verify` runs pytest with this module as a plugin (`-p valkey_plans.verify.report
---verify-report=FILE`): it records, per test and host, the outcome and the first line
-of the failure message, and writes them as JSON for the CLI to print as one table.
+The checks stay plain pytest-testinfra modules, shipped in the package
+(`valkey_plans/verify/checks/`; `pytest checks/ --hosts=...` in the repository runs
+them on its own). `verify` runs pytest over them with this module as a plugin
+(`-p valkey_plans.verify.report --verify-report=FILE`): it records, per test and host,
+the outcome and the first line of the failure message, and writes them as JSON for
+the CLI to print as one table.
 
 Advisory results: a check that finds something worth knowing which the plan cannot
 fix (kernel settings Valkey warns about) emits `AdvisoryWarning`; the check still
@@ -150,19 +152,29 @@ def run(
     pytest_bin: str = "pytest",
     cwd: Path | None = None,
 ) -> tuple[int, list[Result], str]:
-    """Run checks/ against every target; (pytest's exit code, results, pytest's output)."""
+    """Run the packaged checks against every target in `cwd` (the project directory, for
+    the inventory's group_data/); (pytest's exit code, results, pytest's output).
+    """
     import os
     import subprocess
     import tempfile
+    from importlib import resources
 
     import testinfra
 
     hosts = ",".join(t.testinfra_url for t in targets)
     names = {testinfra.get_host(t.testinfra_url).backend.get_pytest_id(): t.name for t in targets}
-    with tempfile.TemporaryDirectory(prefix="valkey-plans-verify-") as tmp:
+    package = resources.files("valkey_plans.verify")
+    with (
+        tempfile.TemporaryDirectory(prefix="valkey-plans-verify-") as tmp,
+        resources.as_file(package.joinpath("pytest.ini")) as ini,
+        resources.as_file(package.joinpath("checks")) as checks,
+    ):
         report = Path(tmp) / "results.json"
         args = [
             pytest_bin,
+            "-c",
+            str(ini),
             "-p",
             "no:cacheprovider",
             "-p",
@@ -170,7 +182,7 @@ def run(
             "-q",
             "--tb=short",
             "-rN",
-            "checks/",
+            str(checks),
             f"--hosts={hosts}",
             f"--plan-inventory={Path(inventory).resolve()}",
             f"--verify-report={report}",
