@@ -93,10 +93,22 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         _teardown(list(NAMES))
 
 
+#: The checks that cannot apply to this plan (no replica, no cluster node): N/A, not PASS.
+NOT_APPLICABLE = {
+    "test_cluster_state_ok_and_every_slot_served",
+    "test_cluster_members_are_the_planned_nodes",
+    "test_every_primary_has_its_replicas_on_other_hosts",
+    "test_replicas_linked_and_close_behind_their_primary",
+}
+
+
 def test_verify_passes_on_a_fresh_deploy_and_kernel_findings_are_advisory(deployed):
     code, rows = deployed.verify()
     assert code == 0, rows
-    assert {r["status"] for r in rows.values()} <= {"pass", "advisory"}, rows
+    assert {r["status"] for r in rows.values()} <= {"pass", "advisory", "n/a"}, rows
+    not_applicable = {c for c, r in rows.items() if r["status"] == "n/a"}
+    assert not_applicable == NOT_APPLICABLE, rows
+    assert all(rows[c]["reason"] for c in not_applicable), rows
     assert rows["test_kernel_settings_valkey_warns_about"]["status"] in ("pass", "advisory")
     expected = {
         "test_keyspace_follows_the_plan",

@@ -7,6 +7,11 @@ them on its own). `verify` runs pytest over them with this module as a plugin
 the outcome and the first line of the failure message, and writes them as JSON for
 the CLI to print as one table.
 
+Not applicable: a check that cannot apply to a host (cluster checks on a host with no
+cluster node, ACL checks without ACLs) calls `not_applicable(reason)`, a pytest skip
+whose reason starts with `N/A: `. verify reports it as `n/a`, never as a pass that
+could not have failed, and it does not fail the run.
+
 Advisory results: a check that finds something worth knowing which the plan cannot
 fix (kernel settings Valkey warns about) emits `AdvisoryWarning`; the check still
 passes, so the exit code stays 0, and the table shows `advisory` with the message.
@@ -19,12 +24,16 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
-PASS, FAIL, ERROR, SKIP, ADVISORY = "pass", "fail", "error", "skip", "advisory"
+PASS, FAIL, ERROR, SKIP, ADVISORY, NA = "pass", "fail", "error", "skip", "advisory", "n/a"
+#: Every status a result can have: the `status` values of `valkey-plans verify --json`.
+STATUSES = (PASS, FAIL, ERROR, SKIP, ADVISORY, NA)
 FAILING = (FAIL, ERROR)
+#: How a check's skip reason says that the check does not apply to the host.
+NA_PREFIX = "N/A: "
 
 
 class AdvisoryWarning(UserWarning):
@@ -36,11 +45,22 @@ def advise(message: str) -> None:
     warnings.warn(AdvisoryWarning(message), stacklevel=2)
 
 
+def not_applicable(reason: str) -> NoReturn:
+    """End a check that does not apply to the host under test: verify shows N/A."""
+    pytest.skip(f"{NA_PREFIX}{reason}")
+
+
 @dataclass
 class Result:
+    """One row of verify's table and of its JSON (README "Verify and audit")."""
+
+    #: Inventory host name (`@local`, `db-1`, ...).
     host: str
+    #: The check's test function name (`test_live_config_matches_plan`).
     check: str
+    #: One of STATUSES.
     status: str
+    #: Why, for anything but a pass: the failure's first line, the advisory or N/A reason.
     reason: str = ""
 
 
@@ -78,14 +98,15 @@ class Collector:
         host, check = self.ids.get(report.nodeid, ("?", report.nodeid))
         current = self.results.get(report.nodeid)
         if report.when == "call" or report.failed or report.skipped:
+            reason = "" if report.passed else first_line(report)
             if report.passed:
                 status = PASS
             elif report.skipped:
-                status = SKIP
+                status = NA if reason.startswith(NA_PREFIX) else SKIP
+                reason = reason.removeprefix(NA_PREFIX)
             else:
                 status = FAIL if report.when == "call" else ERROR
             if current is None or current.status in (PASS, ADVISORY):
-                reason = "" if status == PASS else first_line(report)
                 keep = current.reason if current and current.status == ADVISORY else ""
                 self.results[report.nodeid] = Result(
                     host, check, ADVISORY if keep and status == PASS else status, reason or keep
@@ -140,8 +161,11 @@ def table(results: list[Result]) -> str:
     ]
     failed = sum(r.status in FAILING for r in results)
     advisory = sum(r.status == ADVISORY for r in results)
+    na = sum(r.status == NA for r in results)
     hosts = len({r.host for r in results})
-    lines.append(f"{hosts} host(s), {len(results)} results: {failed} failed, {advisory} advisory")
+    lines.append(
+        f"{hosts} host(s), {len(results)} results: {failed} failed, {advisory} advisory, {na} n/a"
+    )
     return "\n".join(lines)
 
 

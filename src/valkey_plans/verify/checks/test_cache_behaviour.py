@@ -12,10 +12,13 @@ import pytest
 from valkey_plans.client.functions import library_version, loaded_version
 from valkey_plans.verify.canary import Canary
 from valkey_plans.verify.reach import host_url, instance_clients
+from valkey_plans.verify.report import not_applicable
 
 
 def test_cache_lru_bound_and_ttls_hold_live(host, plan):
     caches = [inst for inst in plan.instances if inst.role == "cache"]
+    if not caches:
+        not_applicable("no cache instance on this host")
     for inst in caches:
         with instance_clients(host_url(host), plan, inst, "api", "valkey-plans:canary") as cf:
             if loaded_version(cf(0)) != library_version():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from valkey_plans.verify.report import not_applicable
+
 PACKAGE = "valkey-server"
 
 
@@ -85,7 +87,7 @@ def test_config_files_are_the_deployed_ones(host, plan, rendered):
 
 def test_acl_users_on_and_default_user_off(host, plan, valkey):
     if not plan.acl:
-        return
+        not_applicable("the plan has no ACL users (valkey_acl: false)")
     for inst in plan.instances:
         acl = host.file(inst.paths.aclfile)
         assert acl.exists, f"{inst.paths.aclfile} is missing"
