@@ -83,7 +83,10 @@ def wheelhouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     # No build isolation: the dev extra brings setuptools, so the build needs no download.
     run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(house), str(source)], tmp)
-    run([*pip, "wheel", "-w", str(house), "-f", str(house), "valkey-plans[deploy,verify]"], tmp)
+    (wheel,) = house.glob("valkey_plans-*.whl")
+    # The dependencies of every extra the tests install, by the wheel's own path: a
+    # `valkey-plans` on PyPI must never stand in for this build.
+    run([*pip, "wheel", "-w", str(house), f"{wheel}[deploy,verify]"], tmp)
     return house
 
 
