@@ -146,3 +146,23 @@ def test_app_settings_files_describe_both_tiers(test_plan):
     assert env["VALKEY_CACHE_PORT"] == str(test_plan.ports["vpt-cache"])
     assert env["VALKEY_CACHE_DB_USER_CACHE"] == "1"
     assert root_output("stat", "-c", "%a", str(env_dir / "vptest.env")).strip() == "640"
+
+
+def test_hurried_plans_stop_before_the_first_operation(test_plan):
+    """A typo'd setting and a managed directive in extra_config never reach the host."""
+    for data, expected in [
+        (
+            {"valkey_instance": []},
+            "valkey_instance: unknown setting (did you mean valkey_instances?)",
+        ),
+        (
+            {"cache": {"extra_config": {"bind": "0.0.0.0", "protected-mode": "no"}}},
+            "extra_config['bind'] is managed by the deploy",
+        ),
+        ({"cache": {"port": True}}, "valkey_instances[vpt-cache].port = True: allowed: an integer"),
+    ]:
+        cache = data.pop("cache", None)
+        bad = pyinfra(test_plan(cache=cache, **data))
+        assert bad.returncode != 0, bad.output
+        assert expected in bad.output, bad.output
+        assert "Starting operation" not in bad.output

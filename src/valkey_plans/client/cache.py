@@ -13,7 +13,10 @@ Each class takes the plain valkey-py client of its own db (dependency injection)
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -43,43 +46,213 @@ Record = dict[str, Any]
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
 MAX_EMAIL_LENGTH = 254
 
+#: The longest TTL, timeout or idle time the client sends: 10 years of 365 days, in
+#: seconds. Valkey's own limit is that now_ms + ttl fits a signed 64-bit integer, and
+#: it finds out inside PEXPIRE, after a function's earlier writes (1e16 s used to leave
+#: a session without TTL). 10 years stays far inside that and inside 2**53 ms, so the
+#: Lua library reads every value as an exact integer; it refuses the same range (MAX_MS).
+MAX_SECONDS = 10 * 365 * 24 * 3600
+MAX_MS = MAX_SECONDS * 1000
+#: A sorted set holds at most 2**32 - 1 members: a larger LRU cap could never bind.
+MAX_CAP = 2**32 - 1
+#: JavaScript's Number.MAX_SAFE_INTEGER: Node.js reads a larger integer as another number.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: Deepest nesting of a record (Node.js and most readers have a stack limit; a cycle hits it).
+MAX_DEPTH = 100
+
+TTL_ALLOWED = f"a finite number of seconds from 0.001 to {MAX_SECONDS} (10 years)"
+WAIT_ALLOWED = f"a finite number of seconds from 0 to {MAX_SECONDS} (10 years)"
+CAP_ALLOWED = f"an integer from 1 to {MAX_CAP}"
+EMAIL_ALLOWED = (
+    f"local@domain.tld, at most {MAX_EMAIL_LENGTH} characters, without whitespace, "
+    "control or format characters (NUL, zero-width, BOM, bidi marks) inside"
+)
+
 
 class CacheError(ValueError):
     """Bad input to the cache: the message names the value's role and what is allowed."""
 
 
-# --- the encoding layer: JSON, once -------------------------------------------------
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
-def encode(record: Mapping[str, Any]) -> str:
-    """Records are JSON objects; compact separators keep cached values small."""
+def _refused(role: str, value: Any, allowed: str) -> CacheError:
+    return CacheError(f"{role} = {_shown(value)}: allowed: {allowed}")
+
+
+# --- the encoding layer: strict JSON, once --------------------------------------------
+# Strict because Node.js (JSON.parse) shares these records: it rejects NaN and
+# Infinity, reads integers beyond 2**53 as other numbers, and cannot tell {1: "a"}
+# (stored as {"1": "a"}) from {"1": "a"}, so a record that could be read differently
+# is refused, with the path of the offending field, before anything is sent.
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+VALUES_ALLOWED = "JSON values: str, bool, None, finite float, int, list, dict with str keys"
+
+
+def _field(path: str, key: str) -> str:
+    return f"{path}.{key}" if _IDENTIFIER.fullmatch(key) else f"{path}[{json.dumps(key)}]"
+
+
+def _check_text(text: str, path: str) -> None:
+    if not text.isascii() and _SURROGATE.search(text):
+        raise _refused(path, text, "text that encodes as UTF-8 (no lone surrogates)")
+
+
+def _check_key(key: Any, mapping: Mapping[Any, Any], path: str) -> str:
+    if isinstance(key, str):
+        _check_text(key, f"{path} key")
+        return key
+    coerced = json.dumps(key) if key is None or isinstance(key, int | float) else None
+    clash = (
+        f"; JSON would store it as {json.dumps(coerced)}, the same as the key {coerced!r}"
+        if coerced in mapping
+        else (f"; JSON would store it as the string {json.dumps(coerced)}" if coerced else "")
+    )
+    raise CacheError(
+        f"{path} key {_shown(key)} ({type(key).__name__}): allowed: str keys only{clash}"
+    )
+
+
+def _check_scalar(value: Any, path: str) -> bool:
+    """True when `value` is a JSON scalar that reads back unchanged; raises when it is a
+    number or text that would not; False when it is no scalar at all."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        _check_text(value, path)
+    elif isinstance(value, int):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            allowed = f"integers within +-{MAX_SAFE_INTEGER} (2**53 - 1; use a str for more)"
+            raise _refused(path, value, allowed)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise _refused(path, value, "finite numbers")
+    else:
+        return False
+    return True
+
+
+def _check_json(value: Any, path: str, depth: int = 1) -> None:
+    """Refuse what strict JSON cannot carry unchanged, naming the first bad field."""
+    if _check_scalar(value, path):
+        return
+    if depth > MAX_DEPTH and isinstance(value, dict | list):
+        where = path if len(path) <= 80 else f"{path[:77]}..."
+        raise _refused(where, "...", f"at most {MAX_DEPTH} levels of nesting (no cycles)")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _check_json(item, _field(path, _check_key(key, value, path)), depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json(item, f"{path}[{index}]", depth + 1)
+    else:
+        kind = type(value).__name__
+        raise CacheError(f"{path} = {_shown(value)} ({kind}): allowed: {VALUES_ALLOWED}")
+
+
+def encode(record: Mapping[str, Any], role: str = "record") -> str:
+    """Records are strict JSON objects; compact separators keep cached values small."""
     if not isinstance(record, Mapping):
-        raise CacheError(f"a record must be a mapping (JSON object), got {type(record).__name__}")
+        raise CacheError(f"{role} must be a mapping (JSON object), got {type(record).__name__}")
+    record = record if isinstance(record, dict) else dict(record)
+    _check_json(record, role)
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _constant(name: str) -> float:
+    raise CacheError(f"stored JSON holds {name}: allowed: finite numbers (strict JSON)")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise CacheError(f"stored JSON holds {text}, beyond a double: allowed: finite numbers")
+    return number
+
+
+#: Built once: json.loads with any option builds a new decoder per call (the hot path).
+_STRICT = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
+
+
+def loads(raw: bytes | str) -> Any:
+    """Strict JSON in: NaN, Infinity and numbers beyond a double are refused, as in Node.js."""
     try:
-        return json.dumps(record, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError) as exc:
-        raise CacheError(f"record is not JSON-serialisable: {exc}") from None
+        return _STRICT.decode(raw.decode() if isinstance(raw, bytes) else raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CacheError(f"stored value is not JSON ({exc}): allowed: strict JSON") from None
 
 
 def decode(raw: bytes | str | None) -> Record | None:
     """The inverse of `encode`; None (a miss) stays None."""
-    return None if raw is None else json.loads(raw)
+    return None if raw is None else loads(raw)
 
 
 def _text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+# --- emails -----------------------------------------------------------------------------
+
+#: Unicode categories refused in an address: control, format (zero-width, BOM, bidi
+#: marks), surrogates, and the space separators.
+_REFUSED_CATEGORIES = {
+    "Cc": "control",
+    "Cf": "format",
+    "Cs": "surrogate",
+    "Zs": "space",
+    "Zl": "line separator",
+    "Zp": "paragraph separator",
+}
+_ASCII_REFUSED = re.compile(r"[\x00-\x20\x7f]")
+
+
+def _refused_char(text: str) -> str | None:
+    """The first character an address may not hold, described, or None."""
+    for char in text:
+        kind = _REFUSED_CATEGORIES.get(unicodedata.category(char))
+        if kind is None and char.isspace():
+            kind = "whitespace"
+        if kind is not None:
+            name = unicodedata.name(char, "")
+            return f"U+{ord(char):04X} ({f'{name}, ' if name else ''}a {kind} character)"
+    return None
+
+
+def _fold(text: str) -> str:
+    """NFKC, casefold, NFKC again: casefold can leave decomposed text (j + caron), which
+    the second NFKC composes, so the key is NFKC text and the fold is idempotent."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+
+
 def normalise_email(email: str) -> str:
-    """The user index's key: trimmed, lowercased, and plausibly an address."""
+    """The user index's key: one key per address however it is typed.
+
+    Trimmed, then NFKC-normalised and casefolded (fullwidth 'ａ' is 'a', 'ß' is 'ss',
+    'ADA' is 'ada'); characters that do not show (NUL, zero-width space, BOM, bidi
+    marks) or whitespace inside are refused, so two keys never look alike. ASCII, the
+    common case, takes a shortcut with the same result (NFKC is a no-op on it, casefold
+    is lower).
+    """
     if not isinstance(email, str):
-        raise CacheError(f"email must be a str, got {type(email).__name__}")
-    normal = email.strip().lower()
-    if len(normal) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(normal):
         raise CacheError(
-            f"email {email!r} is not an address: allowed is local@domain.tld "
-            f"without spaces, at most {MAX_EMAIL_LENGTH} characters"
+            f"email must be a str, got {type(email).__name__}: allowed: {EMAIL_ALLOWED}"
         )
+    text = email.strip()
+    if text.isascii():
+        bad = _ASCII_REFUSED.search(text)
+        refused = _refused_char(bad.group()) if bad else None
+        normal = text.lower()
+    else:
+        normal = _fold(text)
+        refused = _refused_char(text) or _refused_char(normal)
+    if refused is not None:
+        raise CacheError(f"email {email!r} contains {refused}: allowed: {EMAIL_ALLOWED}")
+    if len(normal) > MAX_EMAIL_LENGTH or not _EMAIL.fullmatch(normal):
+        raise CacheError(f"email {email!r} is not an address: allowed: {EMAIL_ALLOWED}")
     return normal
 
 
@@ -116,17 +289,50 @@ def sessions_of(owner: str) -> str:
     return f"{SESSIONS_OF_PREFIX}{owner}"
 
 
+def _seconds(value: float, role: str, allowed: str) -> float:
+    """A real number of seconds, as a float: not a bool or str, not NaN or infinite."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise CacheError(f"{role} = {_shown(value)} ({type(value).__name__}): allowed: {allowed}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        raise _refused(role, value, allowed) from None
+    if not math.isfinite(seconds):
+        raise _refused(role, value, allowed)
+    return seconds
+
+
 def _ms(seconds: float, role: str) -> int:
-    ms = int(seconds * 1000)
-    if ms < 1:
-        raise CacheError(f"{role} must be a positive number of seconds, got {seconds!r}")
+    """A TTL in whole ms for PX/PEXPIRE: 1 ms to MAX_MS (rounded, so 0.29 s is 290 ms)."""
+    ms = round(_seconds(seconds, role, TTL_ALLOWED) * 1000)
+    if not 1 <= ms <= MAX_MS:
+        raise _refused(role, seconds, TTL_ALLOWED)
     return ms
 
 
+def _wait(seconds: float, role: str) -> float:
+    """A timeout or idle time in seconds: 0 to MAX_SECONDS."""
+    wait = _seconds(seconds, role, WAIT_ALLOWED)
+    if not 0 <= wait <= MAX_SECONDS:
+        raise _refused(role, seconds, WAIT_ALLOWED)
+    return wait
+
+
 def _cap(cap: int, role: str) -> int:
-    if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
-        raise CacheError(f"{role} must be a positive integer, got {cap!r}")
-    return cap
+    """An exact LRU bound: an integer (not a bool, not 100.0) from 1 to MAX_CAP."""
+    if isinstance(cap, bool) or not isinstance(cap, numbers.Integral):
+        raise CacheError(f"{role} = {_shown(cap)} ({type(cap).__name__}): allowed: {CAP_ALLOWED}")
+    if not 1 <= cap <= MAX_CAP:
+        raise _refused(role, cap, CAP_ALLOWED)
+    return int(cap)
+
+
+def _flag(value: bool, role: str) -> bool:
+    if not isinstance(value, bool):
+        raise CacheError(
+            f"{role} = {_shown(value)} ({type(value).__name__}): allowed: True or False"
+        )
+    return value
 
 
 # --- calls: the command and how to read its reply -----------------------------------
@@ -198,7 +404,7 @@ def _queue_item(raw: bytes | str | None) -> QueueItem | None:
     if raw is None:
         return None
     envelope = raw.decode() if isinstance(raw, bytes) else raw
-    parsed = json.loads(envelope)
+    parsed = loads(envelope)
     return QueueItem(key=parsed["key"], body=parsed["body"], envelope=envelope)
 
 
@@ -263,27 +469,32 @@ class SessionCalls:
 
     def __init__(self, ttl: float, sliding: bool = False) -> None:
         self.ttl_ms = _ms(ttl, "session ttl")
-        self.sliding = sliding
+        self.sliding = _flag(sliding, "session sliding")
+
+    def expiry_ms(self, ttl: float | None) -> int:
+        """A session's TTL in ms: `ttl` seconds if given (checked), else the configured one."""
+        return self.ttl_ms if ttl is None else _ms(ttl, "session ttl")
 
     def create(
         self, owner: str, data: Mapping[str, Any], key: str, ttl: float | None = None
     ) -> Call[Session]:
-        ttl_ms = self.ttl_ms if ttl is None else _ms(ttl, "session ttl")
+        ttl_ms = self.expiry_ms(ttl)
         record_key(key, "ses", "session")
         owner_key(owner)
-        payload = encode(data)
+        payload = encode(data, "session.data")
         session = Session(key=key, owner=owner, data=dict(data))
         keys = (key, sessions_of(owner))
         return fcall("vp_session_create", keys, (owner, payload, ttl_ms), lambda _: session)
 
     def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
-        slide_ms = self.ttl_ms if (self.sliding if slide is None else slide) else 0
+        slides = self.sliding if slide is None else _flag(slide, "session get slide")
+        slide_ms = self.ttl_ms if slides else 0
 
         def session(reply: list[Any] | None) -> Session | None:
             if not reply:
                 return None
             owner, data = reply
-            return Session(key=key, owner=_text(owner) or "", data=json.loads(data))
+            return Session(key=key, owner=_text(owner) or "", data=loads(data))
 
         return fcall("vp_session_get", (record_key(key, "ses", "session"),), (slide_ms,), session)
 
@@ -301,16 +512,16 @@ class QueueCalls:
         self.lru = LruCalls("msg", MESSAGE_LRU, MESSAGE_CLOCK, cap, ttl)
 
     def enqueue(self, key: str, body: Mapping[str, Any]) -> Call[str]:
-        payload = encode(body)
         keys = (self.lru.lru, self.lru.clock, self.lru.key(key), QUEUE_PENDING)
+        payload = encode(body, "message.body")
         args = (_envelope(key, payload), payload, self.lru.ttl_ms, self.lru.cap)
         return fcall("vp_queue_enqueue", keys, args, lambda _: key)
 
     @staticmethod
     def take(timeout: float) -> Call[QueueItem | None]:
-        if timeout < 0:
-            raise CacheError(f"take timeout must be >= 0 seconds (0 waits forever), got {timeout}")
-        command = ("BLMOVE", QUEUE_PENDING, QUEUE_PROCESSING, "RIGHT", "LEFT", timeout)
+        """BLMOVE with `timeout` seconds (0 waits forever)."""
+        wait = _wait(timeout, "take timeout")
+        command = ("BLMOVE", QUEUE_PENDING, QUEUE_PROCESSING, "RIGHT", "LEFT", wait)
         return Call(command, _queue_item)
 
     def ack(self, item: QueueItem) -> Call[bool]:
@@ -319,10 +530,9 @@ class QueueCalls:
 
     @staticmethod
     def recover(min_idle: float) -> Call[int]:
-        if min_idle < 0:
-            raise CacheError(f"recover min_idle must be >= 0 seconds, got {min_idle}")
+        idle_ms = round(_wait(min_idle, "recover min_idle") * 1000)
         keys = (QUEUE_PROCESSING, QUEUE_TAKEN, QUEUE_PENDING)
-        return fcall("vp_queue_recover", keys, (int(min_idle * 1000),), _int)
+        return fcall("vp_queue_recover", keys, (idle_ms,), _int)
 
     @staticmethod
     def pending() -> Call[int]:
@@ -349,6 +559,14 @@ class Bounds:
     session_sliding: bool = _DEFAULT_TIER.session_sliding
     message_cap: int = _DEFAULT_TIER.message_cap
     message_ttl: float = _DEFAULT_TIER.message_ttl
+
+    def __post_init__(self) -> None:
+        """Bad bounds fail where they are made, naming the field, not at the first call."""
+        for name in ("user_cap", "message_cap"):
+            _cap(getattr(self, name), f"bounds.{name}")
+        for name in ("user_ttl", "session_ttl", "message_ttl"):
+            _ms(getattr(self, name), f"bounds.{name}")
+        _flag(self.session_sliding, "bounds.session_sliding")
 
     @classmethod
     def from_settings(cls, settings: CacheTierSettings) -> Bounds:

@@ -26,12 +26,17 @@ from typing import Any, TypeVar
 import valkey
 
 from valkey_plans.client.cache import (
+    MAX_MS,
+    CacheError,
     LocalCache,
     Record,
     Session,
     encode,
+    loads,
     normalise_email,
+    owner_key,
     record_key,
+    run,
     sessions_of,
 )
 from valkey_plans.client.schema import SESSIONS_OF_PREFIX, Structural
@@ -58,6 +63,21 @@ class HostedUnavailable(ConnectionError):
 
 def email_key(email: str) -> str:
     return f"{EMAIL_PREFIX}{normalise_email(email)}"
+
+
+def _stored_email(email: Any) -> str | None:
+    """The index form of an email read back from hosted, or None when it has none.
+
+    A record written before the current normalisation may hold an address it now
+    refuses (a zero-width character, say); saving or deleting that user must still work.
+    """
+    if email is None:
+        return None
+    try:
+        return normalise_email(email)
+    except CacheError as exc:
+        log.warning("stored email left unindexed: %s", exc)
+        return None
 
 
 def _where(client: valkey.Valkey) -> str:
@@ -132,8 +152,11 @@ class Store:
         raw = self._hosted(f"reading {key}", lambda: self.hosted.get(key))
         if raw is None:
             return None
-        record: Record = json.loads(raw)
-        self.local.users.put(key, record)
+        record: Record = loads(raw)
+        try:
+            self.local.users.put(key, record)
+        except CacheError as exc:  # written by another client, beyond what we cache
+            log.warning("hosted %s served uncached: %s", key, exc)
         return record
 
     def find_user(self, email: str) -> str | None:
@@ -149,30 +172,33 @@ class Store:
         return key
 
     def save_user(self, record: Mapping[str, Any], key: str | None = None) -> str:
-        """Write a user to hosted (its `email`, if any, indexed), then here; others drop theirs."""
+        """Write a user to hosted (its `email`, if any, indexed), then here; others drop theirs.
+
+        The key, the record (strict JSON) and the email are checked before the first write.
+        """
         key = record_key(key, "usr", "user") if key else new_key("usr")
         payload = encode(record)
         email = record.get("email")
         new_email = normalise_email(email) if email is not None else None
-        old: dict[str, str | None] = {"email": None}
+        old: dict[str, Any] = {"email": None, "index": None}
 
         def read_old(pipe: Any) -> None:
             raw = pipe.get(key)
-            old["email"] = json.loads(raw).get("email") if raw else None
+            old["email"] = loads(raw).get("email") if raw else None
+            old["index"] = _stored_email(old["email"])
 
         def write(pipe: Any) -> None:
             stale = old["email"]
-            if stale is not None and normalise_email(stale) != new_email:
-                pipe.delete(email_key(stale))
+            if old["index"] not in (None, new_email):
+                pipe.delete(f"{EMAIL_PREFIX}{old['index']}")
             if new_email is not None:
                 pipe.set(email_key(new_email), key)
             pipe.set(key, payload)
             pipe.publish(USERS_CHANNEL, self._message(key=key, emails=[stale] if stale else []))
 
         self._commit(f"saving {key}", write, watch=key, before=read_old)
-        stale = old["email"]
-        if stale is not None and normalise_email(stale) != new_email:
-            self.local.index.unlink(stale)
+        if old["index"] not in (None, new_email):
+            self.local.index.unlink(old["index"])
         if new_email is not None:
             self.local.index.link(new_email, key)
         self.local.users.put(key, record)
@@ -184,12 +210,13 @@ class Store:
 
         def read_old(pipe: Any) -> None:
             raw = pipe.get(key)
-            email = json.loads(raw).get("email") if raw else None
+            email = loads(raw).get("email") if raw else None
             emails.extend([email] if email else [])
 
         def write(pipe: Any) -> None:
             for email in emails:
-                pipe.delete(email_key(email))
+                if (index := _stored_email(email)) is not None:
+                    pipe.delete(f"{EMAIL_PREFIX}{index}")
             pipe.delete(key)
             pipe.publish(USERS_CHANNEL, self._message(key=key, emails=emails))
 
@@ -199,16 +226,21 @@ class Store:
     def _drop_user(self, key: str, emails: list[str]) -> None:
         self.local.users.delete(key)
         for email in emails:
-            self.local.index.unlink(email)
+            if (index := _stored_email(email)) is not None:
+                self.local.index.unlink(index)
 
     # --- sessions -------------------------------------------------------------------
 
     def create_session(
         self, owner: str, data: Mapping[str, Any], ttl: float | None = None
     ) -> Session:
+        """A session on hosted (with its TTL) and here; owner, data and ttl are checked
+        (the local call is built) before the first write, so hosted never holds one alone."""
         key = new_key("ses")
-        ttl_ms = int((ttl if ttl is not None else self.local.sessions.calls.ttl_ms / 1000) * 1000)
-        payload = json.dumps({"owner": owner, "data": dict(data)})
+        calls = self.local.sessions.calls
+        ttl_ms = calls.expiry_ms(ttl)
+        local_create = calls.create(owner, data, key, ttl_ms / 1000)
+        payload = f'{{"owner":{json.dumps(owner)},"data":{encode(data, "session.data")}}}'
         index = sessions_of(owner)
 
         def write(pipe: Any) -> None:
@@ -218,7 +250,7 @@ class Store:
             pipe.pexpire(index, ttl_ms, nx=True)
 
         self._commit(f"creating a session of {owner}", write)
-        return self.local.sessions.create(owner, data, ttl=ttl_ms / 1000, key=key)
+        return run(self.local.sessions.client, local_create)
 
     def get_session(self, key: str) -> Session | None:
         cached = self.local.sessions.get(key)
@@ -234,8 +266,9 @@ class Store:
         raw, pttl = self._hosted(f"reading {key}", read)
         if raw is None or pttl <= 0:
             return None
-        stored = json.loads(raw)
-        return self.local.sessions.create(stored["owner"], stored["data"], ttl=pttl / 1000, key=key)
+        stored = loads(raw)
+        ttl = min(pttl, MAX_MS) / 1000  # longer than the client allows: refreshed sooner
+        return self.local.sessions.create(stored["owner"], stored["data"], ttl=ttl, key=key)
 
     def revoke_session(self, key: str) -> None:
         record_key(key, "ses", "session")
@@ -249,7 +282,7 @@ class Store:
 
     def revoke_sessions(self, owner: str) -> None:
         """Revoke every session of `owner` on hosted and, through invalidation, on all nodes."""
-        index = sessions_of(owner)
+        index = sessions_of(owner_key(owner))
         members: list[bytes] = []
 
         def read_members(pipe: Any) -> None:
@@ -268,7 +301,7 @@ class Store:
 
     def apply(self, channel: str, raw: bytes | str) -> None:
         """Drop the local copies an invalidation names (unless this node sent it)."""
-        message = json.loads(raw)
+        message = loads(raw)
         if message.get("node") == self.node:
             return
         if channel == USERS_CHANNEL:

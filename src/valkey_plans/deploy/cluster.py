@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from typing import Literal
 
 from pyinfra import host
-from pyinfra.api import FactBase, OperationError, StringCommand, operation
+from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, operation
 
 from valkey_plans.deploy import cluster_nodes
-from valkey_plans.deploy.functions import valkey_cli
+from valkey_plans.deploy.functions import cli_args, cli_login, valkey_cli
 
 SEPARATOR = "--- nodes ---"
 
@@ -31,7 +31,9 @@ class ClusterView(FactBase[dict]):
     def command(self, socket: str, auth_file: str | None = None) -> StringCommand:
         return StringCommand(
             valkey_cli(None, "CLUSTER", "INFO", socket=socket, auth_file=auth_file),
-            f"&& echo '{SEPARATOR}' &&",
+            "&& echo",
+            QuoteString(SEPARATOR),
+            "&&",
             valkey_cli(None, "CLUSTER", "NODES", socket=socket, auth_file=auth_file),
         )
 
@@ -51,18 +53,28 @@ class ClusterView(FactBase[dict]):
         }
 
 
-def _cli_parts(args: tuple[str, ...], auth_file: str | None) -> list[str]:
-    """valkey-cli by address (the --cluster tools talk TCP to every node), as admin."""
-    login = [f'REDISCLI_AUTH="$(cat {auth_file})"', "valkey-cli", "--no-auth-warning"]
-    return [*login, "--user", "admin", *args] if auth_file else ["valkey-cli", *args]
+def _cli(*args: str | StringCommand, auth_file: str | None) -> StringCommand:
+    """valkey-cli by address (the --cluster tools talk TCP to every node), as admin.
+
+    Every argument is quoted (node addresses come from the plan's bind and announce_ip).
+    """
+    return StringCommand(*cli_login(auth_file), *cli_args(args))
 
 
-def _until(condition: str, give_up: str, seconds: int = 60) -> str:
+def _until(
+    condition: str | StringCommand, give_up: str | StringCommand, seconds: int = 60
+) -> StringCommand:
     """Shell: run `condition` every 0.5 s until it succeeds; after `seconds`, run
     `give_up` (which explains) and fail. Every wait of the cluster deploy is one of these."""
-    return (
-        f"i=0; until {condition}; do i=$((i+1));"
-        f" [ $i -gt {2 * seconds} ] && {{ {give_up}; exit 1; }}; sleep 0.5; done"
+    return StringCommand(
+        "i=0; until ",
+        condition,
+        "; do i=$((i+1)); [ $i -gt ",
+        str(2 * seconds),
+        " ] && { ",
+        give_up,
+        "; exit 1; }; sleep 0.5; done",
+        _separator="",
     )
 
 
@@ -77,14 +89,14 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     probes = []
     for address in addresses:
         node, port = address.rsplit(":", 1)
-        info = " ".join(_cli_parts(("-h", node, "-p", port, "CLUSTER", "INFO"), auth_file))
+        info = _cli("-h", node, "-p", port, "CLUSTER", "INFO", auth_file=auth_file)
         probes.append(
             _until(
-                f"{info} 2>/dev/null | grep -q '^cluster_state:ok'",
-                f"echo '{address}: cluster_state is not ok'",
+                StringCommand(info, "2>/dev/null | grep -q '^cluster_state:ok'"),
+                StringCommand("echo", QuoteString(f"{address}: cluster_state is not ok")),
             )
         )
-    return StringCommand("; ".join(probes))
+    return StringCommand(*probes, _separator="; ")
 
 
 @dataclass(frozen=True)
@@ -170,27 +182,28 @@ def plan_growth(
     return primary_steps + moves + [step for step in added if step.kind == "replica"]
 
 
-def _agreed(*parts: str) -> StringCommand:
+def _agreed(*parts: StringCommand) -> StringCommand:
     """Run a `valkey-cli --cluster` command, again while it finds nodes that disagree.
 
     add-node and rebalance first check that every node has the same view of the slots;
     right after a node joins (or gets its config epoch) gossip can briefly disagree even
     though a `--cluster check` just passed. Any other failure stops at once.
     """
-    command = " ".join(parts)
     return StringCommand(
-        f"i=0; until out=$({command} 2>&1); do"
-        ' echo "$out" | grep -q "Nodes don\'t agree" || { echo "$out"; exit 1; };'
-        ' i=$((i+1)); [ $i -gt 60 ] && { echo "$out"; exit 1; }; sleep 0.5; done; echo "$out"'
+        "i=0; until out=$(",
+        StringCommand(*parts),
+        " 2>&1); do",
+        ' echo "$out" | grep -q "Nodes don\'t agree" || { echo "$out"; exit 1; };',
+        ' i=$((i+1)); [ $i -gt 60 ] && { echo "$out"; exit 1; }; sleep 0.5; done; echo "$out"',
+        _separator="",
     )
 
 
-def _myid(address: str, auth_file: str | None) -> str:
+def _myid(address: str, auth_file: str | None) -> StringCommand:
     """Shell substitution giving the node id of the node at `address`."""
     node, port = address.rsplit(":", 1)
-    return (
-        '"$(' + " ".join(_cli_parts(("-h", node, "-p", port, "CLUSTER", "MYID"), auth_file)) + ')"'
-    )
+    myid = _cli("-h", node, "-p", port, "CLUSTER", "MYID", auth_file=auth_file)
+    return StringCommand('"$(', myid, ')"', _separator="")
 
 
 def _fresh(view: dict) -> tuple[str, ...]:
@@ -247,18 +260,14 @@ def cluster_formed(
     view = host.get_fact(ClusterView, socket=socket, auth_file=auth_file)
     members = {m.address for m in view["members"]}
     if view["known_nodes"] <= 1 and view["slots_assigned"] == 0:
-        yield StringCommand(
-            *_cli_parts(
-                (
-                    "--cluster",
-                    "create",
-                    *addresses,
-                    "--cluster-replicas",
-                    str(replicas),
-                    "--cluster-yes",
-                ),
-                auth_file,
-            )
+        yield _cli(
+            "--cluster",
+            "create",
+            *addresses,
+            "--cluster-replicas",
+            str(replicas),
+            "--cluster-yes",
+            auth_file=auth_file,
         )
         yield _wait_ok(addresses, auth_file)
         return
@@ -277,45 +286,54 @@ def cluster_formed(
         return
     where = dict(zip(addresses, hosts, strict=True))
     steps = plan_growth(missing, replicas, _shards(view), where, _fresh(view))
-    check = " ".join(_cli_parts(("--cluster", "check", existing), auth_file))
+    check = _cli("--cluster", "check", existing, auth_file=auth_file)
     # add-node returns before gossip has spread; moves and rebalance need nodes that agree
-    agree = StringCommand(_until(f"{check} >/dev/null 2>&1", f"{check}", seconds=30))
+    agree = _until(StringCommand(check, ">/dev/null 2>&1"), check, seconds=30)
     for step in steps:
-        if step.kind == "primary":
-            yield _agreed(*_cli_parts(("--cluster", "add-node", step.address, existing), auth_file))
-        elif step.kind == "move":
-            assert step.primary is not None
-            node, port = step.address.rsplit(":", 1)
-            replicate = " ".join(
-                _cli_parts(("-h", node, "-p", port, "CLUSTER", "REPLICATE"), auth_file)
-            )
-            # valkey-cli exits 0 on an error reply; until gossip reaches the replica, it
-            # answers "ERR Unknown node" for the new primary: retry until OK, then fail.
-            yield StringCommand(
-                _until(
-                    f'out=$({replicate} {_myid(step.primary, auth_file)} 2>&1); [ "$out" = OK ]',
-                    f'echo "{step.address}: CLUSTER REPLICATE: $out"',
-                    seconds=30,
-                )
-            )
-        else:
-            assert step.primary is not None
-            yield _agreed(
-                *_cli_parts(
-                    (
-                        "--cluster",
-                        "add-node",
-                        step.address,
-                        existing,
-                        "--cluster-slave",
-                        "--cluster-master-id",
-                    ),
-                    auth_file,
-                ),
-                _myid(step.primary, auth_file),
-            )
+        yield _step_command(step, existing, auth_file)
         yield agree
     yield from _rebalanced(addresses, existing, auth_file)
+
+
+def _step_command(step: Step, existing: str, auth_file: str | None) -> StringCommand:
+    """The command of one growth step (see `plan_growth`); `existing` is a member's address."""
+    if step.kind == "primary":
+        return _agreed(_cli("--cluster", "add-node", step.address, existing, auth_file=auth_file))
+    assert step.primary is not None
+    if step.kind == "move":
+        node, port = step.address.rsplit(":", 1)
+        replicate = _cli("-h", node, "-p", port, "CLUSTER", "REPLICATE", auth_file=auth_file)
+        # valkey-cli exits 0 on an error reply; until gossip reaches the replica, it
+        # answers "ERR Unknown node" for the new primary: retry until OK, then fail.
+        return _until(
+            StringCommand(
+                "out=$(",
+                replicate,
+                " ",
+                _myid(step.primary, auth_file),
+                ' 2>&1); [ "$out" = OK ]',
+                _separator="",
+            ),
+            StringCommand(
+                "echo ",
+                QuoteString(f"{step.address}: CLUSTER REPLICATE: "),
+                '"$out"',
+                _separator="",
+            ),
+            seconds=30,
+        )
+    return _agreed(
+        _cli(
+            "--cluster",
+            "add-node",
+            step.address,
+            existing,
+            "--cluster-slave",
+            "--cluster-master-id",
+            auth_file=auth_file,
+        ),
+        _myid(step.primary, auth_file),
+    )
 
 
 def _rebalanced(
@@ -325,15 +343,30 @@ def _rebalanced(
     answers MIGRATE with CLUSTERDOWN until its rejoin delay is over)."""
     yield _wait_ok(addresses, auth_file)
     yield _agreed(
-        *_cli_parts(
-            ("--cluster", "rebalance", existing, "--cluster-use-empty-masters", "--cluster-yes"),
-            auth_file,
+        _cli(
+            "--cluster",
+            "rebalance",
+            existing,
+            "--cluster-use-empty-masters",
+            "--cluster-yes",
+            auth_file=auth_file,
         )
     )
     yield _wait_ok(addresses, auth_file)
 
 
-def _settled(socket: str, auth_file: str | None) -> str:
+#: awk over INFO (split at ':'): fails while the node loads, rewrites its AOF or syncs
+#: as a replica, or while its link to its primary is down.
+BUSY_AWK = (
+    '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"'
+    ' { if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }'
+    " END { exit bad }"
+)
+#: awk over CLUSTER NODES: fails while a node is flagged fail or not connected.
+UNWELL_AWK = '$3 ~ /fail/ || $8 != "connected" {bad=1} END {exit bad}'
+
+
+def _settled(socket: str, auth_file: str | None) -> StringCommand:
     """Wait (up to 60 s) until this node is settled and sees the whole cluster.
 
     Settled: not loading, no AOF rewrite running (Valkey refuses to shut down while it
@@ -342,19 +375,22 @@ def _settled(socket: str, auth_file: str | None) -> str:
     cluster_state ok, every node connected and none flagged fail.
     """
 
-    def cli(*args: str) -> str:
-        return valkey_cli(None, *args, socket=socket, auth_file=auth_file).get_raw_value()
+    def cli(*args: str) -> StringCommand:
+        return valkey_cli(None, *args, socket=socket, auth_file=auth_file)
 
-    busy = (
-        '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"'
-        ' { if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }'
-    )
-    unwell = '$3 ~ /fail/ || $8 != "connected" {bad=1}'
     return _until(
-        f"{cli('INFO')} 2>/dev/null | tr -d '\\r' | awk -F: '{busy} END {{ exit bad }}' &&"
-        f" {cli('CLUSTER', 'INFO')} 2>/dev/null | grep -q '^cluster_state:ok' &&"
-        f" {cli('CLUSTER', 'NODES')} 2>/dev/null | awk '{unwell} END {{exit bad}}'",
-        f"echo 'the node or its cluster is not settled:'; {cli('CLUSTER', 'NODES')}",
+        StringCommand(
+            cli("INFO"),
+            "2>/dev/null | tr -d '\\r' | awk -F:",
+            QuoteString(BUSY_AWK),
+            "&&",
+            cli("CLUSTER", "INFO"),
+            "2>/dev/null | grep -q '^cluster_state:ok' &&",
+            cli("CLUSTER", "NODES"),
+            "2>/dev/null | awk",
+            QuoteString(UNWELL_AWK),
+        ),
+        StringCommand("echo 'the node or its cluster is not settled:';", cli("CLUSTER", "NODES")),
     )
 
 
@@ -375,7 +411,7 @@ def node_restarted(
     + socket: the node's unix socket
     + auth_file: root-only file with the admin password (None without ACLs)
     """
-    settled = StringCommand(_settled(socket, auth_file))
+    settled = _settled(socket, auth_file)
     yield settled
-    yield StringCommand("timeout 300 systemctl restart", unit)
+    yield StringCommand("timeout 300 systemctl restart", QuoteString(unit))
     yield settled

@@ -101,7 +101,9 @@ def background_server(
     pid = host.get_fact(RunningPid, pidfile=pidfile)
     start = StringCommand(QuoteString(server), QuoteString(config), "--daemonize yes")
     if pid and restarted:
-        yield StringCommand(f"kill {pid} && while kill -0 {pid} 2>/dev/null; do sleep 0.1; done")
+        yield StringCommand(
+            "kill", str(pid), "&& while kill -0", str(pid), "2>/dev/null; do sleep 0.1; done"
+        )
         yield start
     elif not pid:
         yield start
@@ -146,7 +148,10 @@ def converge_macos(plan: Plan, passwords: dict[str, SecretStr] | None) -> None:
             name=f"Config of {inst.name} (checked by a throwaway valkey-server first)",
             content=instance_config(plan, inst, layout),
             dest=paths.config,
-            checker=f"PATH={prefix}/bin:$PATH {checker}",
+            checker=StringCommand(
+                StringCommand("PATH=", QuoteString(f"{prefix}/bin"), ":$PATH", _separator=""),
+                QuoteString(checker),
+            ),
             user=user,
             group=None,
             mode="600",

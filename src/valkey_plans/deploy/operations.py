@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import shlex
 from collections.abc import Generator
 from io import StringIO
 
@@ -13,6 +12,7 @@ from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCo
 from pyinfra.facts.files import File, Sha256File
 
 from valkey_plans.deploy.facts import RunningPid
+from valkey_plans.deploy.functions import valkey_cli
 
 VALKEY_SERVER = "/usr/bin/valkey-server"
 
@@ -25,7 +25,7 @@ SYSTEMD_RETRY = {"_retries": 2, "_retry_delay": 2}
 def checked_file(
     content: str,
     dest: str,
-    checker: str | None = None,
+    checker: str | StringCommand | None = None,
     user: str | None = "valkey",
     group: str | None = "valkey",
     mode: str = "640",
@@ -37,8 +37,10 @@ def checked_file(
     + content: the rendered file
     + dest: where it lives
     + checker: command run with the candidate's path as its argument; non-zero keeps
-      the old file (and the old running instance) and fails the operation
-    + user, group, mode: ownership of the installed file (None: leave as created)
+      the old file (and the old running instance) and fails the operation. Shell text
+      of the deploy's own (never plan data): quote anything else in a StringCommand
+    + user, group, mode: ownership of the installed file (None: leave as created);
+      each is quoted, as a plan's group may hold a space ("domain users")
     + record: keep a copy of what was installed here and compare against it instead of
       `dest`: for files the service itself rewrites (Sentinel's config, a watched
       instance's config after a failover), whose drift is the service's, not ours
@@ -69,11 +71,7 @@ def checked_file(
             candidate,
             remote_temp_filename=host.get_temp_filename(candidate, temp_directory=directory),
         )
-        if user:
-            yield StringCommand("chown", user, QuoteString(candidate))
-        if group:
-            yield StringCommand("chgrp", group, QuoteString(candidate))
-        yield StringCommand("chmod", mode, QuoteString(candidate))
+        yield from _owned(candidate, user, group, mode)
         check = [checker, QuoteString(candidate), "&&"] if checker else []
         keep = ["cp", "-p", QuoteString(candidate), QuoteString(record), "&&"] if record else []
         yield StringCommand(*check, *keep, "mv", "-f", QuoteString(candidate), QuoteString(dest))
@@ -83,22 +81,32 @@ def checked_file(
         return
 
     info = host.get_fact(File, path=dest) or {}
-    drift = False
-    if user and info.get("user") != user:
-        yield StringCommand("chown", user, QuoteString(dest))
-        drift = True
-    if group and info.get("group") != group:
-        yield StringCommand("chgrp", group, QuoteString(dest))
-        drift = True
-    if str(info.get("mode")) != mode.lstrip("0"):
-        yield StringCommand("chmod", mode, QuoteString(dest))
-        drift = True
-    if not drift:
+    fixes = list(
+        _owned(
+            dest,
+            user if user and info.get("user") != user else None,
+            group if group and info.get("group") != group else None,
+            mode if str(info.get("mode")) != mode.lstrip("0") else None,
+        )
+    )
+    yield from fixes
+    if not fixes:
         host.noop(f"{dest} is up to date")
 
 
+def _owned(
+    path: str, user: str | None, group: str | None, mode: str | None
+) -> Generator[StringCommand, None, None]:
+    """chown, chgrp and chmod of `path`, for each of user, group, mode that is given."""
+    for program, value in (("chown", user), ("chgrp", group), ("chmod", mode)):
+        if value:
+            yield StringCommand(program, QuoteString(value), QuoteString(path))
+
+
 @operation()
-def swapped_in_stopped(source: str, dest: str, stop: str) -> Generator[StringCommand, None, None]:
+def swapped_in_stopped(
+    source: str, dest: str, stop: StringCommand
+) -> Generator[StringCommand, None, None]:
     """
     Copy `source` over `dest` with the service stopped: for a file the service itself
     rewrites when it exits (Sentinel flushes its config on shutdown, which would undo a
@@ -106,7 +114,8 @@ def swapped_in_stopped(source: str, dest: str, stop: str) -> Generator[StringCom
 
     + source: the file to install
     + dest: the service's live file
-    + stop: shell command that stops the service (a no-op if it is not running)
+    + stop: command that stops the service (a no-op if it is not running), its plan
+      values quoted (a StringCommand with QuoteString pieces)
 
     **Example:**
 
@@ -115,11 +124,11 @@ def swapped_in_stopped(source: str, dest: str, stop: str) -> Generator[StringCom
         swapped_in_stopped(
             source="/etc/valkey/.sentinel-main.conf.deployed",
             dest="/etc/valkey/sentinel-main.conf",
-            stop="systemctl stop valkey-sentinel@main",
+            stop=StringCommand("systemctl stop", QuoteString("valkey-sentinel@main.service")),
             _if=seed.did_change,
         )
     """
-    yield StringCommand(stop)
+    yield stop
     yield StringCommand("cp", "-p", QuoteString(source), QuoteString(dest))
 
 
@@ -161,14 +170,15 @@ def acl_reload(
             _if=acl.did_change,
         )
     """
-    cli = (
-        f'cli() {{ REDISCLI_AUTH="$(cat {shlex.quote(auth_file)})" valkey-cli --no-auth-warning'
-        f' --user {shlex.quote(user)} -s {shlex.quote(socket)} "$@"; }}'
-    )
+    cli = valkey_cli(None, StringCommand('"$@"'), socket=socket, auth_file=auth_file, user=user)
     yield StringCommand(
-        f"{cli}; if cli INFO replication | grep -q '^role:slave'; then {REPLICA_ACL_APPLY};"
-        ' else reply=$(cli ACL LOAD 2>&1); fi; echo "$reply";'
-        ' [ -n "$reply" ] && ! printf "%s\\n" "$reply" | grep -qvE "^(OK|[0-9]+)$"'
+        "cli() { ",
+        cli,
+        "; }; if cli INFO replication | grep -q '^role:slave'; then ",
+        REPLICA_ACL_APPLY,
+        '; else reply=$(cli ACL LOAD 2>&1); fi; echo "$reply";',
+        ' [ -n "$reply" ] && ! printf "%s\\n" "$reply" | grep -qvE "^(OK|[0-9]+)$"',
+        _separator="",
     )
 
 
@@ -199,7 +209,8 @@ def daemon(
     + socket: wait for this unix socket after a start (what systemd's Type=notify
       gives the systemd path), and fail with the log's tail if it never appears
     + logfile: the instance's log, shown when the start fails
-    + extra_args: more valkey-server arguments (`--sentinel` runs a Sentinel)
+    + extra_args: more valkey-server arguments, the deploy's own shell text, never plan
+      data (`--sentinel` runs a Sentinel)
 
     **Example:**
 
@@ -221,13 +232,13 @@ def daemon(
     )
     start = StringCommand(
         "install -d -o",
-        user,
+        QuoteString(user),
         "-g",
-        user,
+        QuoteString(user),
         "-m 2755",
         QuoteString(run_dir),
         "&& start-stop-daemon --start --quiet --chuid",
-        f"{user}:{user}",
+        QuoteString(f"{user}:{user}"),
         "--pidfile",
         QuoteString(pidfile),
         "--exec",
@@ -238,12 +249,7 @@ def daemon(
         extra_args,
     )
     if socket:
-        tail = f"tail -n 15 {logfile} >&2; " if logfile else ""
-        start = StringCommand(
-            start,
-            f"&& i=0; while [ ! -S {socket} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;",
-            f"[ -S {socket} ] || {{ echo 'valkey-server did not come up:' >&2; {tail}false; }}",
-        )
+        start = StringCommand(start, _socket_wait(socket, logfile))
     if not running:
         if pid:
             yield stop
@@ -257,6 +263,22 @@ def daemon(
         yield start
     else:
         host.noop(f"{config}: running as pid {pid}")
+
+
+def _socket_wait(socket: str, logfile: str | None) -> StringCommand:
+    """Shell: `&& ` wait up to 10 s for `socket`; if it never appears, show the log's
+    tail and fail (what systemd's Type=notify gives the systemd path)."""
+    tail = ["tail -n 15", QuoteString(logfile), ">&2;"] if logfile else []
+    return StringCommand(
+        "&& i=0; while [ ! -S",
+        QuoteString(socket),
+        "] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;",
+        "[ -S",
+        QuoteString(socket),
+        "] || { echo 'valkey-server did not come up:' >&2;",
+        *tail,
+        "false; }",
+    )
 
 
 def unsupported_os(description: str) -> OperationError:

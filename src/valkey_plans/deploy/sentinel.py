@@ -7,6 +7,7 @@ file only when the plan changes.
 
 from __future__ import annotations
 
+from pyinfra.api import QuoteString, StringCommand
 from pyinfra.operations import systemd, sysvinit
 
 from valkey_plans.deploy.operations import (
@@ -47,7 +48,6 @@ def converge_sentinel(
             running=False,
             enabled=False,
         )
-        stop = f"systemctl stop {unit}"
     else:
         sysvinit.service(
             name="The package's default valkey-sentinel init script is off",
@@ -55,15 +55,11 @@ def converge_sentinel(
             running=False,
             enabled=False,
         )
-        stop = (
-            f"start-stop-daemon --stop --quiet --oknodo --retry TERM/30/KILL/5 --pidfile"
-            f" {paths.pidfile} --exec /usr/bin/valkey-server"
-        )
     swapped_in_stopped(
         name=f"Sentinel {name} config swapped in (sentinel stopped meanwhile)",
         source=paths.record,
         dest=paths.config,
-        stop=stop,
+        stop=stop_command(systemd_host, unit, paths.pidfile),
         _if=seed.did_change,
     )
     if systemd_host:
@@ -78,3 +74,15 @@ def converge_sentinel(
             run_dir=paths.run_dir,
             extra_args="--sentinel",
         )
+
+
+def stop_command(systemd_host: bool, unit: str, pidfile: str) -> StringCommand:
+    """Stop the sentinel (a no-op when it is not running): its unit, or its pidfile
+    without systemd. Both carry the plan's sentinel name, so both are quoted."""
+    if systemd_host:
+        return StringCommand("systemctl stop", QuoteString(unit))
+    return StringCommand(
+        "start-stop-daemon --stop --quiet --oknodo --retry TERM/30/KILL/5 --pidfile",
+        QuoteString(pidfile),
+        "--exec /usr/bin/valkey-server",
+    )

@@ -64,7 +64,11 @@ def write_client_files(state: LabState, host_keys: dict[str, str]) -> None:
 
 
 def ssh_argv(state: LabState, host: Host, command: str) -> list[str]:
-    """The ssh command line that runs `command` as root on `host`."""
+    """The ssh command line that runs `command` as root on `host`.
+
+    `command` is shell text for the host's shell: build any value into it with
+    shlex.quote / shlex.join, never by plain string formatting.
+    """
     return ["ssh", "-F", state.ssh_config, host.name, command]
 
 

@@ -9,16 +9,27 @@ host, the field, the value and what is allowed.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS
 from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
+from valkey_plans.plan import values as rule
 from valkey_plans.plan.layout import DEBIAN, InstancePaths
 
 Role = Literal["cache", "primary", "replica", "cluster-node"]
@@ -34,9 +45,12 @@ Policy = Literal[
 ]
 LogLevel = Literal["debug", "verbose", "notice", "warning", "nothing"]
 AppendFsync = Literal["always", "everysec", "no"]
+Port = Annotated[int, AfterValidator(rule.port)]
 
-MEMORY_PATTERN = re.compile(r"^(0|[1-9][0-9]*)(b|k|kb|m|mb|g|gb)?$", re.IGNORECASE)
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+MEMORY_PATTERN = re.compile(r"(0|[1-9][0-9]{0,18})(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
+SAVE_PATTERN = re.compile(r"[1-9][0-9]{0,9} [1-9][0-9]{0,9}")
+#: Highest cluster port: the bus listens on port + 10000.
+CLUSTER_BUS_OFFSET = 10000
 MEMORY_UNITS = {
     "b": 1,
     "k": 1000,
@@ -121,7 +135,8 @@ class PlanError(ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+    # strict: a bool is not port 1 and "6379" is not a port; every value has its own type.
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True, strict=True)
 
 
 class CacheDb(_Strict):
@@ -129,20 +144,26 @@ class CacheDb(_Strict):
 
     db: int = Field(ge=0, le=15)
     cap: int | None = Field(default=None, ge=1, le=1_000_000)
-    ttl: int | None = Field(default=None, ge=1, description="seconds")
+    #: At most ten years: Valkey's expiry is in milliseconds since the epoch.
+    ttl: int | None = Field(default=None, ge=1, le=315_360_000, description="seconds")
     sliding: bool = False
 
 
 class Tls(_Strict):
     """TLS for one instance; certificate paths are on the host, readable by valkey."""
 
-    port: int = Field(ge=1, le=65535)
+    port: Port
     cert_file: str
     key_file: str
     ca_cert_file: str
     auth_clients: Literal["yes", "no", "optional"] = "no"
     #: Turn the plain-text port off, so every client must use TLS.
     only: bool = False
+
+    @field_validator("cert_file", "key_file", "ca_cert_file")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return rule.path(value)
 
 
 def _default_cache_dbs() -> dict[str, CacheDb]:
@@ -156,16 +177,16 @@ class Instance(_Strict):
     name: str
     role: Role
     bind: list[str]
-    port: int
+    port: Port
     maxmemory: str
     maxmemory_policy: Policy = Field(alias="maxmemory-policy")
     maxmemory_samples: int = Field(alias="maxmemory-samples")
-    databases: int
+    databases: int = Field(ge=1, le=16)
     save: list[str]
     appendonly: bool
     appendfsync: AppendFsync
     loglevel: LogLevel
-    extra_config: dict[str, str]
+    extra_config: dict[str, str | int]
     tls: Tls | None = None
     cache_dbs: dict[str, CacheDb] = Field(default_factory=_default_cache_dbs)
     #: role replica: the primary it follows, as "INVENTORY_HOST/INSTANCE".
@@ -188,27 +209,26 @@ class Instance(_Strict):
         role_defaults = ROLE_DEFAULTS.get(given.get("role"), ROLE_DEFAULTS["primary"])
         return {**INSTANCE_DEFAULTS, **role_defaults, **given}
 
-    @field_validator("name")
+    @field_validator("name", "cluster")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
-            raise ValueError(
-                "allowed: a lowercase letter, then up to 30 lowercase letters, digits or '-'"
-            )
-        return value
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else rule.name(value)
 
-    @field_validator("port")
+    @field_validator("replicaof")
     @classmethod
-    def _port(cls, value: int) -> int:
-        if not 1 <= value <= 65535:
-            raise ValueError("allowed: a TCP port from 1 to 65535")
-        return value
+    def _replicaof(cls, value: str | None) -> str | None:
+        return None if value is None else rule.reference(value)
+
+    @field_validator("announce_ip")
+    @classmethod
+    def _announce(cls, value: str | None) -> str | None:
+        return None if value is None else rule.ip(value.strip() and value, "one IP address")
 
     @field_validator("maxmemory", mode="before")
     @classmethod
     def _maxmemory(cls, value: Any) -> str:
-        text = str(value).strip()
-        if isinstance(value, bool) or not MEMORY_PATTERN.match(text):
+        text = value if isinstance(value, str) else str(value) if type(value) is int else ""
+        if not MEMORY_PATTERN.fullmatch(text):
             raise ValueError(
                 "allowed: bytes as an integer, optionally with a unit b, k, kb, m, mb, g, gb"
                 " (for example 256mb); 0 means no limit"
@@ -228,33 +248,30 @@ class Instance(_Strict):
         if not value:
             raise ValueError("allowed: at least one IP address (127.0.0.1 for loopback only)")
         for address in value:
-            try:
-                ipaddress.ip_address(address.removeprefix("-"))
-            except ValueError:
-                raise ValueError(f"{address!r} is not an IP address; allowed: IPv4/IPv6") from None
+            rule.bind_address(address)
+        if len(set(value)) != len(value):
+            raise ValueError("an address is listed twice; allowed: each address once")
         return value
 
     @field_validator("save")
     @classmethod
     def _save(cls, value: list[str]) -> list[str]:
-        for rule in value:
-            parts = rule.split()
-            if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        for entry in value:
+            if not SAVE_PATTERN.fullmatch(entry):
                 raise ValueError(
-                    f"{rule!r} is not a save rule; allowed: 'SECONDS CHANGES' with two"
-                    " positive integers, or an empty list for no snapshots"
+                    f"{entry!r} is not a save rule; allowed: 'SECONDS CHANGES' with two"
+                    " positive integers and one space, or an empty list for no snapshots"
                 )
         return value
 
     @field_validator("extra_config")
     @classmethod
-    def _extra(cls, value: dict[str, str]) -> dict[str, str]:
+    def _extra(cls, value: dict[str, str | int]) -> dict[str, str]:
+        checked = {}
         for key, setting in value.items():
-            if not re.match(r"^[a-z][a-z0-9-]*$", key) or "\n" in str(setting):
-                raise ValueError(
-                    f"{key!r}: allowed: Valkey directive names (lowercase, '-'), one-line values"
-                )
-        return value
+            rule.extra_directive(key)
+            checked[key] = rule.config_value(key, str(setting))
+        return checked
 
     @model_validator(mode="after")
     def _role_rules(self) -> Instance:
@@ -262,7 +279,8 @@ class Instance(_Strict):
             if self.databases < len(CACHE_DB_NAMES):
                 raise ValueError(
                     f"databases = {self.databases}: a cache instance needs at least"
-                    f" {len(CACHE_DB_NAMES)} ({', '.join(CACHE_DB_NAMES)})"
+                    f" {len(CACHE_DB_NAMES)} ({', '.join(CACHE_DB_NAMES)}); allowed:"
+                    f" {len(CACHE_DB_NAMES)} to 16"
                 )
             missing = set(CACHE_DB_NAMES) - set(self.cache_dbs)
             extra = set(self.cache_dbs) - set(CACHE_DB_NAMES)
@@ -283,11 +301,19 @@ class Instance(_Strict):
                 " 'INVENTORY_HOST/INSTANCE' of a primary instance"
             )
         elif self.role == "cluster-node" and not self.cluster:
-            raise ValueError("cluster: a cluster-node names its cluster; allowed: a name")
+            raise ValueError(
+                f"cluster: a cluster-node names its cluster; allowed: {rule.NAME_RULE}"
+            )
         if self.replicaof and self.role != "replica":
-            raise ValueError(f"replicaof: only a replica follows a primary, not a {self.role}")
+            raise ValueError(
+                f"replicaof: only a replica follows a primary, not a {self.role}; allowed:"
+                " replicaof on role replica only"
+            )
         if self.cluster and self.role != "cluster-node":
-            raise ValueError(f"cluster: only a cluster-node joins a cluster, not a {self.role}")
+            raise ValueError(
+                f"cluster: only a cluster-node joins a cluster, not a {self.role}; allowed:"
+                " cluster on role cluster-node only"
+            )
         if self.role in ("replica", "cluster-node") and not self.peer_address:
             raise ValueError(
                 f"bind = {self.bind}: a {self.role} must be reachable from other hosts;"
@@ -305,6 +331,22 @@ class Instance(_Strict):
         return f"valkey-server@{self.name}.service"
 
     @property
+    def tunables(self) -> dict[str, str]:
+        """Deploy defaults (tcp-keepalive, lazyfree-*...) with the plan's overrides."""
+        given = {k: str(v) for k, v in self.extra_config.items() if k in rule.TUNABLE_DIRECTIVES}
+        return {**rule.TUNABLE_DIRECTIVES, **given}
+
+    @property
+    def extra_directives(self) -> dict[str, str]:
+        """extra_config beyond the tunables: written once each, after the deploy's own."""
+        return {k: str(v) for k, v in self.extra_config.items() if k not in rule.TUNABLE_DIRECTIVES}
+
+    @property
+    def cluster_bus_port(self) -> int | None:
+        """The cluster bus (port + 10000) of a cluster node; None for other roles."""
+        return self.port + CLUSTER_BUS_OFFSET if self.role == "cluster-node" else None
+
+    @property
     def paths(self) -> InstancePaths:
         """Files of this instance on a Debian-family host (the checks' view)."""
         return DEBIAN.paths(self.name)
@@ -312,14 +354,21 @@ class Instance(_Strict):
     @property
     def maxmemory_bytes(self) -> int:
         """maxmemory as Valkey reports it in CONFIG GET (1k = 1000, 1kb = 1024)."""
-        number, unit = MEMORY_PATTERN.match(self.maxmemory).groups()  # type: ignore[union-attr]
+        number, unit = MEMORY_PATTERN.fullmatch(self.maxmemory).groups()  # type: ignore[union-attr]
         return int(number) * MEMORY_UNITS[unit or "b"]
 
     @property
     def ports(self) -> list[int]:
-        """Every TCP port the instance listens on (plain and TLS)."""
+        """Every TCP port clients reach the instance on (plain and TLS)."""
         plain = [] if self.tls and self.tls.only else [self.port]
         return plain + ([self.tls.port] if self.tls else [])
+
+    @property
+    def taken_ports(self) -> list[int]:
+        """Every port the instance holds: the plain port even when TLS-only (it is
+        written as `port 0` then, but the plan reserves it), TLS, the cluster bus."""
+        bus = [self.cluster_bus_port] if self.cluster_bus_port else []
+        return [self.port] + ([self.tls.port] if self.tls else []) + bus
 
     @property
     def client_port(self) -> int:
@@ -332,14 +381,14 @@ class Instance(_Strict):
         if self.announce_ip:
             return self.announce_ip
         for address in self.bind:
-            ip = ipaddress.ip_address(address.removeprefix("-"))
+            ip = ipaddress.ip_address(address.removeprefix("-").partition("%")[0])
             if not ip.is_loopback and not ip.is_unspecified:
                 return str(ip)
         return None
 
     @property
     def loopback_only(self) -> bool:
-        return all(ipaddress.ip_address(a.removeprefix("-")).is_loopback for a in self.bind)
+        return all(rule.is_loopback(a) for a in self.bind)
 
     @property
     def client_address(self) -> str:
@@ -362,22 +411,25 @@ class App(_Strict):
     hosted_url: str | None = None
     cache_instance: str | None = "cache"
 
-    @field_validator("name")
+    @field_validator("name", "hosted_instance", "cache_instance")
     @classmethod
-    def _name(cls, value: str) -> str:
-        if not NAME_PATTERN.match(value):
-            raise ValueError("allowed: a lowercase letter, then lowercase letters, digits or '-'")
-        return value
+    def _name(cls, value: str | None) -> str | None:
+        return None if value is None else rule.name(value)
+
+    @field_validator("env_dir")
+    @classmethod
+    def _env_dir(cls, value: str) -> str:
+        return rule.settings_dir(value)
+
+    @field_validator("group")
+    @classmethod
+    def _group(cls, value: str) -> str:
+        return rule.posix_name(value)
 
     @field_validator("hosted_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^valkeys?://[^/\s]+(/0)?$", value):
-            raise ValueError(
-                "allowed: valkey://HOST:PORT or valkeys://HOST:PORT (db 0 only;"
-                " credentials come from secrets, never from the URL path)"
-            )
-        return value
+        return None if value is None else rule.hosted_url(value)
 
 
 class Sentinel(_Strict):
@@ -387,19 +439,42 @@ class Sentinel(_Strict):
     name: str = "main"
     #: The watched primary, as "INVENTORY_HOST/INSTANCE".
     primary: str
-    port: int = Field(default=26379, ge=1, le=65535)
+    port: Port = 26379
     #: Address other sentinels and clients reach this sentinel at.
     bind: list[str]
-    quorum: int = Field(default=2, ge=1)
-    down_after_ms: int = Field(default=5000, ge=100)
-    failover_timeout_ms: int = Field(default=60000, ge=1000)
+    quorum: int = Field(default=2, ge=1, le=100)
+    down_after_ms: int = Field(default=5000, ge=100, le=3_600_000)
+    failover_timeout_ms: int = Field(default=60000, ge=1000, le=86_400_000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return rule.name(value)
+
+    @field_validator("primary")
+    @classmethod
+    def _primary(cls, value: str) -> str:
+        return rule.reference(value)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("allowed: at least one IP address")
+        for address in value:
+            rule.bind_address(address)
+        return value
 
     @property
     def address(self) -> str:
         """Where other sentinels and clients reach this one: its first non-loopback bind."""
         addresses = [a.removeprefix("-") for a in self.bind]
-        outside = [a for a in addresses if not ipaddress.ip_address(a).is_loopback]
+        outside = [a for a in addresses if not rule.is_loopback(a)]
         return (outside or addresses)[0]
+
+    @property
+    def loopback_only(self) -> bool:
+        return all(rule.is_loopback(a) for a in self.bind)
 
 
 class Plan(_Strict):
@@ -418,19 +493,38 @@ class Plan(_Strict):
     debian_mirror: str = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
 
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return rule.host_name(value)
+
     @field_validator("custom_domains")
     @classmethod
     def _custom(cls, value: dict[str, str]) -> dict[str, str]:
-        for code in value:
-            if not DOMAIN_PATTERN.match(code):
+        for code, description in value.items():
+            if not DOMAIN_PATTERN.fullmatch(code):
                 raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
+            rule.text(description)
         return value
+
+    @field_validator("secrets_file")
+    @classmethod
+    def _secrets_file(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        expanded = os.path.expanduser(value) if value.startswith("~/") else value
+        return rule.path(expanded)
+
+    @field_validator("debian_mirror")
+    @classmethod
+    def _mirror(cls, value: str) -> str:
+        return rule.mirror(value)
 
     @field_validator("domains")
     @classmethod
     def _domains_shape(cls, value: list[str]) -> list[str]:
         for code in value:
-            if not DOMAIN_PATTERN.match(code):
+            if not DOMAIN_PATTERN.fullmatch(code):
                 raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
         return value
 
@@ -443,22 +537,9 @@ class Plan(_Strict):
                 f"valkey_domains: unknown domain {', '.join(map(repr, unknown))}; allowed:"
                 f" {', '.join(sorted(known))}, or declare it in valkey_custom_domains"
             )
-        for attr in ("name", "ports"):
-            seen: set[object] = set()
-            for inst in self.instances:
-                values = getattr(inst, attr)
-                for value in values if isinstance(values, list) else [values]:
-                    if value in seen:
-                        what = attr.rstrip("s")
-                        raise ValueError(
-                            f"valkey_instances: two instances with {what} {value!r}; allowed:"
-                            f" one instance per {what} on a host"
-                        )
-                    seen.add(value)
+        self._unique_names_and_ports()
         exposed = [i.name for i in self.instances if not i.loopback_only]
-        if self.sentinel and not all(
-            ipaddress.ip_address(a.removeprefix("-")).is_loopback for a in self.sentinel.bind
-        ):
+        if self.sentinel and not self.sentinel.loopback_only:
             exposed.append("sentinel")
         if exposed and not self.acl:
             raise ValueError(
@@ -485,6 +566,35 @@ class Plan(_Strict):
             )
         return self
 
+    def _unique_names_and_ports(self) -> None:
+        """One instance per name; one owner per port (plain, TLS, cluster bus, sentinel)."""
+        names: set[str] = set()
+        for inst in self.instances:
+            if inst.name in names:
+                raise ValueError(
+                    f"valkey_instances: two instances with name {inst.name!r}; allowed:"
+                    " one instance per name on a host"
+                )
+            names.add(inst.name)
+        owners: dict[int, str] = {}
+        taken = [(inst.name, port) for inst in self.instances for port in inst.taken_ports]
+        if self.sentinel:
+            taken.append(("sentinel", self.sentinel.port))
+        for owner, port in taken:
+            if port > 65535:
+                raise ValueError(
+                    f"valkey_instances[{owner}]: cluster bus port {port} (port + 10000) is above"
+                    " 65535; allowed: a cluster-node port up to 55535"
+                )
+            if port in owners:
+                what = "two instances with port" if owner != "sentinel" else "sentinel port"
+                raise ValueError(
+                    f"valkey_instances: {what} {port}; allowed: one instance per port on a host"
+                    f" ({owners[port]} and {owner} clash, counting TLS ports and cluster bus"
+                    " ports = port + 10000)"
+                )
+            owners[port] = owner
+
     def instance(self, name: str) -> Instance:
         for inst in self.instances:
             if inst.name == name:
@@ -509,6 +619,10 @@ class Plan(_Strict):
     def from_host_data(cls, host: str, data: Mapping[str, Any] | Any) -> Plan:
         """Build the plan from pyinfra host data (a dict or pyinfra's HostData)."""
         get = data.get if hasattr(data, "get") else lambda k, d=None: getattr(data, k, d)
+        unknown = unknown_settings(data)
+        if unknown:
+            shown = shown_host(host)
+            raise PlanError("invalid plan\n" + "\n".join(f"host {shown}: {u}" for u in unknown))
         raw: dict[str, Any] = {"host": host}
         for key, default in DEFAULTS.items():
             value = get(key, None)
@@ -521,6 +635,36 @@ class Plan(_Strict):
             raise PlanError(format_errors(host, raw, exc)) from None
 
 
+#: What pydantic's own type errors mean in a plan, said the plan's way.
+TYPE_RULES = {
+    "int_type": "allowed: an integer (not a bool, a float or a string)",
+    "int_from_float": "allowed: an integer (not a float)",
+    "bool_type": "allowed: true or false (not a number or a string)",
+    "string_type": "allowed: a string",
+    "list_type": "allowed: a list",
+    "dict_type": "allowed: a mapping",
+    "model_type": "allowed: a mapping",
+}
+
+
+def unknown_settings(data: Mapping[str, Any] | Any) -> list[str]:
+    """valkey_* keys the plan does not know: a typo would otherwise be silently ignored."""
+    if hasattr(data, "dict"):
+        keys = list(data.dict())
+    elif isinstance(data, Mapping):
+        keys = list(data)
+    else:
+        keys = list(vars(data))
+    problems = []
+    for key in sorted(k for k in keys if isinstance(k, str) and k.startswith("valkey_")):
+        if key in DEFAULTS:
+            continue
+        close = difflib.get_close_matches(key, DEFAULTS, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        problems.append(f"{key}: unknown setting{hint}; allowed: {', '.join(sorted(DEFAULTS))}")
+    return problems
+
+
 def _field_path(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
     """Turn pydantic's location into the names a user wrote: valkey_instances[cache].port."""
     parts: list[str] = []
@@ -529,7 +673,10 @@ def _field_path(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
         if isinstance(item, int) and isinstance(node, list):
             entry = node[item] if item < len(node) else None
             label = entry.get("name") if isinstance(entry, Mapping) else None
-            parts[-1] += f"[{label or item}]"
+            # A name that breaks the rules is shown by position: it may hold a newline.
+            if not (isinstance(label, str) and rule.NAME.fullmatch(label)):
+                label = item
+            parts[-1] += f"[{label}]"
             node = entry
             continue
         if isinstance(item, str) and item.startswith(("function-", "literal[")):
@@ -539,12 +686,22 @@ def _field_path(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
     return ".".join(parts)
 
 
+def shown_host(host: str) -> str:
+    """The host as an error line names it: quoted when it is not a plain host name."""
+    return host if rule.HOST_NAME.fullmatch(host) else repr(host)
+
+
 def format_errors(host: str, raw: Mapping[str, Any], exc: ValidationError) -> str:
+    host = shown_host(host)
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         field = _field_path(raw, loc)
         message = err["msg"].removeprefix("Value error, ")
+        if err["type"] in TYPE_RULES:
+            message = TYPE_RULES[err["type"]]
+        elif message.startswith("Input should be "):
+            message = "allowed: " + message.removeprefix("Input should be ")
         if err["type"] == "literal_error":
             message = f"allowed: one of {err['ctx']['expected']}"
         elif err["type"] == "extra_forbidden":

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets as random
 import stat
 from collections.abc import Mapping
@@ -43,10 +44,40 @@ WORKLOAD_USERS = {
 }
 
 ENV_PREFIX = "VALKEY_PLANS_SECRET_"
+#: Passwords reach config lines (masterauth, requirepass) and env files: one word each.
+PASSWORD = re.compile(r"[!#-&(-\[\]-~]+")
 
 
 class SecretsError(ValueError):
     """A secrets source that cannot be used; never carries a password."""
+
+
+def check_location(path: Path) -> None:
+    """Refuse a secrets file where plaintext passwords could leak or be swapped.
+
+    Inside a git work tree (the checkout above all) one `git add -A` publishes every
+    password; in a directory others can write, another user can replace the file with
+    passwords of their own choosing before the deploy reads it.
+    """
+    if not path.is_absolute():
+        raise SecretsError(
+            f"secrets file {path} is a relative path; allowed: an absolute path outside any"
+            " git work tree, e.g. ~/.config/valkey-plans/NAME-secrets.json"
+        )
+    existing = [p for p in path.parents if p.exists()]
+    for parent in existing:
+        if (parent / ".git").exists():
+            raise SecretsError(
+                f"secrets file {path} is inside the git work tree {parent}; allowed: a path"
+                " outside any repository, e.g. ~/.config/valkey-plans/NAME-secrets.json"
+            )
+    nearest = existing[0]
+    mode = nearest.stat().st_mode
+    if mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise SecretsError(
+            f"secrets file {path}: directory {nearest} is writable by others (mode"
+            f" {stat.S_IMODE(mode):04o}); allowed: a directory only its owner can write"
+        )
 
 
 def _read_file(path: Path) -> dict[str, str]:
@@ -103,6 +134,7 @@ def load_secrets(
     found: dict[str, str] = {}
     if file:
         path = Path(file).expanduser()
+        check_location(path)
         if generate and (not path.exists() or set(users) - set(_read_file(path))):
             _generate(path, users)
         if path.exists():
@@ -128,5 +160,12 @@ def load_secrets(
     if short:
         raise SecretsError(
             f"passwords of {', '.join(short)} are shorter than 16 characters; allowed: 16 or more"
+        )
+    unsafe = [u for u in users if not PASSWORD.fullmatch(found[u])]
+    if unsafe:
+        raise SecretsError(
+            f"passwords of {', '.join(unsafe)} hold blanks, quotes, backslashes or characters"
+            " outside printable ASCII; allowed: printable ASCII without those (they reach"
+            " config lines and env files)"
         )
     return {user: SecretStr(found[user]) for user in users}

@@ -50,7 +50,8 @@ def ssh_forward_command(url: str, local_port: int, address: str, port: int) -> l
         cmd += ["-p", str(parts.port)]
     if parts.username:
         cmd += ["-l", unquote(parts.username)]
-    cmd += ["-L", f"127.0.0.1:{local_port}:{address}:{port}", str(parts.hostname)]
+    # `--`: a host name is never read as an ssh option (argv, no shell: nothing to quote)
+    cmd += ["-L", f"127.0.0.1:{local_port}:{address}:{port}", "--", str(parts.hostname)]
     return cmd
 
 

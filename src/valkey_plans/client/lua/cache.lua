@@ -22,15 +22,96 @@ Bump VERSION whenever this file changes: clients refuse an instance whose
 loaded library differs, and the deploy reloads it when the version differs.
 ]]
 
-local VERSION = '2'
+local VERSION = '3'
 
-local function positive_integer(value, name, fname)
+-- Arguments ------------------------------------------------------------------
+-- Every function checks all its keys and arguments (and the type of every key
+-- it writes) before its first write, so a refused call changes nothing: no
+-- half-written record, no session or record without its TTL. The Python client
+-- checks the same limits before it sends anything (valkey_plans.cache).
+
+-- The longest TTL or idle time, in ms: 10 years of 365 days (cache.MAX_SECONDS).
+-- Far inside Valkey's own limit (now_ms + ttl must fit a signed 64-bit integer)
+-- and inside 2^53, so Lua reads every allowed value as an exact integer.
+local MAX_MS = 315360000000
+local MAX_MS_TEXT = 'an integer number of ms from %d to 315360000000 (10 years)'
+-- A sorted set holds at most 2^32 - 1 members (cache.MAX_CAP).
+local MAX_CAP = 4294967295
+
+local function shown(value)
+  if value == nil then
+    return 'nothing'
+  end
+  local text = tostring(value)
+  if #text > 40 then
+    text = string.sub(text, 1, 40) .. '...'
+  end
+  return "'" .. (string.gsub(text, '%c', '?')) .. "'"
+end
+
+local function refuse(fname, what, value, allowed)
+  error(redis.error_reply(
+    'ERR ' .. fname .. ': ' .. what .. ' = ' .. shown(value) .. ': allowed: ' .. allowed))
+end
+
+-- Decimal digits only: tonumber alone would also take '0x10', ' 5', '1e3', 'inf'.
+local function integer_arg(fname, name, value, low, high, allowed)
+  if type(value) ~= 'string' or not string.find(value, '^%d+$') or #value > 15 then
+    refuse(fname, name, value, allowed)
+  end
   local n = tonumber(value)
-  if n == nil or n < 1 or n ~= math.floor(n) then
-    error(redis.error_reply(
-      'ERR ' .. fname .. ': ' .. name .. ' must be a positive integer, got ' .. tostring(value)))
+  if n < low or n > high then
+    refuse(fname, name, value, allowed)
   end
   return n
+end
+
+local function ms_arg(fname, name, value, low)
+  return integer_arg(fname, name, value, low, MAX_MS, string.format(MAX_MS_TEXT, low))
+end
+
+local function cap_arg(fname, value)
+  return integer_arg(fname, 'cap', value, 1, MAX_CAP, 'an integer from 1 to 4294967295')
+end
+
+-- Exactly the keys and arguments the function documents (`more`: vp_lru_mget takes
+-- any number of records after its first keys), none of them empty, and none of the
+-- first keys repeated anywhere (a record named like its LRU set would overwrite it).
+local function arity(fname, keys, args, nkeys, nargs, more)
+  if #keys ~= nkeys and not (more and #keys > nkeys) then
+    refuse(fname, 'number of keys', #keys, (more and 'at least ' or '') .. nkeys)
+  end
+  if #args ~= nargs then
+    refuse(fname, 'number of arguments', #args, tostring(nargs))
+  end
+  for i = 1, #keys do
+    if keys[i] == '' then
+      refuse(fname, 'key ' .. i, keys[i], 'a non-empty key name')
+    end
+  end
+  for i = 1, nkeys do
+    for j = i + 1, #keys do
+      if keys[i] == keys[j] then
+        refuse(fname, 'key ' .. j, keys[j], 'a key other than key ' .. i)
+      end
+    end
+  end
+end
+
+-- A key this call writes must be absent or already of the type it writes.
+local function key_type(fname, key, want)
+  local found = redis.call('TYPE', key)['ok']
+  if found ~= 'none' and found ~= want then
+    refuse(fname, 'type of ' .. key, found, 'a ' .. want .. ' or no key')
+  end
+end
+
+-- Records are JSON objects (the client encodes them strictly): the cheap shape check
+-- catches arguments passed in the wrong order.
+local function json_object(fname, name, value)
+  if string.sub(value, 1, 1) ~= '{' or string.sub(value, -1) ~= '}' then
+    refuse(fname, name, value, 'a JSON object')
+  end
 end
 
 local function now_ms()
@@ -66,14 +147,18 @@ local function lru_get_one(zset, clock, key)
   return value
 end
 
+-- The clock first: INCR is the one write here that can still fail (a clock key that
+-- holds no integer), and it fails before anything else is written.
 local function lru_put_one(zset, clock, key, value, ttl_ms, cap)
-  redis.call('SET', key, value, 'PX', ttl_ms)
   lru_touch(zset, clock, key)
+  redis.call('SET', key, value, 'PX', ttl_ms)
   lru_trim(zset, cap)
 end
 
 -- KEYS: lru zset, clock, record    ARGV: -
 local function vp_lru_get(keys, args)
+  arity('vp_lru_get', keys, args, 3, 0)
+  key_type('vp_lru_get', keys[1], 'zset')
   return lru_get_one(keys[1], keys[2], keys[3])
 end
 
@@ -82,6 +167,8 @@ end
 -- of three per key: the clock advances once per chunk by the number of hits.
 local CHUNK = 500  -- stays well under Lua's unpack() limit
 local function vp_lru_mget(keys, args)
+  arity('vp_lru_mget', keys, args, 2, 0, true)
+  key_type('vp_lru_mget', keys[1], 'zset')
   local zset, clock, out = keys[1], keys[2], {}
   for first = 3, #keys, CHUNK do
     local last = math.min(first + CHUNK - 1, #keys)
@@ -110,14 +197,19 @@ end
 
 -- KEYS: lru zset, clock, record    ARGV: value, ttl_ms, cap
 local function vp_lru_put(keys, args)
-  local ttl = positive_integer(args[2], 'ttl_ms', 'vp_lru_put')
-  local cap = positive_integer(args[3], 'cap', 'vp_lru_put')
-  lru_put_one(keys[1], keys[2], keys[3], args[1], ttl, cap)
+  arity('vp_lru_put', keys, args, 3, 3)
+  json_object('vp_lru_put', 'value', args[1])
+  ms_arg('vp_lru_put', 'ttl_ms', args[2], 1)
+  local cap = cap_arg('vp_lru_put', args[3])
+  key_type('vp_lru_put', keys[1], 'zset')
+  lru_put_one(keys[1], keys[2], keys[3], args[1], args[2], cap)
   return 1
 end
 
 -- KEYS: lru zset, record    ARGV: -
 local function vp_lru_del(keys, args)
+  arity('vp_lru_del', keys, args, 2, 0)
+  key_type('vp_lru_del', keys[1], 'zset')
   redis.call('ZREM', keys[1], keys[2])
   return redis.call('DEL', keys[2])
 end
@@ -127,44 +219,56 @@ end
 -- session keys. A session counts only while its owner's set still lists it, so
 -- losing the set (expiry, eviction) revokes rather than orphans its sessions.
 
-local function extend_ttl(key, ttl)
+local function extend_ttl(key, ttl, ttl_text)
   if redis.call('PTTL', key) < ttl then
-    redis.call('PEXPIRE', key, ttl)
+    redis.call('PEXPIRE', key, ttl_text)
   end
 end
 
 -- KEYS: session, owner's session set    ARGV: owner, data, ttl_ms
+-- Every argument and key type is checked first: from the DEL on, nothing can fail,
+-- so the session never exists without its TTL.
 local function vp_session_create(keys, args)
-  local ttl = positive_integer(args[3], 'ttl_ms', 'vp_session_create')
+  arity('vp_session_create', keys, args, 2, 3)
+  if args[1] == '' then
+    refuse('vp_session_create', 'owner', args[1], 'a non-empty record key')
+  end
+  json_object('vp_session_create', 'data', args[2])
+  local ttl = ms_arg('vp_session_create', 'ttl_ms', args[3], 1)
+  key_type('vp_session_create', keys[2], 'set')
   redis.call('DEL', keys[1])
   redis.call('HSET', keys[1], 'owner', args[1], 'data', args[2], 'index', keys[2])
-  redis.call('PEXPIRE', keys[1], ttl)
+  redis.call('PEXPIRE', keys[1], args[3])
   redis.call('SADD', keys[2], keys[1])
-  extend_ttl(keys[2], ttl)
+  extend_ttl(keys[2], ttl, args[3])
   return 1
 end
 
 -- KEYS: session    ARGV: slide_ms (0: leave the expiry alone)
--- Returns {owner, data} or nil.
+-- Returns {owner, data} or nil. Reads come first (a key of another type fails there);
+-- the writes after them cannot fail.
 local function vp_session_get(keys, args)
-  local slide = tonumber(args[1]) or 0
+  arity('vp_session_get', keys, args, 1, 1)
+  local slide = ms_arg('vp_session_get', 'slide_ms', args[1], 0)
   local fields = redis.call('HMGET', keys[1], 'owner', 'data', 'index')
-  if not fields[1] then
-    return false
+  if not (fields[1] and fields[2] and fields[3]) then
+    return false  -- no session (or a hash this library did not make: left alone)
   end
   if redis.call('SISMEMBER', fields[3], keys[1]) == 0 then
     redis.call('DEL', keys[1])
     return false
   end
   if slide > 0 then
-    redis.call('PEXPIRE', keys[1], slide)
-    extend_ttl(fields[3], slide)
+    redis.call('PEXPIRE', keys[1], args[1])
+    extend_ttl(fields[3], slide, args[1])
   end
   return {fields[1], fields[2]}
 end
 
 -- KEYS: session    ARGV: -
+-- SREM is the first write: an index of another type fails it before anything changes.
 local function vp_session_revoke(keys, args)
+  arity('vp_session_revoke', keys, args, 1, 0)
   local index = redis.call('HGET', keys[1], 'index')
   if index then
     redis.call('SREM', index, keys[1])
@@ -174,6 +278,8 @@ end
 
 -- KEYS: owner's session set    ARGV: -
 local function vp_session_revoke_all(keys, args)
+  arity('vp_session_revoke_all', keys, args, 1, 0)
+  key_type('vp_session_revoke_all', keys[1], 'set')
   local revoked = 0
   for _, session in ipairs(redis.call('SMEMBERS', keys[1])) do
     revoked = revoked + redis.call('DEL', session)
@@ -187,16 +293,39 @@ end
 -- never be lost to the msg: LRU bound; the msg: record is the readable copy.
 -- Workers BLMOVE pending -> processing (RIGHT -> LEFT: first in, first out).
 
+local function envelope_head(key)
+  return '{"key":"' .. key .. '","body":'
+end
+
 -- KEYS: lru zset, clock, msg record, pending    ARGV: envelope, body, ttl_ms, cap
+-- The envelope must be exactly {"key":"<msg record>","body":<body>}: the queue entry
+-- and the readable copy can never disagree.
 local function vp_queue_enqueue(keys, args)
-  local ttl = positive_integer(args[3], 'ttl_ms', 'vp_queue_enqueue')
-  local cap = positive_integer(args[4], 'cap', 'vp_queue_enqueue')
-  lru_put_one(keys[1], keys[2], keys[3], args[2], ttl, cap)
+  local fname = 'vp_queue_enqueue'
+  arity(fname, keys, args, 4, 4)
+  json_object(fname, 'body', args[2])
+  if args[1] ~= envelope_head(keys[3]) .. args[2] .. '}' then
+    refuse(fname, 'envelope', args[1], '{"key":"<key 3>","body":<body>}')
+  end
+  ms_arg(fname, 'ttl_ms', args[3], 1)
+  local cap = cap_arg(fname, args[4])
+  key_type(fname, keys[1], 'zset')
+  key_type(fname, keys[4], 'list')
+  lru_put_one(keys[1], keys[2], keys[3], args[2], args[3], cap)
   return redis.call('LPUSH', keys[4], args[1])
 end
 
 -- KEYS: processing, taken stamps, lru zset, msg record    ARGV: envelope
 local function vp_queue_ack(keys, args)
+  local fname = 'vp_queue_ack'
+  arity(fname, keys, args, 4, 1)
+  local head = envelope_head(keys[4])
+  if string.sub(args[1], 1, #head) ~= head then
+    refuse(fname, 'envelope', args[1], 'an envelope of key 4: ' .. head .. '...}')
+  end
+  key_type(fname, keys[1], 'list')
+  key_type(fname, keys[2], 'hash')
+  key_type(fname, keys[3], 'zset')
   local removed = redis.call('LREM', keys[1], 1, args[1])
   redis.call('HDEL', keys[2], args[1])
   redis.call('ZREM', keys[3], keys[4])
@@ -209,11 +338,12 @@ end
 -- back to the head of pending once it has sat there min_idle_ms since: a live
 -- worker gets at least min_idle_ms per job, a dead worker's job comes back.
 local function vp_queue_recover(keys, args)
-  local min_idle = tonumber(args[1])
-  if min_idle == nil or min_idle < 0 then
-    error(redis.error_reply(
-      'ERR vp_queue_recover: min_idle_ms must be a number >= 0, got ' .. tostring(args[1])))
-  end
+  local fname = 'vp_queue_recover'
+  arity(fname, keys, args, 3, 1)
+  local min_idle = ms_arg(fname, 'min_idle_ms', args[1], 0)
+  key_type(fname, keys[1], 'list')
+  key_type(fname, keys[2], 'hash')
+  key_type(fname, keys[3], 'list')
   local now = now_ms()
   local moved = 0
   for _, envelope in ipairs(redis.call('LRANGE', keys[1], 0, -1)) do

@@ -21,21 +21,25 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-run_as=""
+as_valkey=no
 if [ "$(id -u)" = 0 ] && id valkey >/dev/null 2>&1; then
     chown valkey "$scratch"
-    run_as="runuser -u valkey --"
+    as_valkey=yes
 fi
 set -- "$candidate" "$@" --daemonize no --port 0 --unixsocket "$scratch/check.sock" \
     --dir "$scratch" --pidfile "$scratch/check.pid" --logfile "$scratch/check.log" \
     --save "" --appendonly no --cluster-config-file "$scratch/nodes.conf"
 # TLS: no listener, but tls-replication makes Valkey load and check the certificates.
 if grep -q '^tls-port' "$candidate"; then set -- "$@" --tls-port 0 --tls-replication yes; fi
+# Every word stays one argument (paths may hold spaces): the command is "$@", never a
+# string split by the shell.
+set -- "$server" "$@"
+if [ "$as_valkey" = yes ]; then set -- runuser -u valkey -- "$@"; fi
 
-$run_as "$server" "$@" >"$scratch/stdout" 2>&1 &
+"$@" >"$scratch/stdout" 2>&1 &
 pid=$!
 tries=0
-while [ $tries -lt 100 ]; do
+while [ "$tries" -lt 100 ]; do
     if ! kill -0 "$pid" 2>/dev/null; then
         echo "valkey-server rejected $tried:" >&2
         cat "$scratch/stdout" "$scratch/check.log" 2>/dev/null | grep -v '^\s*$' | tail -n 15 >&2

@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import shlex
-
 import pytest
 
 from valkey_plans.plan import Plan, topology
@@ -76,18 +74,23 @@ class Valkey:
 
     With ACLs on it logs in as the read-only `checks` user; the password is read on
     the host from the deploy's root-only file, so it never shows in a command line.
+    Every path and argument goes through testinfra's quoting (`host.run(fmt, *args)`).
     """
 
     def __init__(self, host, instance, acl: bool) -> None:
         self.host = host
         self.socket = instance.paths.unixsocket
-        self.auth = f'REDISCLI_AUTH="$(cat {instance.paths.auth_file("checks")})" ' if acl else ""
-        self.user = "--no-auth-warning --user checks " if acl else ""
+        self.auth_file = instance.paths.auth_file("checks") if acl else None
 
     def cli(self, *args: str) -> str:
-        cmd = f"{self.auth}valkey-cli {self.user}-s {shlex.quote(self.socket)} "
-        result = self.host.run_expect([0], cmd + " ".join(map(shlex.quote, args)))
-        return result.stdout
+        """valkey-cli's reply to `args`; it exits 0 on error replies too, 1 when unreachable."""
+        words = " ".join(["%s"] * len(args))
+        if self.auth_file:
+            command = 'REDISCLI_AUTH="$(cat %s)" valkey-cli --no-auth-warning --user checks -s %s '
+            values = (self.auth_file, self.socket, *args)
+        else:
+            command, values = "valkey-cli -s %s ", (self.socket, *args)
+        return self.host.run_expect([0], command + words, *values).stdout
 
     def config(self, name: str) -> str:
         lines = self.cli("CONFIG", "GET", name).splitlines()

@@ -1,0 +1,349 @@
+"""Rules for plan values that reach a config file, a root shell or a server.
+
+Every value a plan holds is written in a hurry by someone and then runs as root, so
+each kind of value has one rule here, applied by the plan model before any host is
+touched: names and paths match in full (never `re.match` with `$`, which also
+matches before a final newline), addresses are parsed as IP addresses, paths are
+absolute and normalised. Each rule raises ValueError with the words "allowed: ..."
+so that the plan's error line says what to write instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import posixpath
+import re
+from urllib.parse import urlsplit
+
+#: Instance, cluster, sentinel and application names: they become unit names and paths.
+NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
+NAME_RULE = "a lowercase letter, then up to 30 lowercase letters, digits or '-'"
+#: The portable POSIX user/group name: letters, digits, '.', '_', '-', not '-' first.
+POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
+POSIX_NAME_RULE = (
+    "a portable POSIX name: a letter or '_', then up to 31 letters, digits, '.', '_' or '-'"
+    " (no spaces)"
+)
+#: An inventory host name as it appears in "HOST/INSTANCE" references and comments.
+HOST_NAME = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
+HOST_RULE = "an inventory host name: letters, digits, '.', '_', '-' (optionally '@' first)"
+#: Characters a path may hold: Valkey splits config lines on blanks and quotes.
+PATH_CHARS = re.compile(r"/[A-Za-z0-9._@+=,/-]*")
+PATH_RULE = (
+    "an absolute, normalised path of letters, digits and . _ @ + = , - (no spaces,"
+    " quotes, '..' or '//')"
+)
+#: An interface name after '%' in an IPv6 scope: nothing else may follow it.
+SCOPE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+#: One-line values for extra_config: printable, no quotes or backslash, which Valkey's
+#: config parser would read as a different number of arguments than written.
+CONFIG_VALUE = re.compile(r"[!#-&(-\[\]-~]+( [!#-&(-\[\]-~]+)*")
+CONFIG_VALUE_RULE = (
+    "one line of printable ASCII words separated by single spaces, without quotes or backslashes"
+)
+DIRECTIVE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+#: One-line descriptions (custom domains): printable, no control characters.
+TEXT = re.compile(r"[ -~]{1,200}")
+#: http(s) mirror URLs for apt source lines.
+MIRROR = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+
+#: Directories the deploy must never chown or chmod as an application settings dir.
+SYSTEM_DIRS = frozenset(
+    [
+        "/",
+        "/bin",
+        "/boot",
+        "/dev",
+        "/etc",
+        "/home",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/libx32",
+        "/media",
+        "/mnt",
+        "/opt",
+        "/proc",
+        "/root",
+        "/run",
+        "/sbin",
+        "/srv",
+        "/sys",
+        "/tmp",
+        "/usr",
+        "/var",
+        "/usr/bin",
+        "/usr/lib",
+        "/usr/lib64",
+        "/usr/libexec",
+        "/usr/local",
+        "/usr/local/bin",
+        "/usr/local/etc",
+        "/usr/local/lib",
+        "/usr/local/sbin",
+        "/usr/local/share",
+        "/usr/sbin",
+        "/usr/share",
+        "/usr/src",
+        "/usr/include",
+        "/var/backups",
+        "/var/cache",
+        "/var/lib",
+        "/var/local",
+        "/var/lock",
+        "/var/log",
+        "/var/mail",
+        "/var/opt",
+        "/var/run",
+        "/var/spool",
+        "/var/tmp",
+        "/etc/apt",
+        "/etc/cron.d",
+        "/etc/default",
+        "/etc/init.d",
+        "/etc/pam.d",
+        "/etc/security",
+        "/etc/ssh",
+        "/etc/ssl",
+        "/etc/sudoers.d",
+        "/etc/systemd",
+        "/etc/valkey",
+        "/var/lib/valkey",
+        "/var/log/valkey",
+        "/var/lib/valkey-plans",
+        "/usr/local/lib/valkey-plans",
+        "/etc/profile.d",
+        "/etc/network",
+        "/etc/sysctl.d",
+        "/etc/ld.so.conf.d",
+        "/etc/logrotate.d",
+    ]
+)
+#: Trees that hold no configuration at all: kernel views, runtime state, the boot loader.
+SYSTEM_TREES = ("/proc/", "/sys/", "/dev/", "/run/", "/boot/")
+
+
+def name(value: str) -> str:
+    if not NAME.fullmatch(value):
+        raise ValueError(f"allowed: {NAME_RULE}")
+    return value
+
+
+def posix_name(value: str) -> str:
+    if not POSIX_NAME.fullmatch(value) or value.isdigit():
+        raise ValueError(f"allowed: {POSIX_NAME_RULE}")
+    return value
+
+
+def host_name(value: str) -> str:
+    if not HOST_NAME.fullmatch(value):
+        raise ValueError(f"allowed: {HOST_RULE}")
+    return value
+
+
+def reference(value: str) -> str:
+    """ "HOST/INSTANCE": an instance of another inventory host."""
+    host, _, instance = value.partition("/")
+    if not (HOST_NAME.fullmatch(host) and NAME.fullmatch(instance)):
+        raise ValueError(f"allowed: 'INVENTORY_HOST/INSTANCE' ({HOST_RULE}; then {NAME_RULE})")
+    return value
+
+
+def path(value: str) -> str:
+    """An absolute, normalised path that survives a config line and a shell word."""
+    if not PATH_CHARS.fullmatch(value) or posixpath.normpath(value) != value:
+        raise ValueError(f"allowed: {PATH_RULE}")
+    return value
+
+
+def settings_dir(value: str) -> str:
+    """A directory the deploy may own (it chgrps and chmods it to 0750)."""
+    path(value)
+    parts = value.strip("/").split("/")
+    if value in SYSTEM_DIRS or value.startswith(SYSTEM_TREES) or len(parts) < 2:
+        raise ValueError(
+            "is a system directory; allowed: a dedicated directory the deploy may own,"
+            " at least two levels deep (for example /etc/valkey-plans)"
+        )
+    if parts[0] == "home" and len(parts) == 2:
+        raise ValueError("is a home directory; allowed: a dedicated directory inside it")
+    return value
+
+
+def ip(value: str, what: str = "an IP address") -> str:
+    """An IPv4/IPv6 address; an IPv6 scope id may only name an interface."""
+    address, _, scope = value.partition("%")
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an IP address; allowed: {what} (IPv4/IPv6)") from None
+    if scope and (parsed.version != 6 or not SCOPE_ID.fullmatch(scope)):
+        raise ValueError(
+            f"{value!r}: allowed: {what}; a scope id after '%' (IPv6 only) names one interface"
+        )
+    return value
+
+
+def bind_address(value: str) -> str:
+    """A bind entry: an IP address, with Valkey's optional '-' prefix (bind if present)."""
+    ip(value.removeprefix("-"), "IP addresses, each optionally prefixed with '-'")
+    return value
+
+
+def is_loopback(value: str) -> bool:
+    return ipaddress.ip_address(value.removeprefix("-").partition("%")[0]).is_loopback
+
+
+def config_value(key: str, value: str) -> str:
+    if not CONFIG_VALUE.fullmatch(value):
+        raise ValueError(f"extra_config[{key!r}] = {value!r}: allowed: {CONFIG_VALUE_RULE}")
+    return value
+
+
+def text(value: str) -> str:
+    if not TEXT.fullmatch(value):
+        raise ValueError("allowed: one line of 1 to 200 printable ASCII characters")
+    return value
+
+
+def mirror(value: str) -> str:
+    if not MIRROR.fullmatch(value) or ".." in value:
+        raise ValueError(
+            "allowed: an http:// or https:// URL of a Debian mirror (host, optional port"
+            " and path; no spaces, credentials, query or fragment)"
+        )
+    return value
+
+
+def hosted_url(value: str) -> str:
+    """valkey(s)://HOST:PORT and nothing more: credentials come from the secrets."""
+    allowed = (
+        "allowed: valkey://HOST:PORT or valkeys://HOST:PORT with nothing else (no user or"
+        " password: they come from the secrets; no /DB: db 0 only; no query)"
+    )
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(allowed)
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"port out of range; {allowed}") from None
+    host = parts.hostname or ""
+    if (
+        parts.scheme not in ("valkey", "valkeys")
+        or parts.username is not None
+        or "@" in parts.netloc
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or "#" in value
+        or "?" in value
+        or port is None
+        or not 1 <= port <= 65535
+        or not (HOSTNAME.fullmatch(host) or _is_ip(host))
+    ):
+        raise ValueError(allowed)
+    return value
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+#: extra_config directives the deploy writes itself or relies on, with what to use instead.
+_FIELD = "set it with the instance's `{}` field"
+MANAGED_DIRECTIVES: dict[str, str] = {
+    "bind": _FIELD.format("bind"),
+    "bind-source-addr": _FIELD.format("bind"),
+    "port": _FIELD.format("port"),
+    "protected-mode": "the deploy keeps it on; bind beyond loopback needs valkey_acl: true",
+    "unixsocket": "the deploy's unix socket is what valkey-cli and the checks use",
+    "unixsocketperm": "the deploy's unix socket is what valkey-cli and the checks use",
+    "unixsocketgroup": "the deploy's unix socket is what valkey-cli and the checks use",
+    "dir": "the data directory is fixed by Debian's hardened unit",
+    "dbfilename": "backups and checks find the RDB file by the instance's name",
+    "appenddirname": "backups and checks find the AOF directory by the instance's name",
+    "appendfilename": "backups and checks find the AOF files by the instance's name",
+    "pidfile": "the service runner finds the process by its pidfile",
+    "logfile": "the checks read the instance's own log file",
+    "syslog-enabled": "the checks read the instance's own log file",
+    "daemonize": "the service runner (systemd or start-stop-daemon) supervises the process",
+    "supervised": "the service runner (systemd or start-stop-daemon) supervises the process",
+    "databases": _FIELD.format("databases"),
+    "maxmemory": _FIELD.format("maxmemory"),
+    "maxmemory-policy": _FIELD.format("maxmemory-policy"),
+    "maxmemory-samples": _FIELD.format("maxmemory-samples"),
+    "save": _FIELD.format("save"),
+    "appendonly": _FIELD.format("appendonly"),
+    "appendfsync": _FIELD.format("appendfsync"),
+    "loglevel": _FIELD.format("loglevel"),
+    "aof-use-rdb-preamble": "restores and upgrades rely on RDB-preamble AOF files",
+    "stop-writes-on-bgsave-error": "a failing disk must stop writes, not lose them",
+    "hide-user-data-from-log": "keys and values must stay out of the logs",
+    "aclfile": "set valkey_acl: true; the deploy writes the aclfile",
+    "user": "set valkey_acl: true; the deploy writes the ACL users",
+    "requirepass": "passwords never go into the plan: set valkey_acl: true and the secrets",
+    "masteruser": "replicas log in with the deploy's replica user",
+    "masterauth": "passwords never go into the plan: the deploy writes the replica login",
+    "primaryuser": "replicas log in with the deploy's replica user",
+    "primaryauth": "passwords never go into the plan: the deploy writes the replica login",
+    "replicaof": "use role replica with `replicaof: HOST/INSTANCE`",
+    "slaveof": "use role replica with `replicaof: HOST/INSTANCE`",
+    "replica-announce-ip": _FIELD.format("announce_ip"),
+    "slave-announce-ip": _FIELD.format("announce_ip"),
+    "cluster-enabled": "use role cluster-node with `cluster: NAME`",
+    "cluster-config-file": "Valkey keeps the cluster's state in the deploy's file",
+    "cluster-node-timeout": _FIELD.format("cluster_node_timeout"),
+    "cluster-announce-ip": _FIELD.format("announce_ip"),
+    "cluster-port": "the cluster bus is port + 10000, which the plan checks for clashes",
+    "include": "the whole config comes from the plan; an include would bypass it",
+    "loadmodule": "modules run arbitrary code inside the server",
+    "enable-debug-command": "opens DEBUG, which can crash or rewrite the server",
+    "enable-module-command": "opens MODULE LOAD, which runs arbitrary code",
+    "enable-protected-configs": "opens CONFIG SET of paths the server writes to",
+    "rename-command": "clients, checks and the deploy call commands by their names",
+    "tls-port": "set it with the instance's `tls` settings",
+    "tls-cert-file": "set it with the instance's `tls` settings",
+    "tls-key-file": "set it with the instance's `tls` settings",
+    "tls-ca-cert-file": "set it with the instance's `tls` settings",
+    "tls-auth-clients": "set it with the instance's `tls` settings",
+}
+
+#: Deploy defaults that extra_config may override (written once, with the plan's value).
+TUNABLE_DIRECTIVES: dict[str, str] = {
+    "tcp-backlog": "511",
+    "timeout": "0",
+    "tcp-keepalive": "300",
+    "lazyfree-lazy-eviction": "yes",
+    "lazyfree-lazy-expire": "yes",
+    "lazyfree-lazy-user-del": "yes",
+    "always-show-logo": "no",
+}
+
+
+def extra_directive(key: str) -> str:
+    if not DIRECTIVE.fullmatch(key):
+        raise ValueError(
+            f"extra_config[{key!r}]: allowed: a Valkey directive name (lowercase letters,"
+            " digits and '-')"
+        )
+    reason = MANAGED_DIRECTIVES.get(key)
+    if reason is not None:
+        raise ValueError(
+            f"extra_config[{key!r}] is managed by the deploy ({reason}); allowed: any other"
+            " Valkey directive"
+        )
+    return key
+
+
+def port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("allowed: a TCP port from 1 to 65535")
+    return value
