@@ -127,6 +127,19 @@ DEFAULTS: dict[str, Any] = {
     "valkey_debian_mirror": "http://deb.debian.org/debian",
     # Seconds an apt package list stays fresh before the deploy refreshes it.
     "valkey_apt_cache_time": 86400,
+    # Thresholds of the Prometheus alert rules rendered from the plan (plan/alerts.py).
+    "valkey_alerts": {
+        # A cache's keyspace hits / (hits + misses) over 10 minutes below this alerts.
+        "hit_ratio_min": 0.8,
+        # A replica this many bytes behind its primary's offset (for 2 minutes) alerts.
+        "replication_lag_max_bytes": 1048576,
+        # used_memory / maxmemory of a noeviction instance above this: writes will fail.
+        "primary_memory_max_ratio": 0.9,
+        # Seconds since the last good backup: two backup intervals; None: no backup alert.
+        "backup_max_age_s": 7200,
+        # Connections rejected (maxclients) within 5 minutes above this alert.
+        "rejected_connections": 0,
+    },
 }
 
 
@@ -477,6 +490,25 @@ class Sentinel(_Strict):
         return all(rule.is_loopback(a) for a in self.bind)
 
 
+class Alerts(_Strict):
+    """Thresholds of the alert rules (`valkey_plans.plan.alerts`); unset keys keep DEFAULTS."""
+
+    hit_ratio_min: float = Field(ge=0, le=1)
+    replication_lag_max_bytes: int = Field(ge=1, le=1 << 40)
+    primary_memory_max_ratio: float = Field(gt=0, le=1)
+    #: At least a minute (a scrape or two), at most a year.
+    backup_max_age_s: int | None = Field(ge=60, le=31_536_000)
+    rejected_connections: int = Field(ge=0, le=1_000_000_000)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_defaults(cls, data: Any) -> Any:
+        # A plan that sets one threshold keeps the documented defaults of the others.
+        if not isinstance(data, Mapping):
+            return data
+        return {**DEFAULTS["valkey_alerts"], **data}
+
+
 class Plan(_Strict):
     """Everything the deploy, the clients and the checks need to know about one host."""
 
@@ -492,6 +524,7 @@ class Plan(_Strict):
     secrets_generate: bool = Field(alias="valkey_secrets_generate")
     debian_mirror: str = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
+    alerts: Alerts = Field(alias="valkey_alerts")
 
     @field_validator("host")
     @classmethod
@@ -639,6 +672,7 @@ class Plan(_Strict):
 TYPE_RULES = {
     "int_type": "allowed: an integer (not a bool, a float or a string)",
     "int_from_float": "allowed: an integer (not a float)",
+    "float_type": "allowed: a number (not a bool or a string)",
     "bool_type": "allowed: true or false (not a number or a string)",
     "string_type": "allowed: a string",
     "list_type": "allowed: a list",
