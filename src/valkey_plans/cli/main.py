@@ -9,6 +9,7 @@ default the current directory) and beside the inventory file.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -134,6 +135,44 @@ def audit(
 
     reports = run_audit(_targets(inventory), only_host, only_instance, limit, as_json)
     if any(not r.ok for r in reports):
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
+@click.option("--json", "as_json", is_flag=True, help="Print one snapshot as JSON.")
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 3600),
+    default=1.0,
+    show_default=True,
+    help="Seconds the rates are measured over (and between --watch refreshes).",
+)
+def status(inventory: str, watch: bool, as_json: bool, interval: float) -> None:
+    """Memory, ops/s, hit ratio, evictions, connections per workload, replication and
+    cluster state of every instance of INVENTORY (read-only, as the checks user).
+
+    Exits non-zero when an instance could not be reached.
+    """
+    from valkey_plans.verify import status as live
+
+    if watch and as_json:
+        raise click.UsageError("--watch refreshes a table; --json prints one snapshot")
+    if not as_json and importlib.util.find_spec("rich") is None:
+        raise click.ClickException(
+            "the status table needs rich: pip install 'valkey-plans[verify]'"
+        )
+    targets = _targets(inventory)
+    if watch:
+        live.watch(targets, interval)
+        return
+    snap = live.snapshot(targets, interval)
+    if as_json:
+        click.echo(json.dumps(snap.to_dict(), indent=1))
+    else:
+        live.console().print(live.table(snap))
+    if not snap.ok:
         sys.exit(1)
 
 
