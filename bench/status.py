@@ -53,13 +53,14 @@ def _free(port: int) -> bool:
 
 
 def cluster_ports(count: int) -> list[int]:
-    """Free ports p with p + 10000 (the cluster bus) free as well."""
+    """Free ports p with p + 10000 (the cluster bus) free as well, none another's bus."""
     ports: list[int] = []
     while len(ports) < count:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port <= 55535 and port not in ports and _free(port + 10000):
+        taken = {*ports, *(q + 10000 for q in ports)}
+        if port <= 55535 and not {port, port + 10000} & taken and _free(port + 10000):
             ports.append(port)
     return ports
 
