@@ -530,12 +530,13 @@ def watch(
     from rich.live import Live
 
     with status_of(targets, interval) as status:
-        first = status.refresh()
-        with Live(table(first), console=out or console(), auto_refresh=False) as live:
-            done = 1
-            try:
+        try:
+            with Live(
+                table(status.refresh()), console=out or console(), auto_refresh=False
+            ) as live:
+                done = 1
                 while refreshes is None or done < refreshes:
                     live.update(table(status.refresh()), refresh=True)
                     done += 1
-            except KeyboardInterrupt:
-                pass
+        except KeyboardInterrupt:
+            pass  # Ctrl-C is how --watch ends
