@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import valkey
 from click.testing import CliRunner
 from pydantic import SecretStr
 
+from tests.valkey_server import free_port
 from valkey_plans.cli.main import main
 from valkey_plans.plan import Plan
 from valkey_plans.plan.acl import acl_lines
@@ -203,7 +205,7 @@ def test_watch_reuses_the_previous_sample_and_sends_few_commands(valkey_server):
 
 
 def test_replication_lag_and_link_from_the_primary_info(valkey_factory):
-    primary = valkey_factory("primary", databases="1")
+    primary = valkey_factory("primary", databases="1", repl_diskless_sync_delay="0")
     replica = valkey_factory("replica", databases="1", replicaof=f"127.0.0.1 {primary.port}")
     writer = primary.client()
     deadline = time.monotonic() + 10
@@ -234,8 +236,21 @@ def test_replication_lag_and_link_from_the_primary_info(valkey_factory):
     assert first.replication.lag_bytes == listed.lag_bytes
 
 
+def cluster_port() -> int:
+    """A free port whose cluster bus port (+10000) exists and is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
 def test_cluster_state_of_a_cluster_node(valkey_factory):
-    node = valkey_factory("node", databases="1", cluster_enabled="yes")
+    node = valkey_factory("node", port=cluster_port(), databases="1", cluster_enabled="yes")
     plan = Plan.from_host_data("db-1", {
         "valkey_instances": [{"name": "n0", "role": "cluster-node", "cluster": "main",
                               "port": node.port, "announce_ip": "127.0.0.1"}],
