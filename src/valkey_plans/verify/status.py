@@ -325,6 +325,7 @@ def endpoints(targets: Sequence[Target]) -> Iterator[list[Endpoint]]:
                     found.append(Endpoint(target.name, app, inst, None, _error(exc)))
                     continue
                 client = clients(0)
+                stack.callback(client.close)  # before its tunnel closes
                 client.set_response_callback("INFO", _raw)  # its own client: raw replies
                 found.append(Endpoint(target.name, app, inst, client))
         yield found
