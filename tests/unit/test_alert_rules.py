@@ -50,6 +50,10 @@ def promtool() -> str:
     return found
 
 
+#: Plans in these tests run hourly backups: the backup rule is off by default.
+WITH_BACKUPS = {"backup_max_age_s": 7200}
+
+
 def every_role_plan(**alerts: object) -> Plan:
     """One host with every kind of instance, a Sentinel, and the given thresholds."""
     return Plan.from_host_data(
@@ -76,7 +80,7 @@ def every_role_plan(**alerts: object) -> Plan:
             "valkey_acl": True,
             "valkey_app": {"hosted_instance": "hosted", "cache_instance": "cache"},
             "valkey_sentinel": {"primary": "db-2/hosted", "bind": ["10.0.0.1"], "quorum": 2},
-            "valkey_alerts": alerts,
+            "valkey_alerts": {**WITH_BACKUPS, **alerts},
         },
     )
 
@@ -346,6 +350,7 @@ def test_a_primary_only_plan_has_no_cache_rules():
         {
             "valkey_instances": [{"name": "hosted", "role": "primary", "port": 6380}],
             "valkey_app": {"hosted_instance": "hosted", "cache_instance": None},
+            "valkey_alerts": WITH_BACKUPS,
         },
     )
     assert _alerts_by_instance(plan) == {
@@ -355,7 +360,7 @@ def test_a_primary_only_plan_has_no_cache_rules():
 
 
 def test_a_dev_cache_has_no_replication_cluster_or_sentinel_rules():
-    plan = Plan.from_host_data("@local", {})
+    plan = Plan.from_host_data("@local", {"valkey_alerts": WITH_BACKUPS})
     assert _alerts_by_instance(plan) == {
         "cache": {"ValkeyInstanceDown", "ValkeyRejectedConnections", "ValkeyBackupTooOld",
                   "ValkeyUserIndexEvicted", "ValkeyBoundDbAboveCap", "ValkeyHitRatioLow"}
@@ -409,9 +414,10 @@ def test_thresholds_and_caps_come_from_the_plan():
     assert "> 0" in exprs[("ValkeyRejectedConnections", None)]  # default: any rejection
 
 
-def test_backup_alert_can_be_turned_off():
-    plan = Plan.from_host_data("@local", {"valkey_alerts": {"backup_max_age_s": None}})
-    assert "ValkeyBackupTooOld" not in _alerts_by_instance(plan)["cache"]
+def test_backup_alert_is_off_by_default_and_can_be_turned_off():
+    for data in ({}, {"valkey_alerts": {"backup_max_age_s": None}}):
+        plan = Plan.from_host_data("@local", data)
+        assert "ValkeyBackupTooOld" not in _alerts_by_instance(plan)["cache"]
 
 
 def test_the_file_carries_the_managed_header_and_its_label_contract():
@@ -453,7 +459,7 @@ def test_one_threshold_set_keeps_the_other_defaults():
     plan = Plan.from_host_data("db-1", {"valkey_alerts": {"hit_ratio_min": 0.5}})
     assert plan.alerts.hit_ratio_min == 0.5
     assert plan.alerts.primary_memory_max_ratio == 0.9
-    assert plan.alerts.backup_max_age_s == 7200
+    assert plan.alerts.backup_max_age_s is None, "no backup rule until backups run"
 
 
 def test_yaml_values_are_single_quoted_and_one_line():

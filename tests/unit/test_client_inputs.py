@@ -1,6 +1,6 @@
 """The client refuses input that breaks its promises, before any call is built or sent.
 
-Every case builds a call with the I/O-free builders of `valkey_plans.cache` (the sync
+Every case builds a call with the I/O-free builders of `valkey_plans.client.cache` (the sync
 classes and the asyncio twin both send exactly these), so no server is needed: a
 refused builder means nothing was sent. tests/server/test_client_inputs.py proves the
 same on a real server, and that the Functions library refuses bad FCALLs by itself.

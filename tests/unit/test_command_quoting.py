@@ -50,8 +50,8 @@ from valkey_plans.deploy.cluster import ClusterView, cluster_formed, node_restar
 from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.functions import library_loaded
-from valkey_plans.deploy.operations import acl_reload, checked_file, daemon
-from valkey_plans.deploy.sentinel import stop_command
+from valkey_plans.deploy.operations import acl_reload, checked_file
+from valkey_plans.deploy.service import Init, Service, daemon, service_runner
 from valkey_plans.plan import Plan, PlanError, topology
 from valkey_plans.plan.render import TEMPLATE_DIR
 from valkey_plans.plan.secrets import ALL_USERS
@@ -623,6 +623,10 @@ def test_daemon_quotes_its_user_and_every_path(value):
     assert_quoted(commands, {"vpq": value})
 
 
+def sentinel(unit: str = "s@x.service", pid: str = "/run/p") -> Service:
+    return Service(label="Sentinel x", config="/c", pidfile=pid, unit=unit, run_dir="/run")
+
+
 @pytest.mark.parametrize("value", HOSTILE_VALUES)
 def test_valkey_cli_calls_quote_socket_login_and_paths(value):
     socket, auth = f"/run/{value}/sock", f"/var/lib/{value}/admin"
@@ -638,8 +642,11 @@ def test_valkey_cli_calls_quote_socket_login_and_paths(value):
     commands += [
         shell_text(RunningPid().command(pidfile=f"/run/{value}/pid")),
         shell_text(ClusterView().command(socket=socket, auth_file=auth)),
-        shell_text(stop_command(True, f"valkey-sentinel@{value}.service", "/run/p")),
-        shell_text(stop_command(False, "valkey-sentinel@x.service", f"/run/{value}/pid")),
+        shell_text(service_runner(sentinel(unit=f"s@{value}.service"), Init.SYSTEMD).stop()),
+        shell_text(
+            service_runner(sentinel(pid=f"/run/{value}/pid"), Init.START_STOP_DAEMON).stop()
+        ),
+        shell_text(service_runner(sentinel(pid=f"/run/{value}/pid"), Init.BREW).stop()),
     ]
     assert any("ACL LOAD" in c for c in commands) and any("FUNCTION LOAD" in c for c in commands)
     assert_quoted(commands, {"vpq": value})
@@ -763,3 +770,18 @@ def test_config_checker_takes_a_candidate_path_with_blanks_quotes_and_dollars():
         assert done.returncode == 1 and "/nonexistent/cert" in done.stderr, done.stderr
     finally:
         subprocess.run(["rm", "-rf", "--", str(scratch)], check=True)
+
+
+@pytest.mark.parametrize("value", HOSTILE_VALUES)
+def test_the_deploy_and_the_checks_run_one_valkey_cli_command_line(value):
+    """One builder: testinfra's quoting of `cli_format` gives pyinfra's `valkey_cli`, and
+    the password only ever comes from the file, read on the host."""
+    from valkey_plans.deploy.valkey_cli import cli_format, valkey_cli
+
+    where = {"socket": f"/run/{value}/sock", "auth_file": f"/var/lib/{value}/checks"}
+    for login in ({}, where, {**where, "user": "checks"}):
+        args = ("CONFIG", "GET", value)
+        checks = BaseBackend.quote(*cli_format(None, *args, **login))
+        assert checks == shell_text(valkey_cli(None, *args, **login))
+        assert_quoted([checks], {"vpq": value})
+    assert checks.startswith(f'REDISCLI_AUTH="$(cat {shlex.quote(where["auth_file"])})" ')

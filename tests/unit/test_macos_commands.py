@@ -15,8 +15,8 @@ from pyinfra.facts.server import Os, TmpDir, User
 
 from tests.unit.pyinfra_commands import planned_commands
 from valkey_plans.deploy import valkey_plan
-from valkey_plans.deploy.facts import RunningPid
-from valkey_plans.deploy.macos import BrewPrefix, BrewServiceRunning, brew_service_config
+from valkey_plans.deploy.facts import BrewServiceRunning, RunningPid
+from valkey_plans.deploy.macos import BrewPrefix, brew_service_config
 from valkey_plans.plan import Plan
 from valkey_plans.plan.layout import homebrew
 from valkey_plans.plan.render import instance_config

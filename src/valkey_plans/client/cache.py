@@ -3,11 +3,14 @@
 Every bounded operation is one FCALL into the `valkey_plans` Functions library
 (`lua/cache.lua`), so the cap holds atomically however many processes share the
 instance. This module is also the one key/encoding layer: each operation is built
-once as a `Call` (the command to send and how to read its reply); the sync classes
-here and the asyncio twin in `cache_async` only differ in whether they await it.
+once, without I/O, as a `Call` (the command to send and how to read its reply), and
+one set of classes sends them through the runner of their client's flavour
+(`valkey_plans.client.commands`): on a sync client a method returns the result, on a
+valkey.asyncio client an awaitable of it, as valkey-py's own commands do.
 
 Each class takes the plain valkey-py client of its own db (dependency injection);
-`LocalCache.from_settings` builds them from the cache tier's settings.
+`LocalCache.from_settings` (sync) and `AsyncLocalCache.from_settings` (asyncio) build
+them from the cache tier's settings.
 """
 
 from __future__ import annotations
@@ -17,13 +20,15 @@ import math
 import numbers
 import re
 import unicodedata
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-import valkey
-
-from valkey_plans.client.functions import require_version
+from valkey_plans.client.clients import AsyncClients, Clients, WorkloadClients
+from valkey_plans.client.commands import Call, Client, Reply, fcall, runner
+from valkey_plans.client.commands import run as run  # re-exported: canary, tests, store
+from valkey_plans.client.commands import run_many as run_many  # re-exported: bench
+from valkey_plans.client.functions import version_check
 from valkey_plans.client.schema import (
     MESSAGE_CLOCK,
     MESSAGE_LRU,
@@ -36,9 +41,6 @@ from valkey_plans.client.schema import (
 )
 from valkey_plans.client.settings import CacheDbs, CacheTierSettings
 from valkey_plans.keys import KeyFormatError, new_key, parse
-
-if TYPE_CHECKING:
-    from valkey_plans.client.clients import WorkloadClients
 
 T = TypeVar("T")
 Record = dict[str, Any]
@@ -335,35 +337,7 @@ def _flag(value: bool, role: str) -> bool:
     return value
 
 
-# --- calls: the command and how to read its reply -----------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Call(Generic[T]):
-    """One round trip: the command to send and the parser of its reply."""
-
-    command: tuple[str | int, ...]
-    parse: Callable[[Any], T]
-
-
-def fcall(
-    function: str, keys: Sequence[str], args: Sequence[str | int], reply: Callable[[Any], T]
-) -> Call[T]:
-    return Call(("FCALL", function, len(keys), *keys, *args), reply)
-
-
-def run(client: valkey.Valkey, call: Call[T]) -> T:
-    """Send one call on a sync client."""
-    return call.parse(client.execute_command(*call.command))
-
-
-def run_many(client: valkey.Valkey, calls: Iterable[Call[Any]]) -> list[Any]:
-    """Send calls in one pipeline (one round trip, not a transaction)."""
-    calls = list(calls)
-    pipe = client.pipeline(transaction=False)
-    for call in calls:
-        pipe.execute_command(*call.command)
-    return [call.parse(reply) for call, reply in zip(calls, pipe.execute(), strict=True)]
+# --- calls: the command and how to read its reply (see `commands`) ------------------
 
 
 def _int(reply: Any) -> int:
@@ -486,17 +460,24 @@ class SessionCalls:
         keys = (key, sessions_of(owner))
         return fcall("vp_session_create", keys, (owner, payload, ttl_ms), lambda _: session)
 
-    def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
+    def _read(self, key: str, slide: bool | None, parse: Callable[[Any], T]) -> Call[T]:
+        """vp_session_get, sliding the expiry as configured unless `slide` says otherwise."""
         slides = self.sliding if slide is None else _flag(slide, "session get slide")
         slide_ms = self.ttl_ms if slides else 0
+        return fcall("vp_session_get", (record_key(key, "ses", "session"),), (slide_ms,), parse)
 
+    def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
         def session(reply: list[Any] | None) -> Session | None:
             if not reply:
                 return None
             owner, data = reply
             return Session(key=key, owner=_text(owner) or "", data=loads(data))
 
-        return fcall("vp_session_get", (record_key(key, "ses", "session"),), (slide_ms,), session)
+        return self._read(key, slide, session)
+
+    def touch(self, key: str) -> Call[bool]:
+        """Whether the session is alive (a miss replies nil, a hit its fields), sliding as `get`."""
+        return self._read(key, None, bool)
 
     def revoke(self, key: str) -> Call[bool]:
         return fcall("vp_session_revoke", (record_key(key, "ses", "session"),), (), _bool)
@@ -590,91 +571,104 @@ def db_clients(clients: WorkloadClients[C], dbs: CacheDbs) -> dict[str, C]:
     }
 
 
-# --- sync clients ---------------------------------------------------------------------
+# --- the cache: one set of classes for sync and asyncio clients -----------------------
 
 
-class UserIndex:
+class OnClient:
+    """One db's client, sync or asyncio, and the runner of its flavour (see `commands`).
+
+    Every method of the classes below builds its `Call`, which checks the input (so a
+    refusal is raised by the call itself, before any await and before anything is sent),
+    and returns `self.run(call)`: the result on a sync client, an awaitable of it on an
+    asyncio one.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self.runner = runner(client)
+        self.run = self.runner.run
+
+
+class UserIndex(OnClient):
     """Email -> user key on the user_index db; entries never expire."""
 
-    def __init__(self, client: valkey.Valkey) -> None:
-        self.client = client
+    def lookup(self, email: str) -> Reply[str | None]:
+        return self.run(UserIndexCalls.lookup(email))
 
-    def lookup(self, email: str) -> str | None:
-        return run(self.client, UserIndexCalls.lookup(email))
+    def link(self, email: str, user_key: str) -> Reply[None]:
+        return self.run(UserIndexCalls.link(email, user_key))
 
-    def link(self, email: str, user_key: str) -> None:
-        run(self.client, UserIndexCalls.link(email, user_key))
-
-    def unlink(self, email: str) -> bool:
-        return run(self.client, UserIndexCalls.unlink(email))
+    def unlink(self, email: str) -> Reply[bool]:
+        return self.run(UserIndexCalls.unlink(email))
 
 
-class LruCache:
+class LruCache(OnClient):
     """An exact LRU on one db: after any sequence of calls it holds exactly the `cap`
     most recently used records (fewer once TTLs or memory pressure drop some)."""
 
-    def __init__(self, client: valkey.Valkey, calls: LruCalls) -> None:
-        self.client = client
+    def __init__(self, client: Client, calls: LruCalls) -> None:
+        super().__init__(client)
         self.calls = calls
 
-    def get(self, key: str) -> Record | None:
-        return run(self.client, self.calls.get(key))
+    def get(self, key: str) -> Reply[Record | None]:
+        return self.run(self.calls.get(key))
 
-    def get_many(self, keys: Sequence[str]) -> dict[str, Record]:
+    def get_many(self, keys: Sequence[str]) -> Reply[dict[str, Record]]:
         """One FCALL for all keys, touched in the order given; misses are left out."""
-        return run(self.client, self.calls.get_many(keys))
+        return self.run(self.calls.get_many(keys))
 
-    def put(self, key: str, record: Mapping[str, Any]) -> None:
-        run(self.client, self.calls.put(key, record))
+    def put(self, key: str, record: Mapping[str, Any]) -> Reply[None]:
+        return self.run(self.calls.put(key, record))
 
-    def delete(self, key: str) -> bool:
-        return run(self.client, self.calls.delete(key))
+    def delete(self, key: str) -> Reply[bool]:
+        return self.run(self.calls.delete(key))
+
+
+#: The plan's defaults, for the constructors below (a short name keeps their signatures short).
+_BOUND = DEFAULT_BOUNDS
 
 
 class UserCache(LruCache):
     """`usr:` records on the user_cache db, bounded at the plan's cap."""
 
     def __init__(
-        self,
-        client: valkey.Valkey,
-        cap: int = DEFAULT_BOUNDS.user_cap,
-        ttl: float = DEFAULT_BOUNDS.user_ttl,
+        self, client: Client, cap: int = _BOUND.user_cap, ttl: float = _BOUND.user_ttl
     ) -> None:
         super().__init__(client, LruCalls.users(cap, ttl))
 
 
-class SessionCache:
+class SessionCache(OnClient):
     """`ses:` sessions; TTL = expiry, optionally sliding on each get/touch."""
 
     def __init__(
         self,
-        client: valkey.Valkey,
-        ttl: float = DEFAULT_BOUNDS.session_ttl,
-        sliding: bool = DEFAULT_BOUNDS.session_sliding,
+        client: Client,
+        ttl: float = _BOUND.session_ttl,
+        sliding: bool = _BOUND.session_sliding,
     ) -> None:
-        self.client = client
         self.calls = SessionCalls(ttl, sliding)
+        super().__init__(client)
 
     def create(
         self, owner: str, data: Mapping[str, Any], ttl: float | None = None, key: str | None = None
-    ) -> Session:
-        return run(self.client, self.calls.create(owner, data, key or new_key("ses"), ttl))
+    ) -> Reply[Session]:
+        return self.run(self.calls.create(owner, data, key or new_key("ses"), ttl))
 
-    def get(self, key: str) -> Session | None:
-        return run(self.client, self.calls.get(key))
+    def get(self, key: str) -> Reply[Session | None]:
+        return self.run(self.calls.get(key))
 
-    def touch(self, key: str) -> bool:
+    def touch(self, key: str) -> Reply[bool]:
         """Whether the session is alive; slides its expiry when the plan says sliding."""
-        return run(self.client, self.calls.get(key)) is not None
+        return self.run(self.calls.touch(key))
 
-    def revoke(self, key: str) -> bool:
-        return run(self.client, self.calls.revoke(key))
+    def revoke(self, key: str) -> Reply[bool]:
+        return self.run(self.calls.revoke(key))
 
-    def revoke_all(self, owner: str) -> int:
-        return run(self.client, self.calls.revoke_all(owner))
+    def revoke_all(self, owner: str) -> Reply[int]:
+        return self.run(self.calls.revoke_all(owner))
 
 
-class MessageQueue:
+class MessageQueue(OnClient):
     """Messages in transit: bounded `msg:` LRU plus an at-least-once work queue.
 
     `take` blocks, so it runs on the blocking workload's client; everything else on api.
@@ -682,64 +676,73 @@ class MessageQueue:
 
     def __init__(
         self,
-        client: valkey.Valkey,
-        blocking: valkey.Valkey | None = None,
-        cap: int = DEFAULT_BOUNDS.message_cap,
-        ttl: float = DEFAULT_BOUNDS.message_ttl,
+        client: Client,
+        blocking: Client | None = None,
+        cap: int = _BOUND.message_cap,
+        ttl: float = _BOUND.message_ttl,
     ) -> None:
-        self.client = client
-        self.blocking = blocking or client
         self.calls = QueueCalls(cap, ttl)
+        super().__init__(client)
+        self.blocking = blocking or client
+        self.run_blocking = runner(self.blocking).run
         self.messages = LruCache(client, self.calls.lru)
 
-    def enqueue(self, body: Mapping[str, Any], key: str | None = None) -> str:
-        return run(self.client, self.calls.enqueue(key or new_key("msg"), body))
+    def enqueue(self, body: Mapping[str, Any], key: str | None = None) -> Reply[str]:
+        return self.run(self.calls.enqueue(key or new_key("msg"), body))
 
-    def get(self, key: str) -> Record | None:
+    def get(self, key: str) -> Reply[Record | None]:
         return self.messages.get(key)
 
-    def take(self, timeout: float = 1.0) -> QueueItem | None:
+    def take(self, timeout: float = 1.0) -> Reply[QueueItem | None]:
         """The oldest pending message, moved to processing; None after `timeout` seconds."""
-        return run(self.blocking, self.calls.take(timeout))
+        return self.run_blocking(self.calls.take(timeout))
 
-    def ack(self, item: QueueItem) -> bool:
-        return run(self.client, self.calls.ack(item))
+    def ack(self, item: QueueItem) -> Reply[bool]:
+        return self.run(self.calls.ack(item))
 
-    def recover(self, min_idle: float = 60.0) -> int:
+    def recover(self, min_idle: float = 60.0) -> Reply[int]:
         """Requeue jobs left in processing (by dead workers); returns how many moved."""
-        return run(self.client, self.calls.recover(min_idle))
+        return self.run(self.calls.recover(min_idle))
 
-    def pending(self) -> int:
-        return run(self.client, self.calls.pending())
+    def pending(self) -> Reply[int]:
+        return self.run(self.calls.pending())
 
-    def processing(self) -> int:
-        return run(self.client, self.calls.processing())
+    def processing(self) -> Reply[int]:
+        return self.run(self.calls.processing())
 
 
 @dataclass
 class LocalCache:
-    """The four dbs of one cache instance, each on its own client."""
+    """The four dbs of one cache instance, each on its own client.
+
+    On asyncio clients the same object is the asyncio cache: every method, like
+    `require_library` and `from_clients`, then returns an awaitable.
+    """
 
     index: UserIndex
     users: UserCache
     sessions: SessionCache
     messages: MessageQueue
 
-    def require_library(self) -> None:
+    #: The workload clients `from_settings` makes: sync here, asyncio in `AsyncLocalCache`.
+    workload_clients: ClassVar[type[WorkloadClients[Any]]] = Clients
+
+    def require_library(self) -> Reply[str]:
         """Fail at start when the instance was not deployed with this package's library."""
-        require_version(self.users.client)
+        return self.users.run(version_check(self.users.client))
 
     @classmethod
     def from_clients(
         cls,
-        index: valkey.Valkey,
-        users: valkey.Valkey,
-        sessions: valkey.Valkey,
-        messages: valkey.Valkey,
-        blocking: valkey.Valkey | None = None,
+        index: Client,
+        users: Client,
+        sessions: Client,
+        messages: Client,
+        blocking: Client | None = None,
         bounds: Bounds | None = None,
-    ) -> LocalCache:
-        """One client per db (and the blocking one for `take`); checks the library once."""
+    ) -> Reply[Self]:
+        """One client per db (and the blocking one for `take`); checks the library once,
+        in the round trip that hands the cache over (so asyncio awaits one thing)."""
         b = bounds or DEFAULT_BOUNDS
         cache = cls(
             index=UserIndex(index),
@@ -747,21 +750,28 @@ class LocalCache:
             sessions=SessionCache(sessions, b.session_ttl, b.session_sliding),
             messages=MessageQueue(messages, blocking, b.message_cap, b.message_ttl),
         )
-        cache.require_library()
-        return cache
+        return cache.users.run(version_check(users).then(lambda _: cache))
 
     @classmethod
     def from_workload_clients(
         cls, clients: WorkloadClients[Any], settings: CacheTierSettings
-    ) -> LocalCache:
+    ) -> Reply[Self]:
         """Each db's api client from the cache tier's clients; `take` on the blocking one."""
         return cls.from_clients(
             **db_clients(clients, settings.dbs), bounds=Bounds.from_settings(settings)
         )
 
     @classmethod
-    def from_settings(cls, settings: CacheTierSettings) -> LocalCache:
+    def from_settings(cls, settings: CacheTierSettings) -> Reply[Self]:
         """The local cache of `load_settings().cache`, on its own workload clients."""
-        from valkey_plans.client.clients import Clients
+        return cls.from_workload_clients(cls.workload_clients(settings), settings)
 
-        return cls.from_workload_clients(Clients(settings), settings)
+
+class AsyncLocalCache(LocalCache):
+    """`LocalCache` made on asyncio workload clients: `await AsyncLocalCache.from_settings(s)`.
+
+    The same classes, not a second implementation; only `from_settings` differs, by
+    the clients it makes (any `from_clients` call follows the clients it is given).
+    """
+
+    workload_clients = AsyncClients

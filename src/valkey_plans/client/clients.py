@@ -4,35 +4,46 @@
 on first use with its own connection pool (one pool per (db, workload)), its own
 client name `<app>:<workload>` as seen in CLIENT LIST, its own ACL login, timeouts
 that fit the workload, retries with exponential backoff on connection loss and
-periodic health checks. The options and the guards are built here once and shared
-with the asyncio flavour (`valkey_plans.client.aclients`), which only supplies the classes.
+periodic health checks. `AsyncClients(tier)` is the same wiring on valkey.asyncio:
+`await clients.api.get(k)`, `await clients.aclose()` on shutdown.
+
+One implementation serves both flavours: the options, names, guards, retry policy
+and the standalone, cluster and sentinel modes live in `WorkloadClients`; a `Flavour`
+only names the valkey-py classes (valkey-py keeps the asyncio ones under the same names
+in valkey.asyncio, so one `flavour()` reads either package). The pool's checkout retry
+is the one piece of I/O written per flavour.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Self, TypeVar
+from functools import partial
+from types import ModuleType
+from typing import Any, ClassVar, Generic, NoReturn, Self, TypeVar, overload
 
 import valkey
+import valkey.asyncio
 from valkey.backoff import ExponentialBackoff
-from valkey.connection import Connection, SSLConnection
 from valkey.exceptions import AuthenticationError, AuthorizationError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
-from valkey.retry import Retry
-from valkey.sentinel import Sentinel, SentinelConnectionPool
 
 from valkey_plans.client.guards import DEFAULT_MAX_BLOCK, CommandRefused, Guard, GuardedMixin
 from valkey_plans.client.settings import WORKLOADS, TierSettings, Workload
 
 __all__ = [
+    "ASYNC",
     "DEFAULT_MAX_BLOCK",
+    "SYNC",
+    "AsyncClients",
     "Clients",
+    "Flavour",
     "CommandRefused",
     "WorkloadClients",
     "client_name",
@@ -61,20 +72,28 @@ KEEPALIVE_OPTIONS = {
 #: ConnectionError, and retrying it only delays the real message by the whole backoff.
 PERMANENT_ERRORS = (AuthenticationError, AuthorizationError)
 
-T = TypeVar("T")
+
+class FailFast:
+    """Mixin for valkey-py's Retry, either flavour: a rejected login is raised at once."""
+
+    def call_with_retry(self, do: Callable[[], Any], fail: Callable[[Exception], Any]) -> Any:
+        return super().call_with_retry(do, partial(_fail_fast, fail))  # type: ignore[misc]
 
 
-class WorkloadRetry(Retry):
-    """valkey-py's Retry, except that a rejected login is raised at once."""
+def _fail_fast(fail: Callable[[Exception], Any], error: Exception) -> Any:
+    """Run valkey-py's failure handler (it drops the connection), then stop on a permanent
+    error; the asyncio Retry awaits what this returns, so there the raise is awaited too."""
+    outcome = fail(error)
+    if not isinstance(error, PERMANENT_ERRORS):
+        return outcome
+    if inspect.isawaitable(outcome):
+        return _raise_after(outcome, error)
+    raise error
 
-    def call_with_retry(self, do: Callable[[], T], fail: Callable[[Exception], Any]) -> T:
-        def fail_fast(error: Exception) -> Any:
-            outcome = fail(error)
-            if isinstance(error, PERMANENT_ERRORS):
-                raise error
-            return outcome
 
-        return super().call_with_retry(do, fail_fast)
+async def _raise_after(outcome: Awaitable[Any], error: Exception) -> NoReturn:
+    await outcome
+    raise error
 
 
 @dataclass(frozen=True)
@@ -148,20 +167,125 @@ def check_db(tier: TierSettings, db: int) -> int:
 
 C = TypeVar("C")
 
+#: What a pool retries while handing out a connection: a server lost or not ready yet.
+CHECKOUT_ERRORS = (ValkeyConnectionError, ValkeyTimeoutError)
+
+
+def _checkout_retry(pool: Any, error: Exception) -> Any:
+    """The pool's own Retry policy for another checkout after `error` (a copy, as each
+    connection takes one); a rejected login is raised at once instead."""
+    if isinstance(error, PERMANENT_ERRORS):
+        raise error
+    return copy.deepcopy(pool.connection_kwargs["retry"])
+
+
+def _ignore(error: Exception) -> None:
+    """A failed checkout needs no clean-up here: the pool has released the connection."""
+
+
+async def _aignore(error: Exception) -> None:
+    """`_ignore` for the asyncio Retry, which awaits its failure handler."""
+
+
+class RetryOnCheckout:
+    """Mixin for sync pools: also retry while handing out a connection.
+
+    valkey-py retries a command whose connection broke, but not the reconnect that
+    `get_connection` makes for a pooled connection found dead (redis-py#1789), so a
+    server restart surfaces as ConnectionError to the caller. This closes that gap
+    with the same Retry policy; a checkout that works costs one frame, no more.
+    """
+
+    def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:
+        get = super().get_connection  # type: ignore[misc]
+        try:
+            return get(command_name, *keys, **options)
+        except CHECKOUT_ERRORS as error:
+            retry = _checkout_retry(self, error)
+        return retry.call_with_retry(partial(get, command_name, *keys, **options), _ignore)
+
+
+class AsyncRetryOnCheckout:
+    """`RetryOnCheckout` for valkey.asyncio pools, whose checkout is a coroutine."""
+
+    async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:
+        get = super().get_connection  # type: ignore[misc]
+        try:
+            return await get(command_name, *keys, **options)
+        except CHECKOUT_ERRORS as error:
+            retry = _checkout_retry(self, error)
+        return await retry.call_with_retry(partial(get, command_name, *keys, **options), _aignore)
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """The classes one flavour of workload clients is made of (the wiring is in
+    `WorkloadClients`): ours, and `library` (valkey or valkey.asyncio) for the rest:
+    Connection, SSLConnection, Sentinel and cluster.ClusterNode."""
+
+    library: ModuleType
+    standalone: type
+    cluster: type
+    pool: type
+    sentinel_pool: type
+    retry: type
+    #: The client method that closes a client: `close`, or `aclose` to await.
+    close: str
+
+
+def flavour(library: ModuleType, checkout: type, close: str, prefix: str) -> Flavour:
+    """Our classes on `library`'s: the guard on the clients, `checkout` on the pools and
+    fail-fast on the Retry, written once for both flavours (named `<prefix>WorkloadValkey`...).
+    """
+
+    class WorkloadValkey(GuardedMixin, library.Valkey):
+        """A standalone valkey-py client that enforces its workload's guard."""
+
+    class WorkloadValkeyCluster(GuardedMixin, library.ValkeyCluster):
+        """A cluster valkey-py client that enforces its workload's guard."""
+
+    class RetryingConnectionPool(checkout, library.ConnectionPool):
+        """A standalone pool that retries while handing out a connection."""
+
+    class RetryingSentinelPool(checkout, library.sentinel.SentinelConnectionPool):
+        """A pool on the primary Sentinel names, retrying across a failover."""
+
+    class WorkloadRetry(FailFast, library.retry.Retry):
+        """valkey-py's Retry, except that a rejected login is raised at once."""
+
+    made = (WorkloadValkey, WorkloadValkeyCluster, RetryingConnectionPool, RetryingSentinelPool)
+    for cls in (*made, WorkloadRetry):
+        cls.__name__ = cls.__qualname__ = f"{prefix}{cls.__name__}"
+    return Flavour(library, *made, WorkloadRetry, close)  # in the order of Flavour's fields
+
+
+SYNC = flavour(valkey, RetryOnCheckout, close="close", prefix="")
+ASYNC = flavour(valkey.asyncio, AsyncRetryOnCheckout, close="aclose", prefix="Async")
+
+
+class WorkloadClient:
+    """`clients.api` is `clients.get("api")`: one attribute per workload, its doc beside it."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.workload = name
+
+    @overload
+    def __get__(self, clients: None, owner: type | None = None) -> Self: ...
+
+    @overload
+    def __get__(self, clients: WorkloadClients[C], owner: type | None = None) -> C: ...
+
+    def __get__(self, clients: WorkloadClients[C] | None, owner: type | None = None) -> Any:
+        return self if clients is None else clients.get(self.workload)
+
 
 class WorkloadClients(Generic[C]):
-    """The four workload clients of one tier and db; subclasses supply the client classes."""
+    """The four workload clients of one tier and db; a subclass names its `flavour`."""
 
-    #: What a flavour supplies (valkey-py in `Clients`, valkey.asyncio in `AsyncClients`).
-    pool_class: ClassVar[type]
-    connection_class: ClassVar[type]
-    ssl_connection_class: ClassVar[type]
-    retry_class: ClassVar[type]
-    standalone_class: ClassVar[type]
-    cluster_class: ClassVar[type]
-    cluster_node_class: ClassVar[type]
-    sentinel_class: ClassVar[type]
-    sentinel_pool_class: ClassVar[type]
+    flavour: ClassVar[Flavour]
 
     def __init__(
         self, tier: TierSettings, *, max_block: float = DEFAULT_MAX_BLOCK, db: int | None = None
@@ -180,25 +304,10 @@ class WorkloadClients(Generic[C]):
             f"{self.tier.host}:{self.tier.port}, db={self.db}, made={sorted(self._made)})"
         )
 
-    @property
-    def api(self) -> C:
-        """Fast non-blocking commands of request handlers; blocking commands are refused."""
-        return self.get("api")
-
-    @property
-    def blocking(self) -> C:
-        """BLPOP/BLMOVE/XREAD BLOCK and friends, bounded by `max_block`."""
-        return self.get("blocking")
-
-    @property
-    def subscriber(self) -> C:
-        """pub/sub only: `subscriber.pubsub()`, PUBLISH, PUBSUB."""
-        return self.get("subscriber")
-
-    @property
-    def background(self) -> C:
-        """Scans and bulk pipelines, on connections the api never waits behind."""
-        return self.get("background")
+    api = WorkloadClient("Fast non-blocking commands of request handlers; blocking ones refused.")
+    blocking = WorkloadClient("BLPOP/BLMOVE/XREAD BLOCK and friends, bounded by `max_block`.")
+    subscriber = WorkloadClient("pub/sub only: `subscriber.pubsub()`, PUBLISH, PUBSUB.")
+    background = WorkloadClient("Scans and bulk pipelines, on connections the api never waits on.")
 
     def get(self, workload: Workload) -> C:
         """The client of `workload`, made on first use (thread-safe)."""
@@ -223,43 +332,45 @@ class WorkloadClients(Generic[C]):
     def _make(self, workload: Workload) -> C:
         options = workload_options(self.tier, workload, self.max_block)
         guard = Guard(workload, client_name(self.tier.app, workload), self.max_block)
-        retry = self.retry_class(backoff(), RETRIES)
-        if self.tier.mode == "cluster":
+        kinds, tier = self.flavour, self.tier
+        retry = kinds.retry(backoff(), RETRIES)
+        if tier.mode == "cluster":
             # host:port first, then every node the plan knows: the client starts from
             # whichever answers, and learns the slots' owners from it.
-            seeds = [self.cluster_node_class(h, p) for h, p in self.tier.cluster_addresses]
-            return self.cluster_class(
-                host=self.tier.host,
-                port=self.tier.port,
+            seeds = [kinds.library.cluster.ClusterNode(h, p) for h, p in tier.cluster_addresses]
+            return kinds.cluster(
+                host=tier.host,
+                port=tier.port,
                 startup_nodes=seeds,
-                ssl=self.tier.tls,
+                ssl=tier.tls,
                 retry=retry,
                 vp_guard=guard,
                 **options,
             )
-        if self.tier.mode == "sentinel":
+        if tier.mode == "sentinel":
             # Sentinel names the primary; the pool asks again after a failover, so the
             # same client follows the group to its new primary.
-            pool = self.sentinel_pool_class(
-                self.tier.sentinel_name, self._sentinels(), db=self.db, retry=retry, **options
+            pool = kinds.sentinel_pool(
+                tier.sentinel_name, self._sentinels(), db=self.db, retry=retry, **options
             )
-            return self.standalone_class(connection_pool=pool, vp_guard=guard)
-        pool = self.pool_class(
-            connection_class=self.ssl_connection_class if self.tier.tls else self.connection_class,
-            host=self.tier.host,
-            port=self.tier.port,
+            return kinds.standalone(connection_pool=pool, vp_guard=guard)
+        connection = kinds.library.SSLConnection if tier.tls else kinds.library.Connection
+        pool = kinds.pool(
+            connection_class=connection,
+            host=tier.host,
+            port=tier.port,
             db=self.db,
             retry=retry,
             **options,
         )
-        return self.standalone_class(connection_pool=pool, vp_guard=guard)
+        return kinds.standalone(connection_pool=pool, vp_guard=guard)
 
     def _sentinels(self) -> Any:
         """One Sentinel manager per tier, shared by every workload and db view."""
         root = self._views[min(self._views)]
         if root._sentinel is None:
             password = self.tier.sentinel_password
-            root._sentinel = self.sentinel_class(
+            root._sentinel = self.flavour.library.Sentinel(
                 self.tier.sentinel_addresses,
                 sentinel_kwargs={
                     "password": password.get_secret_value() if password else None,
@@ -269,70 +380,46 @@ class WorkloadClients(Generic[C]):
             )
         return root._sentinel
 
-    def _made_everywhere(self) -> list[C]:
+    def _closers(self) -> Iterator[Callable[[], Any]]:
+        """What closing every client of this object and its `for_db` views takes, in order:
+        a standalone client's pool (passed in, so the client leaves it open), then the client."""
         with self._lock:
-            return [c for view in self._views.values() for c in view._made.values()]
+            made = [c for view in self._views.values() for c in view._made.values()]
+        for client in made:
+            if isinstance(client, self.flavour.standalone):
+                yield client.connection_pool.disconnect
+            yield getattr(client, self.flavour.close)
 
 
-class RetryOnCheckout:
-    """Mixin for pools: also retry while handing out a connection.
-
-    valkey-py retries a command whose connection broke, but not the reconnect that
-    `get_connection` makes for a pooled connection found dead (redis-py#1789), so a
-    server restart surfaces as ConnectionError to the caller. This closes that gap
-    with the same Retry policy.
-    """
-
-    def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Connection:
-        try:
-            return super().get_connection(command_name, *keys, **options)
-        except PERMANENT_ERRORS:
-            raise
-        except (ValkeyConnectionError, ValkeyTimeoutError):
-            pass
-        get = super().get_connection
-        retry: WorkloadRetry = copy.deepcopy(self.connection_kwargs["retry"])
-        return retry.call_with_retry(lambda: get(command_name, *keys, **options), lambda _: None)
-
-
-class RetryingConnectionPool(RetryOnCheckout, valkey.ConnectionPool):
-    """A standalone pool that retries while handing out a connection."""
-
-
-class RetryingSentinelPool(RetryOnCheckout, SentinelConnectionPool):
-    """A pool on the primary Sentinel names, retrying across a failover."""
-
-
-class WorkloadValkey(GuardedMixin, valkey.Valkey):
-    """A standalone valkey-py client that enforces its workload's guard."""
-
-
-class WorkloadValkeyCluster(GuardedMixin, valkey.ValkeyCluster):
-    """A cluster valkey-py client that enforces its workload's guard."""
-
-
-class Clients(WorkloadClients[WorkloadValkey | WorkloadValkeyCluster]):
+class Clients(WorkloadClients[valkey.Valkey | valkey.ValkeyCluster]):
     """The sync workload clients of one tier: `Clients(load_settings().hosted).api.get(k)`."""
 
-    pool_class = RetryingConnectionPool
-    connection_class = Connection
-    ssl_connection_class = SSLConnection
-    retry_class = WorkloadRetry
-    standalone_class = WorkloadValkey
-    cluster_class = WorkloadValkeyCluster
-    cluster_node_class = valkey.cluster.ClusterNode
-    sentinel_class = Sentinel
-    sentinel_pool_class = RetryingSentinelPool
+    flavour = SYNC
 
     def close(self) -> None:
         """Close every pool made by this object and its `for_db` views."""
-        for client in self._made_everywhere():
-            if isinstance(client, WorkloadValkey):
-                client.connection_pool.disconnect()
-            client.close()
+        for close in self._closers():
+            close()
 
     def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class AsyncClients(WorkloadClients[valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster]):
+    """The asyncio workload clients of one tier: `await AsyncClients(tier).api.get(k)`."""
+
+    flavour = ASYNC
+
+    async def aclose(self) -> None:
+        """`close`, awaited: call it on shutdown (or use `async with`)."""
+        for close in self._closers():
+            await close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()

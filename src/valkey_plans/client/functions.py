@@ -13,7 +13,8 @@ from importlib import resources
 from typing import Any
 
 import valkey
-import valkey.asyncio
+
+from valkey_plans.client.commands import Call, Client, Reply, run
 
 LIBRARY_NAME = "valkey_plans"
 VERSION_FUNCTION = "vp_version"
@@ -50,24 +51,23 @@ def _text(value: object) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _where(client: valkey.Valkey | valkey.asyncio.Valkey) -> str:
+def _where(client: Client) -> str:
     kwargs: dict[str, Any] = client.connection_pool.connection_kwargs
     if "path" in kwargs:
         return f"unix:{kwargs['path']}"
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
 
 
-def _parse_version_reply(reply: object) -> str:
-    return _text(reply)
+def _none_if_missing(error: valkey.ResponseError) -> None:
+    """No such function means no library loaded: an answer, not a failure."""
+    if "function not found" in str(error).lower():
+        return None
+    raise error
 
 
-def _is_missing(error: valkey.ResponseError) -> bool:
-    return "function not found" in str(error).lower()
-
-
-def _mismatch(client: valkey.Valkey | valkey.asyncio.Valkey, loaded: str | None) -> str:
+def _mismatch(client: Client, loaded: str | None) -> str:
     found = (
-        "no library valkey_plans" if loaded is None else (f"library valkey_plans version {loaded}")
+        "no library valkey_plans" if loaded is None else f"library valkey_plans version {loaded}"
     )
     return (
         f"cache instance on {_where(client)} has {found}, "
@@ -75,14 +75,25 @@ def _mismatch(client: valkey.Valkey | valkey.asyncio.Valkey, loaded: str | None)
     )
 
 
-def loaded_version(client: valkey.Valkey) -> str | None:
+def version_call() -> Call[str | None]:
+    """FCALL_RO vp_version: the loaded library's version, None when there is no library."""
+    return Call(("FCALL_RO", VERSION_FUNCTION, 0), _text, refused=_none_if_missing)
+
+
+def version_check(client: Client) -> Call[str]:
+    """`version_call`, raising `LibraryVersionError` unless it names this package's version."""
+
+    def required(loaded: str | None) -> str:
+        if loaded != library_version():
+            raise LibraryVersionError(_mismatch(client, loaded))
+        return loaded
+
+    return version_call().then(required)
+
+
+def loaded_version(client: Client) -> Reply[str | None]:
     """The version of the library loaded on this instance, or None when there is none."""
-    try:
-        return _parse_version_reply(client.fcall_ro(VERSION_FUNCTION, 0))
-    except valkey.ResponseError as error:
-        if _is_missing(error):
-            return None
-        raise
+    return run(client, version_call())
 
 
 def ensure_loaded(client: valkey.Valkey) -> bool:
@@ -97,22 +108,7 @@ def ensure_loaded(client: valkey.Valkey) -> bool:
     return True
 
 
-def require_version(client: valkey.Valkey) -> str:
-    """Fail loudly at start when the instance was not deployed with this package's library."""
-    loaded = loaded_version(client)
-    if loaded != library_version():
-        raise LibraryVersionError(_mismatch(client, loaded))
-    return loaded
-
-
-async def require_version_async(client: valkey.asyncio.Valkey) -> str:
-    """`require_version` for an asyncio client."""
-    try:
-        loaded: str | None = _parse_version_reply(await client.fcall_ro(VERSION_FUNCTION, 0))
-    except valkey.ResponseError as error:
-        if not _is_missing(error):
-            raise
-        loaded = None
-    if loaded != library_version():
-        raise LibraryVersionError(_mismatch(client, loaded))
-    return loaded
+def require_version(client: Client) -> Reply[str]:
+    """Fail loudly at start when the instance was not deployed with this package's library
+    (on an asyncio client, when the returned awaitable is awaited)."""
+    return run(client, version_check(client))

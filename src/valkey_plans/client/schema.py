@@ -1,9 +1,14 @@
-"""The cache role's db schema: names, default numbers and bounds, and its structural keys.
+"""The cache role's db schema: names, default numbers and bounds, what each db holds.
 
 It lives on the client side and uses the standard library only, so an application that
-imports the client never loads the plan: the plan's `cache_dbs` defaults
-(`valkey_plans.plan.model`) and the client's cache tier settings both read the values
-here, and the keyspace audit classifies structural keys by `STRUCTURAL_KEYS`.
+imports the client never loads the plan. Everything that knows about the cache dbs reads
+it here: the plan's `cache_dbs` defaults and bounds (`valkey_plans.plan.model`), the
+settings applications get (`valkey_plans.plan.app_settings`) and the client's cache tier
+settings, the cache itself, the keyspace audit and the cache canary.
+
+What a plan may change is in `CACHE_DBS` (numbers, caps, TTLs); what the cache code
+fixes is in `CACHE_DB_USES` (which domain and type of record a db holds, its structural
+keys, how the audit and the canary treat it).
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ from valkey_plans.domains import STRUCTURAL_PREFIX
 
 #: Names of the cache role's dbs, in their default order (db 0..3).
 CACHE_DB_NAMES = ("user_index", "user_cache", "session_cache", "message_queue")
+
+#: Dbs a Valkey instance may have (`databases`): db numbers run from 0 to 15.
+MAX_DATABASES = 16
+#: The longest TTL a cache db may give its records: 10 years of 365 days, in seconds.
+#: Valkey's expiry is milliseconds since the epoch; the client refuses longer TTLs too.
+MAX_TTL = 10 * 365 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ CACHE_DBS: Mapping[str, CacheDbSpec] = MappingProxyType(
     }
 )
 
-# Structural keys (reserved `vp:` prefix); STRUCTURAL_KEYS says which db holds each.
+# Structural keys (reserved `vp:` prefix); CACHE_DB_USES says which db holds each.
 USER_LRU = f"{STRUCTURAL_PREFIX}lru:users"
 USER_CLOCK = f"{USER_LRU}:clock"
 MESSAGE_LRU = f"{STRUCTURAL_PREFIX}lru:messages"
@@ -63,17 +74,78 @@ class Structural:
         return key.startswith(self.name) if self.prefix else key == self.name
 
 
-#: Every structural key the cache and its Functions library keep, per cache db name
-#: (the plan's `cache_dbs`): the one list the keyspace audit classifies them by.
+#: What a cache db holds, which decides how the audit and the canary treat it:
+#: INDEX, normalised email -> record key, entries that never expire (so `volatile-lru`
+#: never evicts them); LRU, records under an exact count bound that the Functions
+#: library keeps; SESSIONS, records whose TTL is the session's expiry.
+INDEX, LRU, SESSIONS = "index", "lru", "sessions"
+
+
+@dataclass(frozen=True)
+class CacheDbUse:
+    """What one cache db holds: fixed by the cache code, so no plan changes it."""
+
+    kind: str
+    #: Domain of its records; None for the index, whose keys are email addresses.
+    domain: str | None
+    #: Valkey type of a record (or an index entry).
+    record_type: str
+    #: Every structural key the cache and its Functions library keep in this db.
+    structural: tuple[Structural, ...] = ()
+    #: The index: domain of the record keys its entries hold.
+    points_at: str | None = None
+
+
+#: What each cache db holds, by name (the plan's `cache_dbs`, in CACHE_DB_NAMES order).
+CACHE_DB_USES: Mapping[str, CacheDbUse] = MappingProxyType(
+    {
+        "user_index": CacheDbUse(INDEX, None, "string", points_at="usr"),
+        "user_cache": CacheDbUse(
+            LRU, "usr", "string", (Structural(USER_LRU, "zset"), Structural(USER_CLOCK, "string"))
+        ),
+        "session_cache": CacheDbUse(
+            SESSIONS, "ses", "hash", (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),)
+        ),
+        "message_queue": CacheDbUse(
+            LRU,
+            "msg",
+            "string",
+            (
+                Structural(MESSAGE_LRU, "zset"),
+                Structural(MESSAGE_CLOCK, "string"),
+                Structural(QUEUE_PENDING, "list"),
+                Structural(QUEUE_PROCESSING, "list"),
+                Structural(QUEUE_TAKEN, "hash"),
+            ),
+        ),
+    }
+)
+
+#: Every structural key the cache and its Functions library keep, per cache db name:
+#: the one list the keyspace audit classifies them by.
 STRUCTURAL_KEYS: dict[str, tuple[Structural, ...]] = {
-    "user_index": (),
-    "user_cache": (Structural(USER_LRU, "zset"), Structural(USER_CLOCK, "string")),
-    "session_cache": (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),),
-    "message_queue": (
-        Structural(MESSAGE_LRU, "zset"),
-        Structural(MESSAGE_CLOCK, "string"),
-        Structural(QUEUE_PENDING, "list"),
-        Structural(QUEUE_PROCESSING, "list"),
-        Structural(QUEUE_TAKEN, "hash"),
-    ),
+    name: use.structural for name, use in CACHE_DB_USES.items()
 }
+
+
+def cache_dbs_of(kind: str) -> tuple[str, ...]:
+    """Names of the cache dbs of one kind (INDEX, LRU, SESSIONS), in CACHE_DB_NAMES order."""
+    return tuple(name for name, use in CACHE_DB_USES.items() if use.kind == kind)
+
+
+def db_setting(name: str) -> str:
+    """The cache tier setting of one cache db's number (`VALKEY_CACHE_DB_USER_INDEX`)."""
+    return f"db_{name}"
+
+
+#: The bounds applications are told, as (cache db, bound, setting), in the env file's
+#: order. The setting is the cache tier's field and, upper-cased after the tier's prefix,
+#: its env variable: `user_cap` -> VALKEY_CACHE_USER_CAP.
+BOUND_SETTINGS: tuple[tuple[str, str, str], ...] = (
+    ("user_cache", "cap", "user_cap"),
+    ("user_cache", "ttl", "user_ttl"),
+    ("message_queue", "cap", "message_cap"),
+    ("message_queue", "ttl", "message_ttl"),
+    ("session_cache", "ttl", "session_ttl"),
+    ("session_cache", "sliding", "session_sliding"),
+)

@@ -159,7 +159,7 @@ class TierSettings(BaseModel):
 
 
 class CacheDbs(BaseModel):
-    """The cache instance's db numbers by name (DESIGN.md: cache role db map)."""
+    """The cache instance's db numbers by name (README "Plan settings": the cache role's db map)."""
 
     model_config = ConfigDict(frozen=True)
 

@@ -36,7 +36,6 @@ from valkey_plans.client.cache import (
     normalise_email,
     owner_key,
     record_key,
-    run,
     sessions_of,
 )
 from valkey_plans.client.schema import SESSIONS_OF_PREFIX, Structural
@@ -250,7 +249,7 @@ class Store:
             pipe.pexpire(index, ttl_ms, nx=True)
 
         self._commit(f"creating a session of {owner}", write)
-        return run(self.local.sessions.client, local_create)
+        return self.local.sessions.run(local_create)
 
     def get_session(self, key: str) -> Session | None:
         cached = self.local.sessions.get(key)

@@ -14,21 +14,22 @@ from pydantic import SecretStr
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.server import LinuxDistribution, Os
-from pyinfra.operations import apt, files, systemd, sysvinit
+from pyinfra.facts.server import LinuxDistribution
+from pyinfra.operations import apt, files
 
-from valkey_plans.deploy.cluster import cluster_formed, node_restarted
-from valkey_plans.deploy.facts import HasSystemd
+from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.functions import library_loaded
-from valkey_plans.deploy.operations import (
-    SYSTEMD_RETRY,
-    acl_reload,
-    checked_file,
-    daemon,
-    unsupported_os,
-)
+from valkey_plans.deploy.operations import acl_reload, checked_file, unsupported_os
 from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
 from valkey_plans.deploy.sentinel import converge_sentinel
+from valkey_plans.deploy.service import (
+    Init,
+    Service,
+    changed,
+    init_system,
+    package_service_off,
+    service_runner,
+)
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError, topology
 from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import (
@@ -111,7 +112,7 @@ def _converge_instance(
     plans: list[Plan],
     plan: Plan,
     inst: Instance,
-    systemd_host: bool,
+    init: Init,
     passwords: Passwords | None,
 ) -> None:
     repl = None
@@ -141,56 +142,15 @@ def _converge_instance(
         # Sentinel's, and must not make the next deploy restart the new primary.
         record=inst.paths.config_record if watched else None,
     )
-    if systemd_host:
-        started = systemd.service(
-            name=f"{inst.unit} running and enabled",
-            service=inst.unit,
-            running=True,
-            enabled=True,
-            **SYSTEMD_RETRY,
-        )
-        if inst.role == "cluster-node":
-            node_restarted(
-                name=f"Restart {inst.unit} for its new config (one cluster node at a time)",
-                unit=inst.unit,
-                socket=inst.paths.unixsocket,
-                auth_file=admin_auth(inst, passwords),
-                **SYSTEMD_RETRY,
-                _serial=True,
-                _if=lambda: changed(config, repl) and not started.did_change(),
-            )
-        else:
-            systemd.service(
-                name=f"Restart {inst.unit} for its new config",
-                service=inst.unit,
-                restarted=True,
-                **SYSTEMD_RETRY,
-                _if=lambda: changed(config, repl) and not started.did_change(),
-            )
-    else:
-        paths = inst.paths
-        files_of = {
-            "config": paths.config,
-            "pidfile": paths.pidfile,
-            "run_dir": paths.run_dir,
-            "socket": paths.unixsocket,
-            "logfile": paths.logfile,
-        }
-        started = daemon(
-            name=f"valkey-server {inst.name} running (no systemd: start-stop-daemon)", **files_of
-        )
-        daemon(
-            name=f"Restart valkey-server {inst.name} for its new config",
-            restarted=True,
-            _if=lambda: changed(config, repl) and not started.did_change(),
-            **files_of,
-        )
+    runner = service_runner(instance_service(inst, passwords), init)
+    started = runner.running()
+    runner.restart_if([config, repl])
     if acl is not None:
         acl_reload(
             name=f"ACL LOAD on {inst.name} (no restart)",
             socket=inst.paths.unixsocket,
             auth_file=inst.paths.auth_file("admin"),
-            _if=lambda: acl.did_change() and not config.did_change() and not started.did_change(),
+            _if=lambda: acl.did_change() and not changed(config, started),
         )
 
 
@@ -199,9 +159,20 @@ def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
     return inst.paths.auth_file("admin") if passwords else None
 
 
-def changed(*ops: object) -> bool:
-    """Whether any of these operations (None: not run) changed the host."""
-    return any(op is not None and op.did_change() for op in ops)  # type: ignore[attr-defined]
+def instance_service(inst: Instance, passwords: Passwords | None) -> Service:
+    """What the service runner needs of an instance on a Debian-family host."""
+    paths = inst.paths
+    return Service(
+        label=f"valkey-server {inst.name}",
+        config=paths.config,
+        pidfile=paths.pidfile,
+        unit=inst.unit,
+        run_dir=paths.run_dir,
+        socket=paths.unixsocket,
+        logfile=paths.logfile,
+        cluster_node=inst.role == "cluster-node",
+        auth_file=admin_auth(inst, passwords),
+    )
 
 
 def _clusters(plans: list[Plan], plan: Plan, passwords: Passwords | None) -> None:
@@ -273,35 +244,22 @@ def valkey_plan() -> None:
     """Install Valkey and converge this host to its plan (see README, 'Plan settings')."""
     plan, plans = current_plans()
     passwords = current_passwords(plan)
-    if host.get_fact(Os) == "Darwin":
+    init = init_system()
+    if init is Init.BREW:
         from valkey_plans.deploy.macos import converge_macos
 
         converge_macos(plan, passwords)
         return
     _install_debian_family(plan, host.get_fact(LinuxDistribution))
-    systemd_host = host.get_fact(HasSystemd)
-    if systemd_host:
-        systemd.service(
-            name="The package's default valkey-server.service is off (it would hold 6379)",
-            service="valkey-server.service",
-            running=False,
-            enabled=False,
-        )
-    else:
-        sysvinit.service(
-            name="The package's default valkey-server init script is off (it would hold 6379)",
-            service="valkey-server",
-            running=False,
-            enabled=False,
-        )
+    package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     for inst in plan.instances:
-        _converge_instance(plans, plan, inst, systemd_host, passwords)
+        _converge_instance(plans, plan, inst, init, passwords)
     if passwords:
         _auth_files(plan, passwords)
     _clusters(plans, plan, passwords)
     if plan.sentinel:
-        converge_sentinel(plans, plan, systemd_host, passwords)
+        converge_sentinel(plans, plan, init, passwords)
     for inst in plan.instances:
         if inst.role == "cache":
             library_loaded(

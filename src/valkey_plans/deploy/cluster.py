@@ -16,7 +16,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, operation
 
 from valkey_plans.deploy import cluster_nodes
-from valkey_plans.deploy.functions import cli_args, cli_login, valkey_cli
+from valkey_plans.deploy.valkey_cli import valkey_cli
 
 SEPARATOR = "--- nodes ---"
 
@@ -54,11 +54,10 @@ class ClusterView(FactBase[dict]):
 
 
 def _cli(*args: str | StringCommand, auth_file: str | None) -> StringCommand:
-    """valkey-cli by address (the --cluster tools talk TCP to every node), as admin.
-
-    Every argument is quoted (node addresses come from the plan's bind and announce_ip).
-    """
-    return StringCommand(*cli_login(auth_file), *cli_args(args))
+    """valkey-cli as admin, its arguments naming the nodes (`-h`/`-p`, `--cluster ...`: the
+    --cluster tools talk TCP to every node). Quoted like every valkey-cli call (node
+    addresses come from the plan's bind and announce_ip)."""
+    return valkey_cli(None, *args, auth_file=auth_file)
 
 
 def _until(

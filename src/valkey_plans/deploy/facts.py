@@ -35,3 +35,16 @@ class RunningPid(FactBase[int | None]):
     def process(self, output: list[str]) -> int | None:
         text = "".join(output).strip()
         return int(text) if text.isdigit() else None
+
+
+class BrewServiceRunning(FactBase[bool]):
+    """Whether `brew services` runs `formula`.
+
+    + formula: the Homebrew formula
+    """
+
+    def command(self, formula: str) -> StringCommand:
+        return StringCommand("brew services list | awk '$1 ==", QuoteString(formula), "{print $2}'")
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "started"

@@ -21,53 +21,9 @@ from valkey_plans.client.functions import (
     library_source,
     library_version,
 )
+from valkey_plans.deploy.valkey_cli import valkey_cli
 
 DEFAULT_LIBRARY_PATH = "/etc/valkey/valkey_plans.lua"
-
-
-def cli_login(auth_file: str | None, user: str = "admin") -> list[object]:
-    """`valkey-cli` with its login: the one prefix of every valkey-cli call on a host.
-
-    With `auth_file` (a root-only file the deploy wrote) valkey-cli logs in as `user`
-    through REDISCLI_AUTH read on the host, so no password is ever in a command line.
-    Both are quoted: they come from the plan's layout and must stay one word each.
-    """
-    if not auth_file:
-        return ["valkey-cli"]
-    password = StringCommand('REDISCLI_AUTH="$(cat ', QuoteString(auth_file), ')"', _separator="")
-    return [password, "valkey-cli", "--no-auth-warning", "--user", QuoteString(user)]
-
-
-def cli_args(args: tuple[str | StringCommand, ...]) -> list[object]:
-    """Arguments of a valkey-cli call: each string quoted as one word; a StringCommand
-    (a shell expansion such as `"$@"` or a node id read on the host) is kept as written."""
-    return [arg if isinstance(arg, StringCommand) else QuoteString(str(arg)) for arg in args]
-
-
-def valkey_cli(
-    port: int | None,
-    *args: str | StringCommand,
-    host_address: str = "127.0.0.1",
-    socket: str | None = None,
-    auth_file: str | None = None,
-    user: str = "admin",
-) -> StringCommand:
-    """The one place that builds `valkey-cli` calls to one instance on a host.
-
-    Logs in as in `cli_login`. `socket` reaches the instance over its unix socket, which
-    also works when the plain TCP port is off (TLS only). Every argument is quoted
-    (see `cli_args`).
-    """
-    if socket is None and (
-        not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
-    ):
-        raise ValueError(f"valkey port {port!r} is not a TCP port; allowed: an int 1..65535")
-    target = (
-        ["-s", QuoteString(socket)]
-        if socket
-        else ["-h", QuoteString(host_address), "-p", str(port)]
-    )
-    return StringCommand(*cli_login(auth_file, user), *target, *cli_args(args))
 
 
 class ValkeyLibraryVersion(FactBase[str | None]):

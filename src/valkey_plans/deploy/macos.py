@@ -10,18 +10,17 @@ facts a Mac would report.
 
 from __future__ import annotations
 
-from collections.abc import Generator
 from io import StringIO
 
 from pydantic import SecretStr
 from pyinfra import host
-from pyinfra.api import FactBase, QuoteString, StringCommand, operation
+from pyinfra.api import FactBase, QuoteString, StringCommand
 from pyinfra.facts.server import User
 from pyinfra.operations import brew, files
 
 from valkey_plans.deploy import app_settings
-from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.service import Init, Service, service_runner
 from valkey_plans.plan import Instance, Plan
 from valkey_plans.plan.layout import homebrew
 from valkey_plans.plan.render import TEMPLATE_DIR, instance_config
@@ -37,78 +36,6 @@ class BrewPrefix(FactBase[str]):
 
     def process(self, output: list[str]) -> str:
         return output[0].strip()
-
-
-class BrewServiceRunning(FactBase[bool]):
-    """Whether `brew services` runs `formula`.
-
-    + formula: the Homebrew formula
-    """
-
-    def command(self, formula: str) -> StringCommand:
-        return StringCommand("brew services list | awk '$1 ==", QuoteString(formula), "{print $2}'")
-
-    def process(self, output: list[str]) -> bool:
-        return bool(output) and output[0].strip() == "started"
-
-
-@operation()
-def brew_service(
-    formula: str, restarted: bool = False
-) -> Generator[StringCommand | str, None, None]:
-    """
-    Keep a formula's service started with `brew services` (restart it on request).
-
-    + formula: Homebrew formula whose service to run
-    + restarted: restart it if already started
-
-    **Example:**
-
-    .. code:: python
-
-        brew_service(name="valkey under brew services", formula="valkey")
-    """
-    if not host.get_fact(BrewServiceRunning, formula=formula):
-        yield StringCommand("brew services start", QuoteString(formula))
-    elif restarted:
-        yield StringCommand("brew services restart", QuoteString(formula))
-    else:
-        host.noop(f"brew service {formula} is started")
-
-
-@operation()
-def background_server(
-    server: str, config: str, pidfile: str, restarted: bool = False
-) -> Generator[StringCommand, None, None]:
-    """
-    Keep one valkey-server running from its config, daemonized with a pidfile.
-
-    + server: path of valkey-server
-    + config: the instance config
-    + pidfile: the pidfile the config names
-    + restarted: restart it if it runs
-
-    **Example:**
-
-    .. code:: python
-
-        background_server(
-            server="/opt/homebrew/bin/valkey-server",
-            config="/opt/homebrew/etc/valkey/valkey-hosted.conf",
-            pidfile="/opt/homebrew/var/run/valkey-hosted/valkey-server.pid",
-        )
-    """
-    pid = host.get_fact(RunningPid, pidfile=pidfile)
-    start = StringCommand(QuoteString(server), QuoteString(config), "--daemonize yes")
-    if pid and restarted:
-        yield StringCommand(
-            "kill", str(pid), "&& while kill -0", str(pid), "2>/dev/null; do sleep 0.1; done"
-        )
-        yield start
-    elif not pid:
-        yield start
-    else:
-        host.noop(f"{config}: running as pid {pid}")
 
 
 def brew_service_config(instance_config_path: str) -> str:
@@ -156,37 +83,26 @@ def converge_macos(plan: Plan, passwords: dict[str, SecretStr] | None) -> None:
             group=None,
             mode="600",
         )
+        changed_ops = [config]
         if inst is service_inst:
-            include = files.put(
-                name=f"Homebrew's valkey.conf includes {inst.name}",
-                src=StringIO(brew_service_config(paths.config)),
-                dest=f"{prefix}/etc/valkey.conf",
-                user=user,
-                mode="600",
+            changed_ops.append(
+                files.put(
+                    name=f"Homebrew's valkey.conf includes {inst.name}",
+                    src=StringIO(brew_service_config(paths.config)),
+                    dest=f"{prefix}/etc/valkey.conf",
+                    user=user,
+                    mode="600",
+                )
             )
-            started = brew_service(name=f"{inst.name} under brew services", formula=FORMULA)
-            brew_service(
-                name=f"Restart {inst.name} for its new config",
-                formula=FORMULA,
-                restarted=True,
-                _if=lambda c=config, i=include, s=started: (
-                    (c.did_change() or i.did_change()) and not s.did_change()
-                ),
-            )
-        else:
-            started = background_server(
-                name=f"valkey-server {inst.name} running",
-                server=server,
-                config=paths.config,
-                pidfile=paths.pidfile,
-            )
-            background_server(
-                name=f"Restart {inst.name} for its new config",
-                server=server,
-                config=paths.config,
-                pidfile=paths.pidfile,
-                restarted=True,
-                _if=lambda c=config, s=started: c.did_change() and not s.did_change(),
-            )
+        service = Service(
+            label=f"valkey-server {inst.name}",
+            config=paths.config,
+            pidfile=paths.pidfile,
+            server=server,
+            formula=FORMULA if inst is service_inst else None,
+        )
+        runner = service_runner(service, Init.BREW)
+        runner.running()
+        runner.restart_if(changed_ops)
     # /etc needs root on a Mac; the app settings live beside Homebrew's own config.
     app_settings(plan, passwords, f"{prefix}/etc/valkey-plans", user, None)

@@ -11,14 +11,7 @@ from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
 
-from valkey_plans.deploy.facts import RunningPid
-from valkey_plans.deploy.functions import valkey_cli
-
-VALKEY_SERVER = "/usr/bin/valkey-server"
-
-#: A unit started right after it stopped can fail once while systemd still tears down
-#: its old cgroup (status=219/CGROUP, seen in containers); a second try starts it.
-SYSTEMD_RETRY = {"_retries": 2, "_retry_delay": 2}
+from valkey_plans.deploy.valkey_cli import valkey_cli
 
 
 @operation()
@@ -115,7 +108,7 @@ def swapped_in_stopped(
     + source: the file to install
     + dest: the service's live file
     + stop: command that stops the service (a no-op if it is not running), its plan
-      values quoted (a StringCommand with QuoteString pieces)
+      values quoted: the service runner's `stop()`
 
     **Example:**
 
@@ -124,7 +117,7 @@ def swapped_in_stopped(
         swapped_in_stopped(
             source="/etc/valkey/.sentinel-main.conf.deployed",
             dest="/etc/valkey/sentinel-main.conf",
-            stop=StringCommand("systemctl stop", QuoteString("valkey-sentinel@main.service")),
+            stop=runner.stop(),
             _if=seed.did_change,
         )
     """
@@ -179,105 +172,6 @@ def acl_reload(
         '; else reply=$(cli ACL LOAD 2>&1); fi; echo "$reply";',
         ' [ -n "$reply" ] && ! printf "%s\\n" "$reply" | grep -qvE "^(OK|[0-9]+)$"',
         _separator="",
-    )
-
-
-@operation()
-def daemon(
-    config: str,
-    pidfile: str,
-    run_dir: str,
-    running: bool = True,
-    restarted: bool = False,
-    user: str = "valkey",
-    socket: str | None = None,
-    logfile: str | None = None,
-    extra_args: str = "",
-) -> Generator[StringCommand, None, None]:
-    """
-    Run one valkey-server without systemd: start-stop-daemon, the valkey user, a pidfile.
-
-    Used where PID 1 is not systemd (containers, WSL, CI), so the same instance
-    config converges there too.
-
-    + config: the instance's config file
-    + pidfile: the pidfile that config names
-    + run_dir: runtime directory holding pidfile and unix socket (created as systemd would)
-    + running: whether the instance should run
-    + restarted: restart it if it runs (use with `_if=` on the config operation)
-    + user: the account valkey-server runs as
-    + socket: wait for this unix socket after a start (what systemd's Type=notify
-      gives the systemd path), and fail with the log's tail if it never appears
-    + logfile: the instance's log, shown when the start fails
-    + extra_args: more valkey-server arguments, the deploy's own shell text, never plan
-      data (`--sentinel` runs a Sentinel)
-
-    **Example:**
-
-    .. code:: python
-
-        daemon(
-            name="Valkey cache (no systemd)",
-            config="/etc/valkey/valkey-cache.conf",
-            pidfile="/run/valkey-cache/valkey-server.pid",
-            run_dir="/run/valkey-cache",
-        )
-    """
-    pid = host.get_fact(RunningPid, pidfile=pidfile)
-    stop = StringCommand(
-        "start-stop-daemon --stop --quiet --retry TERM/60/KILL/5 --pidfile",
-        QuoteString(pidfile),
-        "--exec",
-        VALKEY_SERVER,
-    )
-    start = StringCommand(
-        "install -d -o",
-        QuoteString(user),
-        "-g",
-        QuoteString(user),
-        "-m 2755",
-        QuoteString(run_dir),
-        "&& start-stop-daemon --start --quiet --chuid",
-        QuoteString(f"{user}:{user}"),
-        "--pidfile",
-        QuoteString(pidfile),
-        "--exec",
-        VALKEY_SERVER,
-        "--",
-        QuoteString(config),
-        "--daemonize yes",
-        extra_args,
-    )
-    if socket:
-        start = StringCommand(start, _socket_wait(socket, logfile))
-    if not running:
-        if pid:
-            yield stop
-        else:
-            host.noop(f"{config}: not running")
-        return
-    if pid and restarted:
-        yield stop
-        yield start
-    elif not pid:
-        yield start
-    else:
-        host.noop(f"{config}: running as pid {pid}")
-
-
-def _socket_wait(socket: str, logfile: str | None) -> StringCommand:
-    """Shell: `&& ` wait up to 10 s for `socket`; if it never appears, show the log's
-    tail and fail (what systemd's Type=notify gives the systemd path)."""
-    tail = ["tail -n 15", QuoteString(logfile), ">&2;"] if logfile else []
-    return StringCommand(
-        "&& i=0; while [ ! -S",
-        QuoteString(socket),
-        "] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done;",
-        "[ -S",
-        QuoteString(socket),
-        "] || { echo 'valkey-server did not come up:' >&2;",
-        *tail,
-        "false; }",
     )
 
 

@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
+from valkey_plans.client.schema import BOUND_SETTINGS, db_setting
+from valkey_plans.client.settings import CACHE_PREFIX, HOSTED_PREFIX
 from valkey_plans.plan import topology
-from valkey_plans.plan.model import Plan
+from valkey_plans.plan.model import Instance, Plan
 from valkey_plans.plan.secrets import WORKLOAD_USERS
 
 
@@ -62,6 +64,25 @@ def _cluster(plan: Plan, plans: list[Plan]) -> dict[str, str]:
     return {"VALKEY_CLUSTER_NODES": ",".join(seeds)}
 
 
+def _cache_tier(cache: Instance, passwords: dict[str, SecretStr] | None) -> dict[str, str]:
+    """The local cache: endpoint, logins, and its db map and bounds by the schema's names."""
+    env = {
+        "VALKEY_CACHE_HOST": cache.client_address,
+        "VALKEY_CACHE_PORT": str(cache.client_port),
+        "VALKEY_CACHE_TLS": "1" if cache.tls else "0",
+    }
+    if cache.tls:
+        env["VALKEY_CACHE_TLS_CA_FILE"] = cache.tls.ca_cert_file
+    env |= _credentials(CACHE_PREFIX, passwords)
+    for name, db in cache.cache_dbs.items():
+        env[f"{CACHE_PREFIX}{db_setting(name).upper()}"] = str(db.db)
+    for name, bound, setting in BOUND_SETTINGS:
+        value = getattr(cache.db(name), bound)
+        shown = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        env[f"{CACHE_PREFIX}{setting.upper()}"] = shown
+    return env
+
+
 def app_environment(
     plan: Plan,
     passwords: dict[str, SecretStr] | None = None,
@@ -86,29 +107,9 @@ def app_environment(
         env |= _sentinel(plan, plans or [plan], passwords)
         env |= _cluster(plan, plans or [plan])
         if plan.app.hosted_instance:
-            env |= _credentials("VALKEY_", passwords)
+            env |= _credentials(HOSTED_PREFIX, passwords)
             if tls:
                 env["VALKEY_TLS_CA_FILE"] = plan.instance(plan.app.hosted_instance).tls.ca_cert_file  # type: ignore[union-attr]
     if plan.app.cache_instance:
-        cache = plan.instance(plan.app.cache_instance)
-        env |= {
-            "VALKEY_CACHE_HOST": cache.client_address,
-            "VALKEY_CACHE_PORT": str(cache.client_port),
-            "VALKEY_CACHE_TLS": "1" if cache.tls else "0",
-        }
-        if cache.tls:
-            env["VALKEY_CACHE_TLS_CA_FILE"] = cache.tls.ca_cert_file
-        env |= _credentials("VALKEY_CACHE_", passwords)
-        for name, db in cache.cache_dbs.items():
-            env[f"VALKEY_CACHE_DB_{name.upper()}"] = str(db.db)
-        user_cache, messages = cache.db("user_cache"), cache.db("message_queue")
-        sessions = cache.db("session_cache")
-        env |= {
-            "VALKEY_CACHE_USER_CAP": str(user_cache.cap),
-            "VALKEY_CACHE_USER_TTL": str(user_cache.ttl),
-            "VALKEY_CACHE_MESSAGE_CAP": str(messages.cap),
-            "VALKEY_CACHE_MESSAGE_TTL": str(messages.ttl),
-            "VALKEY_CACHE_SESSION_TTL": str(sessions.ttl),
-            "VALKEY_CACHE_SESSION_SLIDING": "1" if sessions.sliding else "0",
-        }
+        env |= _cache_tier(plan.instance(plan.app.cache_instance), passwords)
     return env

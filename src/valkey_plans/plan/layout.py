@@ -40,16 +40,26 @@ class Layout:
     #: valkey-plans' own state on the host (root-only password files).
     state: str
 
+    def process_files(self, stem: str, program: str, name: str) -> dict[str, str]:
+        """The files every supervised process has: its config (`STEM-NAME.conf`) and the
+        deploy's record of it, a run directory with `program`'s pidfile, and a log."""
+        run_dir = f"{self.run}/{stem}-{name}"
+        return {
+            "config": f"{self.etc}/{stem}-{name}.conf",
+            "record": f"{self.etc}/.{stem}-{name}.conf.deployed",
+            "run_dir": run_dir,
+            "pidfile": f"{run_dir}/{program}.pid",
+            "logfile": f"{self.log}/{program}-{name}.log",
+            "data_dir": self.data,
+        }
+
     def paths(self, name: str) -> InstancePaths:
-        run_dir = f"{self.run}/valkey-{name}"
+        """Files of instance `name` (Debian's `valkey-server@NAME` unit)."""
+        files = self.process_files("valkey", "valkey-server", name)
         return InstancePaths(
-            config=f"{self.etc}/valkey-{name}.conf",
-            config_record=f"{self.etc}/.valkey-{name}.conf.deployed",
-            run_dir=run_dir,
-            pidfile=f"{run_dir}/valkey-server.pid",
-            unixsocket=f"{run_dir}/valkey-server.sock",
-            logfile=f"{self.log}/valkey-server-{name}.log",
-            data_dir=self.data,
+            config_record=files.pop("record"),
+            **files,
+            unixsocket=f"{files['run_dir']}/valkey-server.sock",
             aclfile=f"{self.etc}/users-{name}.acl",
             replication_auth=f"{self.etc}/replication-{name}.conf",
             auth_dir=f"{self.state}/auth/{name}",
@@ -69,15 +79,7 @@ class SentinelPaths:
 
 def sentinel_paths(layout: Layout, name: str) -> SentinelPaths:
     """Files of Debian's `valkey-sentinel@NAME` unit."""
-    run_dir = f"{layout.run}/sentinel-{name}"
-    return SentinelPaths(
-        config=f"{layout.etc}/sentinel-{name}.conf",
-        record=f"{layout.etc}/.sentinel-{name}.conf.deployed",
-        run_dir=run_dir,
-        pidfile=f"{run_dir}/valkey-sentinel.pid",
-        logfile=f"{layout.log}/valkey-sentinel-{name}.log",
-        data_dir=layout.data,
-    )
+    return SentinelPaths(**layout.process_files("sentinel", "valkey-sentinel", name))
 
 
 DEBIAN = Layout(

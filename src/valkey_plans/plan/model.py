@@ -1,18 +1,18 @@
 """The plan: one validated model of what Valkey should look like on a host.
 
 The deploy, the templates, the client settings and the checks all read this model,
-so a value is written once (here, or in the inventory's host/group data) and never
-restated. Every default lives in this module; README's "Plan settings" documents them.
-Validation happens before pyinfra runs a single operation, and its errors name the
-host, the field, the value and what is allowed.
+so a value is written once (in the inventory's host/group data, or as a default) and
+never restated. Every default lives in `valkey_plans.plan.defaults` (the cache db map
+in the client's schema); README's "Plan settings" documents them. Each kind of value
+has its rule in `valkey_plans.plan.values`; the fields below only say which rule
+applies. Validation happens before pyinfra runs a single operation, and its errors
+name the host, the field, the value and what is allowed.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-import os
-import re
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Annotated, Any, Literal
@@ -20,16 +20,23 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
-from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS
-from valkey_plans.domains import DOMAIN_PATTERN, DOMAINS
+from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS, MAX_DATABASES, MAX_TTL
+from valkey_plans.domains import DOMAINS
 from valkey_plans.plan import values as rule
+from valkey_plans.plan.defaults import (
+    DEFAULTS,
+    INSTANCE_DEFAULTS,
+    ROLE_DEFAULTS,
+    SENTINEL_DEFAULTS,
+    TLS_DEFAULTS,
+)
 from valkey_plans.plan.layout import DEBIAN, InstancePaths
 
 Role = Literal["cache", "primary", "replica", "cluster-node"]
@@ -45,102 +52,17 @@ Policy = Literal[
 ]
 LogLevel = Literal["debug", "verbose", "notice", "warning", "nothing"]
 AppendFsync = Literal["always", "everysec", "no"]
+
+# One annotated type per kind of value: the field says the kind, values.py the rule.
 Port = Annotated[int, AfterValidator(rule.port)]
+Name = Annotated[str, AfterValidator(rule.name)]
+Reference = Annotated[str, AfterValidator(rule.reference)]
+HostPath = Annotated[str, AfterValidator(rule.path)]
 
-MEMORY_PATTERN = re.compile(r"(0|[1-9][0-9]{0,18})(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
-SAVE_PATTERN = re.compile(r"[1-9][0-9]{0,9} [1-9][0-9]{0,9}")
-#: Highest cluster port: the bus listens on port + 10000.
+#: The cluster bus of a cluster node listens on its port + 10000.
 CLUSTER_BUS_OFFSET = 10000
-MEMORY_UNITS = {
-    "b": 1,
-    "k": 1000,
-    "kb": 1024,
-    "m": 1000**2,
-    "mb": 1024**2,
-    "g": 1000**3,
-    "gb": 1024**3,
-}
 HYPHENATED = {"maxmemory_policy": "maxmemory-policy", "maxmemory_samples": "maxmemory-samples"}
-
-#: What each role implies unless the plan says otherwise. maxmemory-policy is one
-#: setting per instance in Valkey, so it follows the role, never the db.
-ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "cache": {
-        "databases": 4,
-        "maxmemory-policy": "volatile-lru",
-        "maxmemory-samples": 10,
-        "save": ["3600 1", "300 100"],
-        "appendonly": False,
-    },
-    "primary": {
-        "databases": 1,
-        "maxmemory-policy": "noeviction",
-        "maxmemory-samples": 5,
-        "save": ["3600 1", "300 100", "60 10000"],
-        "appendonly": True,
-    },
-}
-ROLE_DEFAULTS["replica"] = ROLE_DEFAULTS["primary"]
-ROLE_DEFAULTS["cluster-node"] = ROLE_DEFAULTS["primary"]
-
-#: Defaults of every instance, whatever its role.
-INSTANCE_DEFAULTS: dict[str, Any] = {
-    "bind": ["127.0.0.1"],
-    "maxmemory": "256mb",
-    "appendfsync": "everysec",
-    "loglevel": "notice",
-    "extra_config": {},
-}
-
-#: The host-data keys the deploy reads, with their defaults: pyinfra's `data_defaults`
-#: for the packaged deploy. Inventories and group_data/ override any of them.
-DEFAULTS: dict[str, Any] = {
-    # The Valkey instances on the host; each entry is merged over its role's defaults.
-    "valkey_instances": [{"name": "cache", "role": "cache", "port": 6379}],
-    # Key domains the applications on this host use (a subset of valkey_plans.domains).
-    "valkey_domains": ["usr", "ses", "msg"],
-    # Extra 3-letter domains of your own: {"abc": "what they hold"}.
-    "valkey_custom_domains": {},
-    # What applications get: their name and where the hosted tier and local cache are.
-    "valkey_app": {
-        "name": "app",
-        "env_dir": "/etc/valkey-plans",
-        # Group that may read the settings files (mode 0640); the app's own group.
-        "group": "root",
-        "hosted_instance": None,
-        "hosted_url": None,
-        "cache_instance": "cache",
-    },
-    # Valkey Cluster: replicas per primary (valkey-cli --cluster create --cluster-replicas).
-    "valkey_cluster_replicas": 1,
-    # Valkey Sentinel on this host: {"primary": "HOST/INSTANCE", "bind": [...], ...}.
-    "valkey_sentinel": None,
-    # ACL users per workload with passwords; the default user is off. Required to
-    # bind beyond loopback.
-    "valkey_acl": False,
-    # JSON file (user -> password, mode 0600) on the machine running pyinfra; never in
-    # the repo. VALKEY_PLANS_SECRET_<USER> environment variables override it.
-    "valkey_secrets_file": None,
-    # Create the secrets file with random passwords if it is missing (dev laptops).
-    "valkey_secrets_generate": False,
-    # Debian mirror used for the bookworm-backports source line.
-    "valkey_debian_mirror": "http://deb.debian.org/debian",
-    # Seconds an apt package list stays fresh before the deploy refreshes it.
-    "valkey_apt_cache_time": 86400,
-    # Thresholds of the Prometheus alert rules rendered from the plan (plan/alerts.py).
-    "valkey_alerts": {
-        # A cache's keyspace hits / (hits + misses) over 10 minutes below this alerts.
-        "hit_ratio_min": 0.8,
-        # A replica this many bytes behind its primary's offset (for 2 minutes) alerts.
-        "replication_lag_max_bytes": 1048576,
-        # used_memory / maxmemory of a noeviction instance above this: writes will fail.
-        "primary_memory_max_ratio": 0.9,
-        # Seconds since the last good backup: two backup intervals; None: no backup alert.
-        "backup_max_age_s": 7200,
-        # Connections rejected (maxclients) within 5 minutes above this alert.
-        "rejected_connections": 0,
-    },
-}
+_APP = DEFAULTS["valkey_app"]
 
 
 class PlanError(ValueError):
@@ -155,10 +77,9 @@ class _Strict(BaseModel):
 class CacheDb(_Strict):
     """One db of the cache role: its number and, where it applies, its bound and TTL."""
 
-    db: int = Field(ge=0, le=15)
+    db: int = Field(ge=0, le=MAX_DATABASES - 1)
     cap: int | None = Field(default=None, ge=1, le=1_000_000)
-    #: At most ten years: Valkey's expiry is in milliseconds since the epoch.
-    ttl: int | None = Field(default=None, ge=1, le=315_360_000, description="seconds")
+    ttl: int | None = Field(default=None, ge=1, le=MAX_TTL, description="seconds")
     sliding: bool = False
 
 
@@ -166,17 +87,12 @@ class Tls(_Strict):
     """TLS for one instance; certificate paths are on the host, readable by valkey."""
 
     port: Port
-    cert_file: str
-    key_file: str
-    ca_cert_file: str
-    auth_clients: Literal["yes", "no", "optional"] = "no"
+    cert_file: HostPath
+    key_file: HostPath
+    ca_cert_file: HostPath
+    auth_clients: Literal["yes", "no", "optional"] = TLS_DEFAULTS["auth_clients"]
     #: Turn the plain-text port off, so every client must use TLS.
-    only: bool = False
-
-    @field_validator("cert_file", "key_file", "ca_cert_file")
-    @classmethod
-    def _path(cls, value: str) -> str:
-        return rule.path(value)
+    only: bool = TLS_DEFAULTS["only"]
 
 
 def _default_cache_dbs() -> dict[str, CacheDb]:
@@ -185,30 +101,36 @@ def _default_cache_dbs() -> dict[str, CacheDb]:
 
 
 class Instance(_Strict):
-    """One Valkey server process: a systemd unit `valkey-server@NAME` and its config file."""
+    """One Valkey server process: a systemd unit `valkey-server@NAME` and its config file.
 
-    name: str
+    Fields without a default here get theirs from INSTANCE_DEFAULTS and the role's
+    ROLE_DEFAULTS, merged under what the plan writes (`_merge_role_defaults`).
+    """
+
+    name: Name
     role: Role
-    bind: list[str]
+    bind: Annotated[list[str], AfterValidator(rule.instance_binds)]
     port: Port
-    maxmemory: str
+    maxmemory: Annotated[str, BeforeValidator(rule.maxmemory)]
     maxmemory_policy: Policy = Field(alias="maxmemory-policy")
-    maxmemory_samples: int = Field(alias="maxmemory-samples")
-    databases: int = Field(ge=1, le=16)
-    save: list[str]
+    maxmemory_samples: Annotated[int, AfterValidator(rule.samples)] = Field(
+        alias="maxmemory-samples"
+    )
+    databases: int = Field(ge=1, le=MAX_DATABASES)
+    save: Annotated[list[str], AfterValidator(rule.save_rules)]
     appendonly: bool
     appendfsync: AppendFsync
     loglevel: LogLevel
-    extra_config: dict[str, str | int]
+    extra_config: Annotated[dict[str, str | int], AfterValidator(rule.extra_config)]
     tls: Tls | None = None
     cache_dbs: dict[str, CacheDb] = Field(default_factory=_default_cache_dbs)
     #: role replica: the primary it follows, as "INVENTORY_HOST/INSTANCE".
-    replicaof: str | None = None
+    replicaof: Reference | None = None
     #: role cluster-node: the name of the Valkey Cluster it belongs to.
-    cluster: str | None = None
+    cluster: Name | None = None
     #: Address other hosts reach this instance at (default: first non-loopback bind).
-    announce_ip: str | None = None
-    cluster_node_timeout: int = Field(default=5000, ge=500, le=600_000, description="ms")
+    announce_ip: Annotated[str, AfterValidator(rule.announce_ip)] | None = None
+    cluster_node_timeout: int = Field(ge=500, le=600_000, description="ms")
 
     @model_validator(mode="before")
     @classmethod
@@ -222,70 +144,6 @@ class Instance(_Strict):
         role_defaults = ROLE_DEFAULTS.get(given.get("role"), ROLE_DEFAULTS["primary"])
         return {**INSTANCE_DEFAULTS, **role_defaults, **given}
 
-    @field_validator("name", "cluster")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else rule.name(value)
-
-    @field_validator("replicaof")
-    @classmethod
-    def _replicaof(cls, value: str | None) -> str | None:
-        return None if value is None else rule.reference(value)
-
-    @field_validator("announce_ip")
-    @classmethod
-    def _announce(cls, value: str | None) -> str | None:
-        return None if value is None else rule.ip(value.strip() and value, "one IP address")
-
-    @field_validator("maxmemory", mode="before")
-    @classmethod
-    def _maxmemory(cls, value: Any) -> str:
-        text = value if isinstance(value, str) else str(value) if type(value) is int else ""
-        if not MEMORY_PATTERN.fullmatch(text):
-            raise ValueError(
-                "allowed: bytes as an integer, optionally with a unit b, k, kb, m, mb, g, gb"
-                " (for example 256mb); 0 means no limit"
-            )
-        return text.lower()
-
-    @field_validator("maxmemory_samples")
-    @classmethod
-    def _samples(cls, value: int) -> int:
-        if not 1 <= value <= 64:
-            raise ValueError("allowed: an integer from 1 to 64")
-        return value
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("allowed: at least one IP address (127.0.0.1 for loopback only)")
-        for address in value:
-            rule.bind_address(address)
-        if len(set(value)) != len(value):
-            raise ValueError("an address is listed twice; allowed: each address once")
-        return value
-
-    @field_validator("save")
-    @classmethod
-    def _save(cls, value: list[str]) -> list[str]:
-        for entry in value:
-            if not SAVE_PATTERN.fullmatch(entry):
-                raise ValueError(
-                    f"{entry!r} is not a save rule; allowed: 'SECONDS CHANGES' with two"
-                    " positive integers and one space, or an empty list for no snapshots"
-                )
-        return value
-
-    @field_validator("extra_config")
-    @classmethod
-    def _extra(cls, value: dict[str, str | int]) -> dict[str, str]:
-        checked = {}
-        for key, setting in value.items():
-            rule.extra_directive(key)
-            checked[key] = rule.config_value(key, str(setting))
-        return checked
-
     @model_validator(mode="after")
     def _role_rules(self) -> Instance:
         if self.role == "cache":
@@ -293,7 +151,7 @@ class Instance(_Strict):
                 raise ValueError(
                     f"databases = {self.databases}: a cache instance needs at least"
                     f" {len(CACHE_DB_NAMES)} ({', '.join(CACHE_DB_NAMES)}); allowed:"
-                    f" {len(CACHE_DB_NAMES)} to 16"
+                    f" {len(CACHE_DB_NAMES)} to {MAX_DATABASES}"
                 )
             missing = set(CACHE_DB_NAMES) - set(self.cache_dbs)
             extra = set(self.cache_dbs) - set(CACHE_DB_NAMES)
@@ -367,8 +225,7 @@ class Instance(_Strict):
     @property
     def maxmemory_bytes(self) -> int:
         """maxmemory as Valkey reports it in CONFIG GET (1k = 1000, 1kb = 1024)."""
-        number, unit = MEMORY_PATTERN.fullmatch(self.maxmemory).groups()  # type: ignore[union-attr]
-        return int(number) * MEMORY_UNITS[unit or "b"]
+        return rule.memory_bytes(self.maxmemory)
 
     @property
     def ports(self) -> list[int]:
@@ -417,66 +274,29 @@ class Instance(_Strict):
 class App(_Strict):
     """What applications on this host are told: the env file's inputs."""
 
-    name: str = "app"
-    env_dir: str = "/etc/valkey-plans"
-    group: str = "root"
-    hosted_instance: str | None = None
-    hosted_url: str | None = None
-    cache_instance: str | None = "cache"
-
-    @field_validator("name", "hosted_instance", "cache_instance")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return None if value is None else rule.name(value)
-
-    @field_validator("env_dir")
-    @classmethod
-    def _env_dir(cls, value: str) -> str:
-        return rule.settings_dir(value)
-
-    @field_validator("group")
-    @classmethod
-    def _group(cls, value: str) -> str:
-        return rule.posix_name(value)
-
-    @field_validator("hosted_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return None if value is None else rule.hosted_url(value)
+    name: Name = _APP["name"]
+    env_dir: Annotated[str, AfterValidator(rule.settings_dir)] = _APP["env_dir"]
+    group: Annotated[str, AfterValidator(rule.posix_name)] = _APP["group"]
+    hosted_instance: Name | None = _APP["hosted_instance"]
+    hosted_url: Annotated[str, AfterValidator(rule.hosted_url)] | None = _APP["hosted_url"]
+    cache_instance: Name | None = _APP["cache_instance"]
 
 
 class Sentinel(_Strict):
     """Valkey Sentinel on this host, watching one primary and its replicas."""
 
     #: Name Sentinel knows the group by (clients ask for it).
-    name: str = "main"
+    name: Name = SENTINEL_DEFAULTS["name"]
     #: The watched primary, as "INVENTORY_HOST/INSTANCE".
-    primary: str
-    port: Port = 26379
+    primary: Reference
+    port: Port = SENTINEL_DEFAULTS["port"]
     #: Address other sentinels and clients reach this sentinel at.
-    bind: list[str]
-    quorum: int = Field(default=2, ge=1, le=100)
-    down_after_ms: int = Field(default=5000, ge=100, le=3_600_000)
-    failover_timeout_ms: int = Field(default=60000, ge=1000, le=86_400_000)
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return rule.name(value)
-
-    @field_validator("primary")
-    @classmethod
-    def _primary(cls, value: str) -> str:
-        return rule.reference(value)
-
-    @field_validator("bind")
-    @classmethod
-    def _bind(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("allowed: at least one IP address")
-        for address in value:
-            rule.bind_address(address)
-        return value
+    bind: Annotated[list[str], AfterValidator(rule.binds)]
+    quorum: int = Field(default=SENTINEL_DEFAULTS["quorum"], ge=1, le=100)
+    down_after_ms: int = Field(default=SENTINEL_DEFAULTS["down_after_ms"], ge=100, le=3_600_000)
+    failover_timeout_ms: int = Field(
+        default=SENTINEL_DEFAULTS["failover_timeout_ms"], ge=1000, le=86_400_000
+    )
 
     @property
     def address(self) -> str:
@@ -510,56 +330,28 @@ class Alerts(_Strict):
 
 
 class Plan(_Strict):
-    """Everything the deploy, the clients and the checks need to know about one host."""
+    """Everything the deploy, the clients and the checks need to know about one host.
 
-    host: str
+    Its fields have no defaults here: `from_host_data` fills every key from DEFAULTS.
+    """
+
+    host: Annotated[str, AfterValidator(rule.host_name)]
     instances: list[Instance] = Field(alias="valkey_instances")
-    domains: list[str] = Field(alias="valkey_domains")
-    custom_domains: dict[str, str] = Field(alias="valkey_custom_domains")
+    domains: Annotated[list[str], AfterValidator(rule.domain_codes)] = Field(alias="valkey_domains")
+    custom_domains: Annotated[dict[str, str], AfterValidator(rule.custom_domains)] = Field(
+        alias="valkey_custom_domains"
+    )
     app: App = Field(alias="valkey_app")
     cluster_replicas: int = Field(alias="valkey_cluster_replicas", ge=0, le=5)
     sentinel: Sentinel | None = Field(alias="valkey_sentinel")
     acl: bool = Field(alias="valkey_acl")
-    secrets_file: str | None = Field(alias="valkey_secrets_file")
+    secrets_file: Annotated[str, AfterValidator(rule.secrets_file)] | None = Field(
+        alias="valkey_secrets_file"
+    )
     secrets_generate: bool = Field(alias="valkey_secrets_generate")
-    debian_mirror: str = Field(alias="valkey_debian_mirror")
+    debian_mirror: Annotated[str, AfterValidator(rule.mirror)] = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
     alerts: Alerts = Field(alias="valkey_alerts")
-
-    @field_validator("host")
-    @classmethod
-    def _host(cls, value: str) -> str:
-        return rule.host_name(value)
-
-    @field_validator("custom_domains")
-    @classmethod
-    def _custom(cls, value: dict[str, str]) -> dict[str, str]:
-        for code, description in value.items():
-            if not DOMAIN_PATTERN.fullmatch(code):
-                raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
-            rule.text(description)
-        return value
-
-    @field_validator("secrets_file")
-    @classmethod
-    def _secrets_file(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        expanded = os.path.expanduser(value) if value.startswith("~/") else value
-        return rule.path(expanded)
-
-    @field_validator("debian_mirror")
-    @classmethod
-    def _mirror(cls, value: str) -> str:
-        return rule.mirror(value)
-
-    @field_validator("domains")
-    @classmethod
-    def _domains_shape(cls, value: list[str]) -> list[str]:
-        for code in value:
-            if not DOMAIN_PATTERN.fullmatch(code):
-                raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
-        return value
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Plan:
@@ -660,8 +452,6 @@ class Plan(_Strict):
         for key, default in DEFAULTS.items():
             value = get(key, None)
             raw[key] = default if value is None else value
-        if isinstance(raw["valkey_app"], Mapping):
-            raw["valkey_app"] = {**DEFAULTS["valkey_app"], **raw["valkey_app"]}
         try:
             return cls.model_validate(raw)
         except ValidationError as exc:

@@ -11,28 +11,38 @@ so that the plan's error line says what to write instead.
 from __future__ import annotations
 
 import ipaddress
+import os
 import posixpath
 import re
 from urllib.parse import urlsplit
 
+from valkey_plans.domains import DOMAIN_PATTERN
+
 #: Instance, cluster, sentinel and application names: they become unit names and paths.
 NAME = re.compile(r"[a-z][a-z0-9-]{0,30}")
-NAME_RULE = "a lowercase letter, then up to 30 lowercase letters, digits or '-'"
 #: The portable POSIX user/group name: letters, digits, '.', '_', '-', not '-' first.
 POSIX_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9._-]{0,31}")
-POSIX_NAME_RULE = (
-    "a portable POSIX name: a letter or '_', then up to 31 letters, digits, '.', '_' or '-'"
-    " (no spaces)"
-)
 #: An inventory host name as it appears in "HOST/INSTANCE" references and comments.
 HOST_NAME = re.compile(r"@?[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-HOST_RULE = "an inventory host name: letters, digits, '.', '_', '-' (optionally '@' first)"
 #: Characters a path may hold: Valkey splits config lines on blanks and quotes.
 PATH_CHARS = re.compile(r"/[A-Za-z0-9._@+=,/-]*")
-PATH_RULE = (
-    "an absolute, normalised path of letters, digits and . _ @ + = , - (no spaces,"
-    " quotes, '..' or '//')"
-)
+#: One-line descriptions (custom domains): printable, no control characters.
+TEXT = re.compile(r"[ -~]{1,200}")
+#: http(s) mirror URLs for apt source lines.
+MIRROR = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+#: What a value matching each of those patterns in full is, in the error line's words.
+ALLOWED: dict[re.Pattern[str], str] = {
+    NAME: "a lowercase letter, then up to 30 lowercase letters, digits or '-'",
+    POSIX_NAME: "a portable POSIX name: a letter or '_', then up to 31 letters, digits,"
+    " '.', '_' or '-' (no spaces)",
+    HOST_NAME: "an inventory host name: letters, digits, '.', '_', '-' (optionally '@' first)",
+    PATH_CHARS: "an absolute, normalised path of letters, digits and . _ @ + = , - (no"
+    " spaces, quotes, '..' or '//')",
+    TEXT: "one line of 1 to 200 printable ASCII characters",
+    MIRROR: "an http:// or https:// URL of a Debian mirror (host, optional port and path;"
+    " no spaces, credentials, query or fragment)",
+}
+NAME_RULE = ALLOWED[NAME]
 #: An interface name after '%' in an IPv6 scope: nothing else may follow it.
 SCOPE_ID = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 #: One-line values for extra_config: printable, no quotes or backslash, which Valkey's
@@ -41,11 +51,22 @@ CONFIG_VALUE = re.compile(r"[!#-&(-\[\]-~]+( [!#-&(-\[\]-~]+)*")
 CONFIG_VALUE_RULE = (
     "one line of printable ASCII words separated by single spaces, without quotes or backslashes"
 )
+#: maxmemory: bytes, optionally with a unit (Valkey's own units, any case).
+MEMORY = re.compile(r"(0|[1-9][0-9]{0,18})(b|k|kb|m|mb|g|gb)?", re.IGNORECASE)
+MEMORY_UNITS = {
+    "b": 1,
+    "k": 1000,
+    "kb": 1024,
+    "m": 1000**2,
+    "mb": 1024**2,
+    "g": 1000**3,
+    "gb": 1024**3,
+}
+#: One `save` rule: "SECONDS CHANGES".
+SAVE = re.compile(r"[1-9][0-9]{0,9} [1-9][0-9]{0,9}")
+#: A Valkey directive name (the keys of extra_config).
 DIRECTIVE = re.compile(r"[a-z][a-z0-9-]{0,63}")
-#: One-line descriptions (custom domains): printable, no control characters.
-TEXT = re.compile(r"[ -~]{1,200}")
-#: http(s) mirror URLs for apt source lines.
-MIRROR = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+#: A DNS host name (of a hosted Valkey).
 HOSTNAME = re.compile(
     r"(?=.{1,253}\Z)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
 )
@@ -126,37 +147,45 @@ SYSTEM_DIRS = frozenset(
 SYSTEM_TREES = ("/proc/", "/sys/", "/dev/", "/run/", "/boot/")
 
 
-def name(value: str) -> str:
-    if not NAME.fullmatch(value):
-        raise ValueError(f"allowed: {NAME_RULE}")
+def whole(pattern: re.Pattern[str], value: str, also: bool = True) -> str:
+    """`value` when `pattern` (one of ALLOWED's) matches all of it and `also` holds;
+    otherwise ValueError saying what is allowed."""
+    if not (also and pattern.fullmatch(value)):
+        raise ValueError(f"allowed: {ALLOWED[pattern]}")
     return value
+
+
+def name(value: str) -> str:
+    return whole(NAME, value)
 
 
 def posix_name(value: str) -> str:
-    if not POSIX_NAME.fullmatch(value) or value.isdigit():
-        raise ValueError(f"allowed: {POSIX_NAME_RULE}")
-    return value
+    """A user or group name; all digits would be read as a numeric id, so they are not."""
+    return whole(POSIX_NAME, value, also=not value.isdigit())
 
 
 def host_name(value: str) -> str:
-    if not HOST_NAME.fullmatch(value):
-        raise ValueError(f"allowed: {HOST_RULE}")
-    return value
+    return whole(HOST_NAME, value)
 
 
 def reference(value: str) -> str:
     """ "HOST/INSTANCE": an instance of another inventory host."""
     host, _, instance = value.partition("/")
     if not (HOST_NAME.fullmatch(host) and NAME.fullmatch(instance)):
-        raise ValueError(f"allowed: 'INVENTORY_HOST/INSTANCE' ({HOST_RULE}; then {NAME_RULE})")
+        raise ValueError(
+            f"allowed: 'INVENTORY_HOST/INSTANCE' ({ALLOWED[HOST_NAME]}; then {NAME_RULE})"
+        )
     return value
 
 
 def path(value: str) -> str:
     """An absolute, normalised path that survives a config line and a shell word."""
-    if not PATH_CHARS.fullmatch(value) or posixpath.normpath(value) != value:
-        raise ValueError(f"allowed: {PATH_RULE}")
-    return value
+    return whole(PATH_CHARS, value, also=posixpath.normpath(value) == value)
+
+
+def secrets_file(value: str) -> str:
+    """The secrets file on the machine running pyinfra: a path, `~/` expanded."""
+    return path(os.path.expanduser(value) if value.startswith("~/") else value)
 
 
 def settings_dir(value: str) -> str:
@@ -187,6 +216,11 @@ def ip(value: str, what: str = "an IP address") -> str:
     return value
 
 
+def announce_ip(value: str) -> str:
+    """The one address other hosts reach an instance at (blank is no address)."""
+    return ip(value.strip() and value, "one IP address")
+
+
 def bind_address(value: str) -> str:
     """A bind entry: an IP address, with Valkey's optional '-' prefix (bind if present)."""
     ip(value.removeprefix("-"), "IP addresses, each optionally prefixed with '-'")
@@ -197,6 +231,85 @@ def is_loopback(value: str) -> bool:
     return ipaddress.ip_address(value.removeprefix("-").partition("%")[0]).is_loopback
 
 
+def binds(value: list[str], hint: str = "") -> list[str]:
+    """A bind list (a sentinel's): at least one address, each a `bind_address`."""
+    if not value:
+        raise ValueError(f"allowed: at least one IP address{hint}")
+    for address in value:
+        bind_address(address)
+    return value
+
+
+def instance_binds(value: list[str]) -> list[str]:
+    """An instance's bind list: `binds`, each address once."""
+    binds(value, " (127.0.0.1 for loopback only)")
+    if len(set(value)) != len(value):
+        raise ValueError("an address is listed twice; allowed: each address once")
+    return value
+
+
+def maxmemory(value: object) -> str:
+    """maxmemory as written (bytes as an integer, or digits and a unit), lower-cased."""
+    text = value if isinstance(value, str) else str(value) if type(value) is int else ""
+    if not MEMORY.fullmatch(text):
+        raise ValueError(
+            "allowed: bytes as an integer, optionally with a unit b, k, kb, m, mb, g, gb"
+            " (for example 256mb); 0 means no limit"
+        )
+    return text.lower()
+
+
+def memory_bytes(value: str) -> int:
+    """A `maxmemory` value in bytes, as Valkey reports it in CONFIG GET (1k = 1000, 1kb = 1024)."""
+    number, unit = MEMORY.fullmatch(value).groups()  # type: ignore[union-attr]
+    return int(number) * MEMORY_UNITS[unit or "b"]
+
+
+def samples(value: int) -> int:
+    """maxmemory-samples: how many keys an eviction looks at."""
+    if not 1 <= value <= 64:
+        raise ValueError("allowed: an integer from 1 to 64")
+    return value
+
+
+def save_rules(value: list[str]) -> list[str]:
+    """`save` rules, "SECONDS CHANGES" each; none means no snapshots."""
+    for entry in value:
+        if not SAVE.fullmatch(entry):
+            raise ValueError(
+                f"{entry!r} is not a save rule; allowed: 'SECONDS CHANGES' with two"
+                " positive integers and one space, or an empty list for no snapshots"
+            )
+    return value
+
+
+def extra_config(value: dict[str, str | int]) -> dict[str, str]:
+    """extra_config: directives the deploy leaves alone, each with a one-line value."""
+    return {extra_directive(key): config_value(key, str(setting)) for key, setting in value.items()}
+
+
+def domain_code(code: str) -> str:
+    """A key domain: exactly 3 lowercase letters (`usr`)."""
+    if not DOMAIN_PATTERN.fullmatch(code):
+        raise ValueError(f"{code!r}: allowed: exactly 3 lowercase letters a-z")
+    return code
+
+
+def domain_codes(value: list[str]) -> list[str]:
+    """The domains a plan declares: each a `domain_code` (which must also be known)."""
+    for code in value:
+        domain_code(code)
+    return value
+
+
+def custom_domains(value: dict[str, str]) -> dict[str, str]:
+    """A plan's own domains: code -> a one-line description."""
+    for code, description in value.items():
+        domain_code(code)
+        text(description)
+    return value
+
+
 def config_value(key: str, value: str) -> str:
     if not CONFIG_VALUE.fullmatch(value):
         raise ValueError(f"extra_config[{key!r}] = {value!r}: allowed: {CONFIG_VALUE_RULE}")
@@ -204,18 +317,11 @@ def config_value(key: str, value: str) -> str:
 
 
 def text(value: str) -> str:
-    if not TEXT.fullmatch(value):
-        raise ValueError("allowed: one line of 1 to 200 printable ASCII characters")
-    return value
+    return whole(TEXT, value)
 
 
 def mirror(value: str) -> str:
-    if not MIRROR.fullmatch(value) or ".." in value:
-        raise ValueError(
-            "allowed: an http:// or https:// URL of a Debian mirror (host, optional port"
-            " and path; no spaces, credentials, query or fragment)"
-        )
-    return value
+    return whole(MIRROR, value, also=".." not in value)
 
 
 def hosted_url(value: str) -> str:
@@ -329,6 +435,7 @@ TUNABLE_DIRECTIVES: dict[str, str] = {
 
 
 def extra_directive(key: str) -> str:
+    """An extra_config key: a Valkey directive name that the deploy does not manage."""
     if not DIRECTIVE.fullmatch(key):
         raise ValueError(
             f"extra_config[{key!r}]: allowed: a Valkey directive name (lowercase letters,"
@@ -336,10 +443,8 @@ def extra_directive(key: str) -> str:
         )
     reason = MANAGED_DIRECTIVES.get(key)
     if reason is not None:
-        raise ValueError(
-            f"extra_config[{key!r}] is managed by the deploy ({reason}); allowed: any other"
-            " Valkey directive"
-        )
+        managed = f"extra_config[{key!r}] is managed by the deploy ({reason})"
+        raise ValueError(f"{managed}; allowed: any other Valkey directive")
     return key
 
 

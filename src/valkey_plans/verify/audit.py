@@ -34,10 +34,13 @@ from typing import Any
 
 import valkey
 
+from valkey_plans.client.cache import MAX_EMAIL_LENGTH
 from valkey_plans.keys import KEY_LENGTH, TXKEY_LENGTH
 from valkey_plans.plan import Instance, Plan
 from valkey_plans.verify.audit_rules import (
+    BAD_INDEX_VALUE,
     CONFORMING,
+    INDEXED_DOMAIN,
     OVER_CAP,
     VIOLATION,
     Classifier,
@@ -58,7 +61,8 @@ Progress = Callable[[int], None]
 _TXKEY = rb"[0-9A-Za-z]{%d}" % TXKEY_LENGTH
 _RECORD = re.compile(rb"[a-z]{3}:" + _TXKEY)
 _EMAIL = re.compile(rb"[^@\sA-Z]+@[^@\sA-Z]+\.[^@\s.A-Z]+")
-_USR = re.compile(rb"usr:" + _TXKEY)
+#: A user index entry's value: a record key of the indexed domain (`usr:`).
+_USR = re.compile(re.escape(f"{INDEXED_DOMAIN}:".encode()) + _TXKEY)
 
 
 def _each(pattern: re.Pattern[bytes]) -> re.Pattern[bytes]:
@@ -301,7 +305,7 @@ class _DbAudit:
                 rules.is_index
                 and ttl == -1
                 and type_ == b"string"
-                and len(key) <= 254
+                and len(key) <= MAX_EMAIL_LENGTH
                 and _EMAIL.fullmatch(key)
                 and _USR.fullmatch(values[i] or b"")
             ):
@@ -332,7 +336,7 @@ class _DbAudit:
         return (
             types.count(b"string") == n
             and ttls.count(-1) == n
-            and max(map(len, keys)) <= 254
+            and max(map(len, keys)) <= MAX_EMAIL_LENGTH
             and joined.count(b"\n") == n - 1
             and _EMAILS.fullmatch(joined) is not None
             and None not in values
@@ -346,7 +350,7 @@ class _DbAudit:
         if klass == CONFORMING and self.rules.is_index:
             problem = self.classifier.index_value(value)
             if problem:
-                klass, kind, reason = VIOLATION, "bad-index-value", problem
+                klass, kind, reason = VIOLATION, BAD_INDEX_VALUE, problem
         if klass == VIOLATION:
             self.report.violate(self.rules.db, key, kind, reason)
         else:

@@ -1,7 +1,7 @@
 """`valkey-plans audit`: the keyspace audit of every instance of an inventory, printed.
 
-Kept out of cli.py so the command line module stays a table of commands; the audit
-itself (`valkey_plans.verify.audit`) knows nothing about terminals.
+Kept out of `valkey_plans.cli.main` so the command line module stays a table of
+commands; the audit itself (`valkey_plans.verify.audit`) knows nothing about terminals.
 """
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ from typing import Any
 
 import click
 
-from valkey_plans.verify.audit import InstanceAudit, audit_instance, total_keys
+from valkey_plans.verify.audit import VANISHED, InstanceAudit, audit_instance, total_keys
+from valkey_plans.verify.audit_rules import CONFORMING, STRUCTURAL, VIOLATION
 from valkey_plans.verify.reach import instance_clients
 
-CLASSES = ("conforming", "structural", "violation", "vanished")
+#: The columns of the report: how many keys of a db fell into each class.
+CLASSES = (CONFORMING, STRUCTURAL, VIOLATION, VANISHED)
 
 
 def _print(host: str, report: InstanceAudit) -> None:

@@ -4,8 +4,9 @@ Every key of an instance must be explainable from the plan: a record of a declar
 domain in the db the plan gives it, a declared structural (`vp:`) key, or (cache
 user_index) a normalised email pointing at a `usr:` key. This module turns a Plan
 instance into per-db rules and classifies one key against them; `audit` does the
-scanning. Kept free of I/O so the rules are testable key by key. The cache's
-structural keys are declared once, by `valkey_plans.client.schema.STRUCTURAL_KEYS`.
+scanning. Kept free of I/O so the rules are testable key by key. What each cache db
+holds (its record domain and type, its structural keys, whether it is the index) is
+declared once, by `valkey_plans.client.schema.CACHE_DB_USES`.
 """
 
 from __future__ import annotations
@@ -14,23 +15,19 @@ import re
 from dataclasses import dataclass, field
 
 from valkey_plans.client import cache
-from valkey_plans.client.schema import STRUCTURAL_KEYS, Structural
+from valkey_plans.client.schema import CACHE_DB_USES, INDEX, Structural, cache_dbs_of
 from valkey_plans.client.store import HOSTED_STRUCTURAL
 from valkey_plans.domains import STRUCTURAL_PREFIX
-from valkey_plans.keys import KeyFormatError, Keys
+from valkey_plans.keys import TXKEY_LENGTH, KeyFormatError, Keys
 from valkey_plans.plan import Instance, Plan
 
 #: Keys the cache behaviour canary (checks/test_cache_behaviour.py) writes and removes.
 CANARY_PREFIX = f"{STRUCTURAL_PREFIX}canary:"
 CANARY = Structural(CANARY_PREFIX, "", prefix=True)  # any type: the canary's own keys
 
-#: Cache db -> (record domain, Valkey type of its records).
-CACHE_RECORDS: dict[str, tuple[str | None, str]] = {
-    "user_index": (None, "string"),
-    "user_cache": ("usr", "string"),
-    "session_cache": ("ses", "hash"),
-    "message_queue": ("msg", "string"),
-}
+#: The one index db, and the domain of the record keys its entries hold (`usr:`).
+(INDEX_DB,) = cache_dbs_of(INDEX)
+INDEXED_DOMAIN = CACHE_DB_USES[INDEX_DB].points_at
 
 # Violation kinds: short, stable names for counting and for machines.
 MALFORMED = "malformed-name"
@@ -49,7 +46,8 @@ CONFORMING = "conforming"
 STRUCTURAL = "structural"
 VIOLATION = "violation"
 
-_RECORD = re.compile(r"([a-z]{3}):[0-9A-Za-z]{12}")
+_TXKEY = f"[0-9A-Za-z]{{{TXKEY_LENGTH}}}"
+_RECORD = re.compile(r"([a-z]{3}):" + _TXKEY)
 _DOMAIN_SHAPE = re.compile(r"[a-z]{3}:")
 
 
@@ -78,25 +76,21 @@ def instance_rules(plan: Plan, inst: Instance) -> dict[int, DbRules]:
     """The rules of every db the plan gives `inst` (dbs not listed hold nothing)."""
     if inst.role != "cache":
         return {0: DbRules(0, "db0", None, None, structural=HOSTED_STRUCTURAL)}
-    homes = {
-        domain: inst.db(name).db
-        for name, (domain, _) in CACHE_RECORDS.items()
-        if domain is not None
-    }
+    homes = {use.domain: inst.db(name).db for name, use in CACHE_DB_USES.items() if use.domain}
     rules = {}
     for name, spec in inst.cache_dbs.items():
-        domain, record_type = CACHE_RECORDS[name]
+        use = CACHE_DB_USES[name]
         rules[spec.db] = DbRules(
             db=spec.db,
             name=name,
-            domain=domain,
-            record_type=record_type,
+            domain=use.domain,
+            record_type=use.record_type,
             ttl_required=spec.ttl is not None,
-            ttl_forbidden=name == "user_index",
+            ttl_forbidden=use.kind == INDEX,
             cap=spec.cap,
-            is_index=name == "user_index",
-            structural=(*STRUCTURAL_KEYS[name], CANARY),
-            strings=record_type == "string",
+            is_index=use.kind == INDEX,
+            structural=(*use.structural, CANARY),
+            strings=use.record_type == "string",
             homes=homes,
         )
     return rules
@@ -145,7 +139,7 @@ class Classifier:
             if match or _DOMAIN_SHAPE.match(key):
                 return self._misplaced(rules, key)
             if not _is_email(key):
-                return VIOLATION, MALFORMED, "user_index key is not a normalised email address"
+                return VIOLATION, MALFORMED, f"{rules.name} key is not a normalised email address"
             if type_ != "string":
                 return VIOLATION, WRONG_TYPE, f"index entry is a {type_}, want a string"
             if ttl_ms >= 0:
@@ -187,13 +181,14 @@ class Classifier:
         if value is None:
             return "index entry vanished or is not a string"
         text = value.decode("utf-8", "backslashreplace")
-        if text.startswith("usr:") and _RECORD.fullmatch(text):
+        want = f"{INDEXED_DOMAIN}:"
+        if text.startswith(want) and _RECORD.fullmatch(text):
             return ""
         try:
             parsed = self.keys.parse(text)
         except KeyFormatError as exc:
-            return f"index entry points at a malformed usr: key: {exc}"
-        return f"index entry points at a {parsed.domain}: key {text!r}, want a usr: key"
+            return f"index entry points at a malformed {want} key: {exc}"
+        return f"index entry points at a {parsed.domain}: key {text!r}, want a {want} key"
 
 
 def _is_email(key: str) -> bool:

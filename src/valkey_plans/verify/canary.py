@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 import valkey
 
 from valkey_plans.client.cache import fcall, run
+from valkey_plans.client.schema import LRU, SESSIONS, cache_dbs_of
 from valkey_plans.keys import KeyFormatError, new_txkey, txkey_time
 from valkey_plans.plan import Instance
 from valkey_plans.verify.audit_rules import CANARY_PREFIX
@@ -64,11 +65,13 @@ class Canary:
         return key
 
     def run(self) -> None:
-        for name in ("user_cache", "message_queue"):
+        """Every exact-LRU db (the schema's LRU kind), then every session db."""
+        for name in cache_dbs_of(LRU):
             spec = self.inst.db(name)
             self.lru_bound(name, spec.db, spec.ttl or 60)
-        sessions = self.inst.db("session_cache")
-        self.session_ttl(sessions.db, sessions.ttl or 60)
+        for name in cache_dbs_of(SESSIONS):
+            spec = self.inst.db(name)
+            self.session_ttl(name, spec.db, spec.ttl or 60)
 
     def lru_bound(self, name: str, db: int, ttl_s: int) -> None:
         """cap 3: put a b c, touch a, put d -> b is evicted, a c d stay, each with the TTL."""
@@ -100,7 +103,7 @@ class Canary:
         put(short, SHORT_TTL_MS)
         self._wait_gone(client, short, f"{name} (db {db})")
 
-    def session_ttl(self, db: int, ttl_s: int) -> None:
+    def session_ttl(self, name: str, db: int, ttl_s: int) -> None:
         """A session created through the library carries the plan's session TTL."""
         client = self.client_for_db(db)
         session, owners = self._key(db, "ses"), self._key(db, "sessions")
@@ -109,7 +112,7 @@ class Canary:
         pttl = client.pttl(session)
         if not 0 < pttl <= ttl_s * 1000:
             raise CanaryFailure(
-                f"{self.inst.name} session_cache (db {db}): session TTL {pttl} ms,"
+                f"{self.inst.name} {name} (db {db}): session TTL {pttl} ms,"
                 f" want 0 < TTL <= {ttl_s * 1000}"
             )
 

@@ -28,7 +28,7 @@ local VERSION = '3'
 -- Every function checks all its keys and arguments (and the type of every key
 -- it writes) before its first write, so a refused call changes nothing: no
 -- half-written record, no session or record without its TTL. The Python client
--- checks the same limits before it sends anything (valkey_plans.cache).
+-- checks the same limits before it sends anything (valkey_plans.client.cache).
 
 -- The longest TTL or idle time, in ms: 10 years of 365 days (cache.MAX_SECONDS).
 -- Far inside Valkey's own limit (now_ms + ttl must fit a signed 64-bit integer)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from valkey_plans.deploy.valkey_cli import cli_format
 from valkey_plans.plan import Plan, topology
 from valkey_plans.plan.inventory import load_targets
 from valkey_plans.plan.render import instance_config
@@ -74,7 +75,8 @@ class Valkey:
 
     With ACLs on it logs in as the read-only `checks` user; the password is read on
     the host from the deploy's root-only file, so it never shows in a command line.
-    Every path and argument goes through testinfra's quoting (`host.run(fmt, *args)`).
+    The command line is the deploy's own (`cli_format`), and every path and argument
+    goes through testinfra's quoting (`host.run(fmt, *args)`).
     """
 
     def __init__(self, host, instance, acl: bool) -> None:
@@ -84,13 +86,10 @@ class Valkey:
 
     def cli(self, *args: str) -> str:
         """valkey-cli's reply to `args`; it exits 0 on error replies too, 1 when unreachable."""
-        words = " ".join(["%s"] * len(args))
-        if self.auth_file:
-            command = 'REDISCLI_AUTH="$(cat %s)" valkey-cli --no-auth-warning --user checks -s %s '
-            values = (self.auth_file, self.socket, *args)
-        else:
-            command, values = "valkey-cli -s %s ", (self.socket, *args)
-        return self.host.run_expect([0], command + words, *values).stdout
+        command = cli_format(
+            None, *args, socket=self.socket, auth_file=self.auth_file, user="checks"
+        )
+        return self.host.run_expect([0], *command).stdout
 
     def config(self, name: str) -> str:
         lines = self.cli("CONFIG", "GET", name).splitlines()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from valkey_plans.deploy.valkey_cli import cli_format
 from valkey_plans.verify.report import not_applicable
 
 PACKAGE = "valkey-server"
@@ -96,6 +97,7 @@ def test_acl_users_on_and_default_user_off(host, plan, valkey):
         assert (acl.user, acl.mode) == ("valkey", 0o600), f"{inst.paths.aclfile} owner/mode"
         assert ">" not in acl.content_string, f"{inst.paths.aclfile} holds a plaintext password"
         # valkey-cli exits 0 on an error reply (NOAUTH) too
-        anonymous = host.run_expect([0], "valkey-cli -s %s PING", inst.paths.unixsocket).stdout
+        ping = cli_format(None, "PING", socket=inst.paths.unixsocket)
+        anonymous = host.run_expect([0], *ping).stdout
         assert "NOAUTH" in anonymous, f"{inst.name}: the default user can connect: {anonymous!r}"
         assert valkey(inst).cli("ACL", "WHOAMI").strip() == "checks"

@@ -1,0 +1,155 @@
+"""One command layer for sync and asyncio: a `Call` says what to send, a runner sends it.
+
+As in valkey-py, whose `valkey/commands/core.py` serves both `Valkey` and
+`asyncio.Valkey`: everything that checks input, names keys and encodes values builds a
+`Call` without any I/O, and one small runner per flavour sends it. The sync runner
+returns the parsed reply; the asyncio runner returns an awaitable of it. So a method
+written once as `return self.run(call)` is a plain call on a sync client and an
+awaitable on an asyncio one, and bad input raises at the call itself, before any await
+and before anything is sent.
+
+The flavour is chosen once, when a runner is made for a client (`runner(client)`),
+never per call: the sync path is the method, the runner and valkey-py's
+`execute_command`, as many layers as a hand-written `client.execute_command(...)` helper.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import valkey
+import valkey.asyncio
+from valkey.exceptions import ResponseError
+
+T = TypeVar("T")
+U = TypeVar("U")
+
+#: What a command method returns: the value on a sync client, an awaitable of it on an
+#: asyncio one (valkey-py's `ResponseT`, with the value's type kept).
+Reply = T | Awaitable[T]
+ASYNC_CLIENTS = (valkey.asyncio.Valkey, valkey.asyncio.ValkeyCluster)
+#: The valkey-py clients a runner drives: either flavour, standalone or cluster.
+Client = valkey.Valkey | valkey.ValkeyCluster | valkey.asyncio.Valkey | valkey.asyncio.ValkeyCluster
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[T]):
+    """One round trip: the command to send, the parser of its reply, and, for a call
+    whose error reply is an answer (no library loaded), what that error means."""
+
+    command: tuple[str | int, ...]
+    parse: Callable[[Any], T]
+    refused: Callable[[ResponseError], T] | None = None
+
+    def then(self, after: Callable[[T], U]) -> Call[U]:
+        """The same round trip with `after` applied to its result, so work that needs the
+        reply (checking a version, returning the object it guards) runs in either flavour."""
+        parse, refused = self.parse, self.refused
+        return Call(
+            self.command,
+            lambda reply: after(parse(reply)),
+            None if refused is None else lambda error: after(refused(error)),
+        )
+
+
+def fcall(
+    function: str, keys: Sequence[str], args: Sequence[str | int], reply: Callable[[Any], T]
+) -> Call[T]:
+    """FCALL of a Functions library function: the key count is derived, never written."""
+    return Call(("FCALL", function, len(keys), *keys, *args), reply)
+
+
+def _refusal(call: Call[T], error: ResponseError) -> T:
+    """What an error reply means for `call`; raised again when it means nothing."""
+    if call.refused is None:
+        raise error
+    return call.refused(error)
+
+
+def _pipelined(client: Client, calls: Iterable[Call[Any]]) -> tuple[list[Call[Any]], Any]:
+    """The calls, queued on a new pipeline of `client` (its execute is the one I/O step)."""
+    calls = list(calls)
+    pipe = client.pipeline(transaction=False)
+    for call in calls:
+        pipe.execute_command(*call.command)
+    return calls, pipe
+
+
+def _parsed(calls: Sequence[Call[Any]], replies: Sequence[Any]) -> list[Any]:
+    return [call.parse(reply) for call, reply in zip(calls, replies, strict=True)]
+
+
+class Runner(Protocol):
+    """Sends calls on one client; `run` and `run_many` return `Reply`s of its flavour.
+
+    A pipeline (`run_many`) raises its first error reply, as valkey-py's does:
+    `Call.refused` applies to `run`.
+    """
+
+    client: Any
+
+    def run(self, call: Call[T]) -> Reply[T]: ...
+
+    def run_many(self, calls: Iterable[Call[Any]]) -> Reply[list[Any]]: ...
+
+
+class _OnClient:
+    """What both runners hold: the client, and its `execute_command` looked up once."""
+
+    __slots__ = ("client", "_execute")
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+        self._execute = client.execute_command
+
+
+class SyncRunner(_OnClient):
+    """Runs calls on a sync valkey-py client and returns their parsed replies."""
+
+    __slots__ = ()
+
+    def run(self, call: Call[T]) -> T:
+        """Send one call (the hot path: one frame between the caller and valkey-py)."""
+        try:
+            return call.parse(self._execute(*call.command))
+        except ResponseError as error:
+            return _refusal(call, error)
+
+    def run_many(self, calls: Iterable[Call[Any]]) -> list[Any]:
+        """Send calls in one pipeline (one round trip, not a transaction)."""
+        calls, pipe = _pipelined(self.client, calls)
+        return _parsed(calls, pipe.execute())
+
+
+class AsyncRunner(_OnClient):
+    """Runs calls on a valkey.asyncio client: each run is a coroutine to await."""
+
+    __slots__ = ()
+
+    async def run(self, call: Call[T]) -> T:
+        try:
+            reply = await self._execute(*call.command)
+        except ResponseError as error:
+            return _refusal(call, error)
+        return call.parse(reply)
+
+    async def run_many(self, calls: Iterable[Call[Any]]) -> list[Any]:
+        calls, pipe = _pipelined(self.client, calls)
+        return _parsed(calls, await pipe.execute())
+
+
+def runner(client: Client) -> SyncRunner | AsyncRunner:
+    """The runner of `client`'s flavour: chosen once here, never per call."""
+    return AsyncRunner(client) if isinstance(client, ASYNC_CLIENTS) else SyncRunner(client)
+
+
+def run(client: Client, call: Call[T]) -> Reply[T]:
+    """Send one call on any client (for one-off calls; a cache keeps its runner)."""
+    return runner(client).run(call)
+
+
+def run_many(client: Client, calls: Iterable[Call[Any]]) -> Reply[list[Any]]:
+    """Send calls in one pipeline on any client (one round trip, not a transaction)."""
+    return runner(client).run_many(calls)
