@@ -47,6 +47,11 @@ def app(**over):
     return {"valkey_app": over}
 
 
+def hosted(**over):
+    """An external hosted tier, TLS with one user, as a managed service hands it out."""
+    return {"url": "valkeys://db.example.com:6380", "login": "user", "user": "app", **over}
+
+
 TLS = {"port": 6390, "cert_file": "/etc/ssl/v.crt", "key_file": "/etc/ssl/v.key"}
 TLS["ca_cert_file"] = "/etc/ssl/ca.crt"
 SENTINEL = {"primary": "db-1/main", "bind": ["127.0.0.1"]}
@@ -273,7 +278,87 @@ BAD_PLANS = [
     ("hosted-url-no-port", app(hosted_url="valkey://db.example.com"), ["hosted_url", "allowed"]),
     ("hosted-url-query", app(hosted_url="valkey://db:6379?db=1"), ["no query"]),
     ("hosted-url-newline", app(hosted_url="valkey://db:6379\nX=1"), ["hosted_url", "allowed"]),
-    ("app-unknown-key", app(hosted="db"), ["valkey_app.hosted = 'db'", "unknown setting"]),
+    ("app-unknown-key", app(hosted_uri="db"), ["valkey_app.hosted_uri = 'db'", "unknown setting"]),
+    # -- an external hosted tier: endpoint, mode, TLS and login, checked together ----------
+    ("hosted-str", app(hosted="db"), ["valkey_app.hosted = 'db'", "allowed: a mapping"]),
+    ("hosted-no-url", app(hosted={"login": "token"}), ["valkey_app.hosted.url", "allowed"]),
+    (
+        "hosted-url-credentials",
+        app(hosted=hosted(url="valkeys://u:p@db.example.com:6380")),
+        ["hosted.url = 'valkeys://u:p@db.example.com:6380'", "no user or password"],
+    ),
+    ("hosted-mode", app(hosted=hosted(mode="sentinel")), ["hosted.mode = 'sentinel'", "one of"]),
+    (
+        "hosted-seeds-standalone",
+        app(hosted=hosted(seeds=["db-2.example.com:6380"])),
+        ["valkey_app.hosted: seeds = ['db-2.example.com:6380']", "allowed: mode 'cluster'"],
+    ),
+    (
+        "hosted-seed-no-port",
+        app(hosted=hosted(mode="cluster", seeds=["db-2.example.com"])),
+        ["hosted.seeds = ['db-2.example.com']", "allowed: 'HOST:PORT'"],
+    ),
+    (
+        "hosted-seed-twice",
+        app(hosted=hosted(mode="cluster", seeds=["a.example.com:1", "a.example.com:1"])),
+        ["hosted.seeds", "allowed: each 'HOST:PORT' once"],
+    ),
+    (
+        "hosted-ca-missing",
+        app(hosted=hosted(tls_ca_file="/nonexistent/ca.pem")),
+        ["hosted.tls_ca_file = '/nonexistent/ca.pem'", "allowed: 'system' or a readable PEM"],
+    ),
+    (
+        "hosted-ca-not-pem",
+        app(hosted=hosted(tls_ca_file="/etc/hostname")),
+        ["hosted.tls_ca_file = '/etc/hostname'", "holds no PEM certificate"],
+    ),
+    (
+        "hosted-ca-relative",
+        app(hosted=hosted(tls_ca_file="ca.pem")),
+        ["hosted.tls_ca_file = 'ca.pem'", "allowed: an absolute"],
+    ),
+    (
+        "hosted-ca-without-tls",
+        app(hosted=hosted(url="valkey://db.example.com:6380", tls_server_name="db.example.com")),
+        ["tls_server_name = 'db.example.com' with url", "allowed: a valkeys:// url"],
+    ),
+    (
+        "hosted-server-name",
+        app(hosted=hosted(tls_server_name="db example")),
+        ["hosted.tls_server_name = 'db example'", "allowed: a DNS host name"],
+    ),
+    ("hosted-login", app(hosted=hosted(login="password")), ["hosted.login = 'password'", "one of"]),
+    (
+        "hosted-user-missing",
+        app(hosted=hosted(user=None)),
+        ["valkey_app.hosted: user = None with login = 'user'", "allowed: login 'user' with"],
+    ),
+    (
+        "hosted-user-with-token",
+        app(hosted=hosted(login="token")),
+        ["user = 'app' with login = 'token'", "allowed"],
+    ),
+    (
+        "hosted-user-space",
+        app(hosted=hosted(user="my app")),
+        ["hosted.user = 'my app'", "allowed: 1 to 128 of letters"],
+    ),
+    (
+        "hosted-users-workload",
+        app(hosted=hosted(login="per-workload", user=None, users={"web": "web"})),
+        ["hosted.users.web", "allowed: one of"],
+    ),
+    (
+        "hosted-and-url",
+        app(hosted=hosted(), hosted_url="valkeys://db.example.com:6380"),
+        ["valkey_app: hosted_url and hosted each name the hosted tier", "allowed: one of"],
+    ),
+    (
+        "hosted-unknown-key",
+        app(hosted=hosted(password="hunter2")),
+        ["valkey_app.hosted.password = 'hunter2'", "unknown setting"],
+    ),
     ("app-cache-ref", app(cache_instance="nope"), ["cache_instance = 'nope'", "allowed: one of"]),
     # -- top-level settings: typos are refused with the closest name ----------------------
     ("typo-instances", {"valkey_instance": [cache()]}, ["did you mean valkey_instances?"]),
@@ -371,6 +456,10 @@ GOOD_PLANS = [
     instances(cache(), **app(group="app_users", env_dir="/srv/app/valkey")),
     instances(cache(), **app(group="www-data", hosted_url="valkeys://db.example.com:6380")),
     instances(cache(), **app(hosted_url="valkey://[2001:db8::1]:6379")),
+    instances(cache(), **app(hosted=hosted())),
+    instances(cache(), **app(hosted=hosted(login="token", user=None, tls_server_name="db.x"))),
+    instances(cache(), **app(hosted=hosted(mode="cluster", seeds=["10.0.0.2:6380"]))),
+    instances(cache(), **app(hosted={"url": "valkey://10.0.0.9:6379", "login": "per-workload"})),
     {"valkey_instances": [cache()], "valkey_secrets_file": "/root/.config/vp/s.json"},
     {"valkey_debian_mirror": "https://mirror.example.org:8443/debian"},
     instances(node(7000), node(7001), **ACL, **app(cache_instance=None)),

@@ -217,6 +217,34 @@ class AsyncRetryOnCheckout:
         return await retry.call_with_retry(partial(get, command_name, *keys, **options), _aignore)
 
 
+class NamedSSLConnection(valkey.SSLConnection):
+    """A TLS connection that checks the certificate for `ssl_server_name`, not the address
+    it connects to: valkey-py sends its `host` as SNI and hostname, and a managed service
+    reached by IP or through another name (VALKEY_TLS_SERVERNAME) carries its own name."""
+
+    def __init__(self, *, ssl_server_name: str, **kwargs: Any) -> None:
+        self.server_name = ssl_server_name
+        super().__init__(**kwargs)
+
+    def _wrap_socket_with_ssl(self, sock: socket.socket) -> Any:
+        address, self.host = self.host, self.server_name
+        try:
+            return super()._wrap_socket_with_ssl(sock)
+        finally:
+            self.host = address
+
+
+class AsyncNamedSSLConnection(valkey.asyncio.SSLConnection):
+    """`NamedSSLConnection` for valkey.asyncio, where asyncio takes the name as an argument."""
+
+    def __init__(self, *, ssl_server_name: str, **kwargs: Any) -> None:
+        self.server_name = ssl_server_name
+        super().__init__(**kwargs)
+
+    def _connection_arguments(self) -> Any:
+        return {**super()._connection_arguments(), "server_hostname": self.server_name}
+
+
 @dataclass(frozen=True)
 class Flavour:
     """The classes one flavour of workload clients is made of (the wiring is in
@@ -231,9 +259,13 @@ class Flavour:
     retry: type
     #: The client method that closes a client: `close`, or `aclose` to await.
     close: str
+    #: The TLS connection that checks a certificate by VALKEY_TLS_SERVERNAME.
+    named_ssl: type
 
 
-def flavour(library: ModuleType, checkout: type, close: str, prefix: str) -> Flavour:
+def flavour(
+    library: ModuleType, checkout: type, close: str, prefix: str, named_ssl: type
+) -> Flavour:
     """Our classes on `library`'s: the guard on the clients, `checkout` on the pools and
     fail-fast on the Retry, written once for both flavours (named `<prefix>WorkloadValkey`...).
     """
@@ -256,11 +288,12 @@ def flavour(library: ModuleType, checkout: type, close: str, prefix: str) -> Fla
     made = (WorkloadValkey, WorkloadValkeyCluster, RetryingConnectionPool, RetryingSentinelPool)
     for cls in (*made, WorkloadRetry):
         cls.__name__ = cls.__qualname__ = f"{prefix}{cls.__name__}"
-    return Flavour(library, *made, WorkloadRetry, close)  # in the order of Flavour's fields
+    # in the order of Flavour's fields
+    return Flavour(library, *made, WorkloadRetry, close, named_ssl)
 
 
-SYNC = flavour(valkey, RetryOnCheckout, close="close", prefix="")
-ASYNC = flavour(valkey.asyncio, AsyncRetryOnCheckout, close="aclose", prefix="Async")
+SYNC = flavour(valkey, RetryOnCheckout, "close", "", NamedSSLConnection)
+ASYNC = flavour(valkey.asyncio, AsyncRetryOnCheckout, "aclose", "Async", AsyncNamedSSLConnection)
 
 
 class WorkloadClient:
@@ -355,6 +388,9 @@ class WorkloadClients(Generic[C]):
             )
             return kinds.standalone(connection_pool=pool, vp_guard=guard)
         connection = kinds.library.SSLConnection if tier.tls else kinds.library.Connection
+        if tier.tls and tier.tls_servername:
+            connection = kinds.named_ssl
+            options["ssl_server_name"] = tier.tls_servername
         pool = kinds.pool(
             connection_class=connection,
             host=tier.host,

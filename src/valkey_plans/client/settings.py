@@ -83,6 +83,9 @@ class TierSettings(BaseModel):
     port: int = Field(6379, ge=1, le=65535)
     tls: Flag = False
     tls_ca_file: Path | None = None
+    #: The name the server's certificate carries when it is not `host` (SNI and the
+    #: hostname check), as managed services behind a load balancer's address need.
+    tls_servername: str | None = Field(None, pattern=r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?$")
     db: int = Field(0, ge=0, le=15)
     mode: Literal["standalone", "cluster", "sentinel"] = "standalone"
     #: Sentinel mode: "HOST:PORT,HOST:PORT,..." of the sentinels, the group's name, and
@@ -116,6 +119,16 @@ class TierSettings(BaseModel):
     def _cluster_uses_db_zero(self) -> Self:
         if self.mode == "cluster" and self.db != 0:
             raise ValueError(f"{{prefix}}MODE=cluster has only db 0, but {{prefix}}DB={self.db}")
+        if (self.tls_servername or self.tls_ca_file) and not self.tls:
+            raise ValueError(
+                "{prefix}TLS_CA_FILE/{prefix}TLS_SERVERNAME need {prefix}TLS=1 (without TLS"
+                " there is no certificate to check)"
+            )
+        if self.tls_servername and self.mode == "cluster":
+            raise ValueError(
+                "{prefix}TLS_SERVERNAME with {prefix}MODE=cluster: the cluster client checks"
+                " each node's certificate against the node's own address; unset it"
+            )
         if self.mode == "sentinel" and not self.sentinels:
             raise ValueError(
                 "{prefix}MODE=sentinel needs {prefix}SENTINELS (HOST:PORT,HOST:PORT,...)"

@@ -31,6 +31,7 @@ from valkey_plans.deploy.service import (
     service_runner,
 )
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError, topology
+from valkey_plans.plan.app_settings import app_environment
 from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import (
     TEMPLATE_DIR,
@@ -39,7 +40,12 @@ from valkey_plans.plan.render import (
     instance_config,
     replication_auth,
 )
-from valkey_plans.plan.secrets import SecretsError, load_secrets, users_for
+from valkey_plans.plan.secrets import (
+    SecretsError,
+    hosted_secret_names,
+    load_secrets,
+    users_for,
+)
 
 Passwords = dict[str, SecretStr]
 
@@ -71,6 +77,19 @@ def current_passwords(plan: Plan) -> Passwords | None:
         return load_secrets(plan.secrets_file, plan.secrets_generate, users=users)
     except SecretsError as exc:
         raise DeployError(f"host {plan.host}: {exc}") from None
+
+
+def hosted_passwords(plan: Plan) -> Passwords | None:
+    """The external hosted tier's logins (secrets `hosted`, `hosted_<workload>`), read on
+    the machine running pyinfra; None without one. Its passwords are the service's, not
+    ours: no length rule, but still one printable word each (they reach the env file)."""
+    if plan.app.hosted is None:
+        return None
+    names = hosted_secret_names(plan.app.hosted.login)
+    try:
+        return load_secrets(plan.secrets_file, False, users=names, min_length=1)
+    except SecretsError as exc:
+        raise DeployError(f"host {plan.host}: valkey_app.hosted: {exc}") from None
 
 
 def _install_debian_family(plan: Plan, distro: dict) -> None:
@@ -224,11 +243,29 @@ def app_settings(
     group: str | None,
     plans: list[Plan] | None = None,
 ) -> None:
-    """The env file and JSON that applications read; 0640, readable by the app's group."""
+    """The env file and JSON that applications read; 0640, readable by the app's group.
+
+    An external hosted tier's CA file is installed beside them (public, but in the
+    settings' own directory, so the path in VALKEY_TLS_CA_FILE is the deploy's).
+    """
     files.directory(
         name="Application settings directory", path=env_dir, user=owner, group=group, mode="750"
     )
-    for filename, content in app_files(plan, passwords, plans).items():
+    ca_path = plan.app.hosted_ca_path(env_dir)
+    if ca_path and plan.app.hosted:
+        with open(plan.app.hosted.tls_ca_file, encoding="ascii") as pem:
+            ca = pem.read()
+        checked_file(
+            name="Hosted tier CA file",
+            content=ca,
+            dest=ca_path,
+            user=owner,
+            group=group,
+            mode="644",
+        )
+    hosted = hosted_passwords(plan)
+    settings = app_environment(plan, passwords, plans, hosted, env_dir)
+    for filename, content in app_files(plan, settings).items():
         checked_file(
             name=f"Application settings {filename}",
             content=content,

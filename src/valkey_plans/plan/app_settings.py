@@ -14,13 +14,14 @@ from pydantic import SecretStr
 from valkey_plans.client.schema import BOUND_SETTINGS, db_setting
 from valkey_plans.client.settings import CACHE_PREFIX, HOSTED_PREFIX
 from valkey_plans.plan import topology
-from valkey_plans.plan.model import Instance, Plan
-from valkey_plans.plan.secrets import WORKLOAD_USERS
+from valkey_plans.plan.model import Hosted, Instance, Plan
+from valkey_plans.plan.secrets import HOSTED_SHARED, WORKLOAD_USERS
 
 
 def _hosted_endpoint(plan: Plan) -> tuple[str, int, bool] | None:
-    if plan.app.hosted_url:
-        url = urlsplit(plan.app.hosted_url)
+    external = plan.app.hosted.url if plan.app.hosted else None
+    if plan.app.hosted_url or external:
+        url = urlsplit(plan.app.hosted_url or external or "")
         return url.hostname or "", url.port or 6379, url.scheme == "valkeys"
     if plan.app.hosted_instance:
         inst = plan.instance(plan.app.hosted_instance)
@@ -35,6 +36,34 @@ def _credentials(prefix: str, passwords: dict[str, SecretStr] | None) -> dict[st
     for workload, user in WORKLOAD_USERS.items():
         env[f"{prefix}{workload.upper()}_USER"] = user
         env[f"{prefix}{workload.upper()}_PASSWORD"] = passwords[user].get_secret_value()
+    return env
+
+
+def _external(
+    hosted: Hosted, passwords: dict[str, SecretStr] | None, ca_path: str | None
+) -> dict[str, str]:
+    """An external hosted tier: its mode, seeds, TLS trust and every workload's login.
+
+    Each workload gets its own variables even when they share one login, so application
+    code reads `VALKEY_<WORKLOAD>_*` alike for every kind of service; a token login has
+    no `_USER` (AUTH with the password alone, as Node.js clients do without a username).
+    """
+    url = urlsplit(hosted.url)
+    env: dict[str, str] = {"VALKEY_MODE": hosted.mode}
+    if hosted.mode == "cluster":
+        env["VALKEY_CLUSTER_NODES"] = ",".join([f"{url.hostname}:{url.port}", *hosted.seeds])
+    if ca_path:
+        env["VALKEY_TLS_CA_FILE"] = ca_path
+    if hosted.tls_server_name:
+        env["VALKEY_TLS_SERVERNAME"] = hosted.tls_server_name
+    for workload in WORKLOAD_USERS:
+        secret = HOSTED_SHARED if hosted.login != "per-workload" else f"hosted_{workload}"
+        user = {"user": hosted.user, "per-workload": hosted.users.get(workload)}.get(hosted.login)
+        if user:
+            env[f"{HOSTED_PREFIX}{workload.upper()}_USER"] = user
+        if passwords and secret in passwords:
+            password = passwords[secret].get_secret_value()
+            env[f"{HOSTED_PREFIX}{workload.upper()}_PASSWORD"] = password
     return env
 
 
@@ -87,10 +116,14 @@ def app_environment(
     plan: Plan,
     passwords: dict[str, SecretStr] | None = None,
     plans: list[Plan] | None = None,
+    hosted_passwords: dict[str, SecretStr] | None = None,
+    env_dir: str | None = None,
 ) -> dict[str, str]:
     """The settings; with ACLs on, `passwords` adds each workload's user and password.
 
-    `plans` (the whole inventory) is needed where Sentinel manages the hosted tier.
+    `plans` (the whole inventory) is needed where Sentinel manages the hosted tier;
+    `hosted_passwords` (secrets `hosted`, `hosted_<workload>`) are an external hosted
+    tier's logins; `env_dir` is where the settings go when not the plan's (macOS).
     """
     hosted_role = plan.instance(plan.app.hosted_instance).role if plan.app.hosted_instance else None
     mode = "cluster" if hosted_role == "cluster-node" else "standalone"
@@ -106,6 +139,8 @@ def app_environment(
         }
         env |= _sentinel(plan, plans or [plan], passwords)
         env |= _cluster(plan, plans or [plan])
+        if plan.app.hosted:
+            env |= _external(plan.app.hosted, hosted_passwords, plan.app.hosted_ca_path(env_dir))
         if plan.app.hosted_instance:
             env |= _credentials(HOSTED_PREFIX, passwords)
             if tls:

@@ -29,6 +29,9 @@ DEFAULTS: dict[str, Any] = {
         "group": "root",
         "hosted_instance": None,
         "hosted_url": None,
+        # An external (managed) hosted tier with its mode, TLS and logins; HOSTED_DEFAULTS
+        # fill what it leaves out.
+        "hosted": None,
         "cache_instance": "cache",
     },
     # Valkey Cluster: replicas per primary (valkey-cli --cluster create --cluster-replicas).
@@ -102,6 +105,31 @@ TLS_DEFAULTS: dict[str, Any] = {
     "auth_clients": "no",
     # Turn the plain-text port off, so every client must use TLS.
     "only": False,
+}
+
+#: Defaults of `valkey_app.hosted`, an external hosted tier (`url` has none).
+HOSTED_DEFAULTS: dict[str, Any] = {
+    # "standalone", or "cluster" (a managed cluster; `seeds` lists more of its nodes).
+    "mode": "standalone",
+    # Cluster mode: other "HOST:PORT" nodes to start from when the url's node is down.
+    "seeds": [],
+    # valkeys:// only: "system" (the app host's CA store) or a PEM file on the machine
+    # running pyinfra, which the deploy installs beside the settings.
+    "tls_ca_file": "system",
+    # valkeys:// only: the name the certificate must carry, when not the url's host.
+    "tls_server_name": None,
+    # "token" (AUTH with the password alone), "user" (one username + password for every
+    # workload) or "per-workload" (each workload its own user and password).
+    "login": "user",
+    # login "user": the service's username.
+    "user": None,
+    # login "per-workload": each workload's username on the service.
+    "users": {
+        "api": "api",
+        "blocking": "queue",
+        "subscriber": "subscriber",
+        "background": "background",
+    },
 }
 
 #: Defaults of `valkey_sentinel` (`primary` and `bind` have none).

@@ -32,6 +32,7 @@ from valkey_plans.domains import DOMAINS
 from valkey_plans.plan import values as rule
 from valkey_plans.plan.defaults import (
     DEFAULTS,
+    HOSTED_DEFAULTS,
     INSTANCE_DEFAULTS,
     ROLE_DEFAULTS,
     SENTINEL_DEFAULTS,
@@ -271,6 +272,69 @@ class Instance(_Strict):
         return self.cache_dbs[name]
 
 
+Workload = Literal["api", "blocking", "subscriber", "background"]
+ServiceUser = Annotated[str, AfterValidator(rule.service_user)]
+
+
+class Hosted(_Strict):
+    """An external hosted tier (a managed Valkey service) this plan does not deploy.
+
+    Only where it is, how to trust it and how to log in: the passwords come from the
+    secrets (`hosted`, or `hosted_<workload>` with `login: per-workload`), never the plan.
+    """
+
+    url: Annotated[str, AfterValidator(rule.hosted_url)]
+    mode: Literal["standalone", "cluster"] = HOSTED_DEFAULTS["mode"]
+    seeds: Annotated[list[str], AfterValidator(rule.seeds)] = Field(
+        default_factory=lambda: list(HOSTED_DEFAULTS["seeds"])
+    )
+    tls_ca_file: Annotated[str, AfterValidator(rule.ca_file)] = HOSTED_DEFAULTS["tls_ca_file"]
+    tls_server_name: Annotated[str, AfterValidator(rule.server_name)] | None = HOSTED_DEFAULTS[
+        "tls_server_name"
+    ]
+    login: Literal["token", "user", "per-workload"] = HOSTED_DEFAULTS["login"]
+    user: ServiceUser | None = HOSTED_DEFAULTS["user"]
+    users: dict[Workload, ServiceUser] = Field(
+        default_factory=lambda: dict(HOSTED_DEFAULTS["users"])
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Hosted:
+        """Settings that only make sense together: each refusal says which one to change."""
+        if not self.tls and (self.tls_ca_file != "system" or self.tls_server_name):
+            shown = self.tls_server_name if self.tls_ca_file == "system" else self.tls_ca_file
+            field = "tls_ca_file" if self.tls_ca_file != "system" else "tls_server_name"
+            raise ValueError(
+                f"{field} = {shown!r} with url = {self.url!r} (no TLS); allowed: a valkeys://"
+                f" url, or no {field}"
+            )
+        if self.tls_server_name and self.mode == "cluster":
+            raise ValueError(
+                f"tls_server_name = {self.tls_server_name!r} with mode = 'cluster'; allowed: no"
+                " tls_server_name (cluster clients check each node's certificate by its address)"
+            )
+        if self.seeds and self.mode != "cluster":
+            raise ValueError(
+                f"seeds = {self.seeds!r} with mode = {self.mode!r}; allowed: mode 'cluster',"
+                " or no seeds"
+            )
+        if (self.login == "user") != (self.user is not None):
+            raise ValueError(
+                f"user = {self.user!r} with login = {self.login!r}; allowed: login 'user' with"
+                " a user, or login 'token'/'per-workload' without one"
+            )
+        if self.login == "per-workload" and set(self.users) != set(HOSTED_DEFAULTS["users"]):
+            raise ValueError(
+                f"users = {self.users!r}; allowed: a user for each of api, blocking,"
+                " subscriber, background"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.url.startswith("valkeys://")
+
+
 class App(_Strict):
     """What applications on this host are told: the env file's inputs."""
 
@@ -279,7 +343,15 @@ class App(_Strict):
     group: Annotated[str, AfterValidator(rule.posix_name)] = _APP["group"]
     hosted_instance: Name | None = _APP["hosted_instance"]
     hosted_url: Annotated[str, AfterValidator(rule.hosted_url)] | None = _APP["hosted_url"]
+    hosted: Hosted | None = _APP["hosted"]
     cache_instance: Name | None = _APP["cache_instance"]
+
+    def hosted_ca_path(self, env_dir: str | None = None) -> str | None:
+        """Where the deploy installs the external hosted tier's CA file on the app host:
+        beside the settings (`env_dir`, by default the plan's), None with system CAs."""
+        if self.hosted is None or self.hosted.tls_ca_file == "system":
+            return None
+        return f"{env_dir or self.env_dir}/{self.name}-hosted-ca.pem"
 
 
 class Sentinel(_Strict):
@@ -385,9 +457,11 @@ class Plan(_Strict):
                 f"valkey_app.cache_instance = {self.app.cache_instance!r}: allowed: an"
                 " instance with role cache"
             )
-        if self.app.hosted_instance and self.app.hosted_url:
+        chosen = [f for f in ("hosted_instance", "hosted_url", "hosted") if getattr(self.app, f)]
+        if len(chosen) > 1:
             raise ValueError(
-                "valkey_app: hosted_instance and hosted_url both set; allowed: one of them"
+                f"valkey_app: {' and '.join(chosen)} each name the hosted tier; allowed: one of"
+                " hosted_instance, hosted_url, hosted"
             )
         return self
 
@@ -468,6 +542,7 @@ TYPE_RULES = {
     "list_type": "allowed: a list",
     "dict_type": "allowed: a mapping",
     "model_type": "allowed: a mapping",
+    "missing": "missing; allowed: a value for it (README 'Plan settings' says which)",
 }
 
 

@@ -78,11 +78,13 @@ def replication_auth(password: SecretStr) -> str:
     return f"masteruser replica\nmasterauth {password.get_secret_value()}\n"
 
 
-def app_files(
-    plan: Any, passwords: dict[str, SecretStr] | None = None, plans: list[Any] | None = None
-) -> dict[str, str]:
-    """The application's env file and JSON twin, keyed by file name."""
-    settings = app_environment(plan, passwords, plans)
+def app_files(plan: Any, settings: dict[str, str] | None = None) -> dict[str, str]:
+    """The application's env file and JSON twin, keyed by file name.
+
+    `settings` are `app_environment`'s for this host (the deploy passes them with the
+    passwords); by default the plan's own, without any password.
+    """
+    settings = app_environment(plan) if settings is None else settings
     return {
         f"{plan.app.name}.env": render("app.env.j2", plan=plan, settings=settings),
         f"{plan.app.name}.json": render("app.json.j2", plan=plan, settings=settings),

@@ -23,7 +23,13 @@ from pydantic import SecretStr
 ACL_USERS = ("api", "queue", "subscriber", "background", "checks", "admin")
 #: Users only scale-out needs: replicas log in to their primary, Sentinel to everyone.
 SCALE_OUT_USERS = ("replica", "sentinel")
-ALL_USERS = ACL_USERS + SCALE_OUT_USERS
+#: Passwords of an external hosted tier (`valkey_app.hosted`): `hosted` is the one shared
+#: login (the AUTH token, or the password of `hosted.user`); `hosted_<workload>` are the
+#: passwords of `login: per-workload`. The service chose them, so no length rule applies.
+HOSTED_SHARED = "hosted"
+HOSTED_WORKLOADS = ("api", "blocking", "subscriber", "background")
+HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
+ALL_USERS = ACL_USERS + SCALE_OUT_USERS + HOSTED_SECRETS
 
 
 def users_for(replication: bool, sentinel: bool) -> tuple[str, ...]:
@@ -128,8 +134,13 @@ def load_secrets(
     generate: bool = False,
     env: Mapping[str, str] | None = None,
     users: tuple[str, ...] = ACL_USERS,
+    min_length: int = 16,
 ) -> dict[str, SecretStr]:
-    """The passwords of `users`; raises SecretsError naming what is missing and where."""
+    """The passwords of `users`; raises SecretsError naming what is missing and where.
+
+    `min_length` is ours to demand of the passwords this plan sets; a hosted service's
+    (HOSTED_SECRETS) are what the service gave, so their caller passes 1.
+    """
     env = os.environ if env is None else env
     found: dict[str, str] = {}
     if file:
@@ -139,7 +150,7 @@ def load_secrets(
             _generate(path, users)
         if path.exists():
             found.update(_read_file(path))
-        elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in ACL_USERS):
+        elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in users):
             raise SecretsError(
                 f"secrets file {path} does not exist; create it (JSON user -> password, mode 0600)"
                 f" or set valkey_secrets_generate: true"
@@ -151,15 +162,17 @@ def load_secrets(
     missing = [u for u in users if not found.get(u)]
     if missing:
         raise SecretsError(
-            "no password for ACL users "
+            "no password for "
+            + ("" if set(users) <= set(HOSTED_SECRETS) else "ACL users ")
             + ", ".join(missing)
             + f"; set {ENV_PREFIX}<USER>"
             + (f" or add them to {file}" if file else " or name a valkey_secrets_file")
         )
-    short = [u for u in users if len(found[u]) < 16]
+    short = [u for u in users if len(found[u]) < min_length]
     if short:
         raise SecretsError(
-            f"passwords of {', '.join(short)} are shorter than 16 characters; allowed: 16 or more"
+            f"passwords of {', '.join(short)} are shorter than {min_length} characters;"
+            f" allowed: {min_length} or more"
         )
     unsafe = [u for u in users if not PASSWORD.fullmatch(found[u])]
     if unsafe:
@@ -169,3 +182,9 @@ def load_secrets(
             " config lines and env files)"
         )
     return {user: SecretStr(found[user]) for user in users}
+
+
+def hosted_secret_names(login: str) -> tuple[str, ...]:
+    """The secrets an external hosted tier with this `login` needs (README "Application
+    settings": `hosted` for a token or one user, `hosted_<workload>` per workload)."""
+    return HOSTED_SECRETS[1:] if login == "per-workload" else (HOSTED_SHARED,)

@@ -355,6 +355,62 @@ def hosted_url(value: str) -> str:
     return value
 
 
+#: A username on a hosted service: it reaches an env file and an AUTH command as one word.
+SERVICE_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+SERVICE_USER_RULE = "1 to 128 of letters, digits and . _ @ + - (a letter or digit first)"
+#: What a PEM CA bundle holds at least once.
+PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
+
+
+def server_name(value: str) -> str:
+    """The DNS name a hosted tier's certificate must carry (TLS SNI and hostname check)."""
+    if not HOSTNAME.fullmatch(value):
+        raise ValueError("allowed: a DNS host name (letters, digits, '-' and '.')")
+    return value
+
+
+def service_user(value: str) -> str:
+    """A login name on a hosted service."""
+    if not SERVICE_USER.fullmatch(value):
+        raise ValueError(f"allowed: {SERVICE_USER_RULE}")
+    return value
+
+
+def seed(value: str) -> str:
+    """One "HOST:PORT" node of a hosted cluster (a DNS name or an IPv4 address)."""
+    host, _, number = value.rpartition(":")
+    valid_host = HOSTNAME.fullmatch(host) or (_is_ip(host) and ":" not in host)
+    if not (valid_host and number.isdigit() and 1 <= int(number) <= 65535):
+        raise ValueError("allowed: 'HOST:PORT' (a DNS name or an IPv4 address; port 1..65535)")
+    return value
+
+
+def seeds(value: list[str]) -> list[str]:
+    """A hosted cluster's other nodes, each a `seed`, each once."""
+    for entry in value:
+        seed(entry)
+    if len(set(value)) != len(value):
+        raise ValueError("a node is listed twice; allowed: each 'HOST:PORT' once")
+    return value
+
+
+def ca_file(value: str) -> str:
+    """`system`, or a PEM CA bundle on the machine running pyinfra (read now, so that a
+    missing or wrong file stops the run before any change, not halfway)."""
+    if value == "system":
+        return value
+    path(value)
+    allowed = "allowed: 'system' or a readable PEM CA file on the machine running pyinfra"
+    try:
+        with open(value, encoding="ascii", errors="replace") as pem:
+            text = pem.read(1_000_000)
+    except OSError as exc:
+        raise ValueError(f"cannot read it ({exc.strerror}); {allowed}") from None
+    if PEM_CERTIFICATE not in text:
+        raise ValueError(f"holds no PEM certificate; {allowed}")
+    return value
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
