@@ -86,3 +86,53 @@ def test_hosted_secrets_come_from_the_environment_with_no_length_rule():
     assert found["hosted"].get_secret_value() == "tok"
     with pytest.raises(SecretsError, match="no password for hosted; set VALKEY_PLANS_SECRET_"):
         load_secrets(None, users=("hosted",), env={}, min_length=1)
+
+
+def test_the_deploy_installs_the_ca_and_the_settings_and_shows_no_password(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from io import StringIO
+
+    from pyinfra.api import FileUploadCommand
+
+    from tests.unit.pyinfra_commands import linux_facts, planned_operations, shell_text
+    from valkey_plans.deploy import valkey_plan
+
+    ca = tmp_path / "provider-ca.pem"
+    ca.write_text(CA)
+    monkeypatch.setenv("VALKEY_PLANS_SECRET_HOSTED", "token-seen-nowhere")
+    hosted = {"url": "valkeys://db.example.com:6380", "login": "token", "tls_ca_file": str(ca)}
+    data = {"valkey_app": {"name": "shop", "hosted": hosted}}
+    planned = planned_operations(valkey_plan, linux_facts(), data, "web-1")
+    uploads = {
+        c.dest: c.src.getvalue()
+        for _, commands in planned
+        for c in commands
+        if isinstance(c, FileUploadCommand) and isinstance(c.src, StringIO)
+    }
+    assert uploads["/etc/valkey-plans/.shop-hosted-ca.pem.candidate"] == CA
+    env = uploads["/etc/valkey-plans/.shop.env.candidate"]
+    assert "VALKEY_API_PASSWORD=token-seen-nowhere\n" in env
+    assert "VALKEY_TLS_CA_FILE=/etc/valkey-plans/shop-hosted-ca.pem\n" in env
+    shell = [shell_text(c) for _, commands in planned for c in commands]
+    assert not [line for line in shell if "token-seen-nowhere" in line]
+
+
+def test_the_deploy_stops_before_any_change_without_the_hosted_secret(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    from pyinfra.api import Config, Inventory, State
+    from pyinfra.api.deploy import add_deploy
+    from pyinfra.api.exceptions import DeployError
+    from pyinfra.context import ctx_inventory
+
+    from valkey_plans.deploy import valkey_plan
+
+    monkeypatch.delenv("VALKEY_PLANS_SECRET_HOSTED", raising=False)
+    data = {"valkey_app": {"hosted": {"url": "valkey://10.0.0.9:6379", "login": "token"}}}
+    inventory = Inventory((["web-1"], data))
+    state = State(inventory=inventory, config=Config())
+    with ctx_inventory.use(inventory), pytest.raises(DeployError) as info:
+        add_deploy(state, valkey_plan, host=inventory.get_host("web-1"))
+    assert state.get_op_order() == [], "an operation was added before the refusal"
+    assert "valkey_app.hosted: no password for hosted; set VALKEY_PLANS_SECRET_" in str(info.value)

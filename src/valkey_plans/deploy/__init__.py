@@ -281,6 +281,7 @@ def valkey_plan() -> None:
     """Install Valkey and converge this host to its plan (see README, 'Plan settings')."""
     plan, plans = current_plans()
     passwords = current_passwords(plan)
+    hosted_passwords(plan)  # a missing hosted secret stops the run before its first operation
     init = init_system()
     if init is Init.BREW:
         from valkey_plans.deploy.macos import converge_macos
