@@ -220,4 +220,54 @@ def test_the_probe_runs_with_the_standard_library_only():
         if line.startswith(("import ", "from "))
     }
     assert imported <= {"__future__", "json", "socket", "ssl", "sys", "time", "typing"}
-    assert valkey  # the tests themselves use valkey-py; the probe does not
+
+
+def test_async_clients_check_the_certificate_by_the_server_name(tmp_path, token_tier, named):
+    import asyncio
+
+    from valkey_plans.client.clients import AsyncClients
+
+    _, port = token_tier
+    good = env_file(tmp_path, token_hosted(named, port), port, {"hosted": TOKEN})
+
+    async def main(path: Path) -> bytes | None:
+        async with AsyncClients(load_settings(env={}, env_file=path).hosted) as clients:
+            await clients.api.set("vp:test:async", "1", ex=10)
+            return await clients.api.get("vp:test:async")
+
+    assert asyncio.run(main(good)) == b"1"
+    other = tmp_path / "other"
+    other.mkdir()
+    bad_hosted = token_hosted(named, port) | {"tls_server_name": "other.test"}
+    bad = env_file(other, bad_hosted, port, {"hosted": TOKEN})
+    with pytest.raises(valkey.ConnectionError, match="certificate verify failed|Hostname mismatch"):
+        asyncio.run(main(bad))
+
+
+def test_a_cluster_mode_service_with_a_token(tmp_path, valkey_factory):
+    """mode cluster: VALKEY_CLUSTER_NODES from the url and the seeds; clients and probe."""
+    node = valkey_factory(
+        "cluster",
+        cluster_enabled="yes",
+        cluster_port=str(free_port()),
+        requirepass=TOKEN,
+        login=("default", TOKEN),
+    )
+    admin = node.client(password=TOKEN)
+    admin.execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    deadline = time.monotonic() + 10
+    while admin.cluster("info")["cluster_state"] != "ok" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    down = free_port()  # the url names a node that is down: the seed must carry the client
+    hosted = {"url": f"valkey://127.0.0.1:{down}", "mode": "cluster", "login": "token"}
+    hosted["seeds"] = [f"127.0.0.1:{node.port}"]
+    path = env_file(tmp_path, hosted, down, {"hosted": TOKEN})
+    assert f"VALKEY_CLUSTER_NODES=127.0.0.1:{down},127.0.0.1:{node.port}\n" in path.read_text()
+    with Clients(load_settings(env={}, env_file=path).hosted) as clients:
+        assert isinstance(clients.api, valkey.ValkeyCluster)
+        clients.api.set("usr:cluster", "1")
+        assert clients.api.get("usr:cluster") == b"1"
+    hosted["url"], hosted["seeds"] = f"valkey://127.0.0.1:{node.port}", []
+    path = env_file(tmp_path, hosted, node.port, {"hosted": TOKEN})
+    steps = hosted_probe.main(str(path), "vp:canary:hosted:cluster")
+    assert all(step["ok"] for step in steps.values()), steps
