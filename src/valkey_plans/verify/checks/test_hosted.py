@@ -108,11 +108,12 @@ def test_hosted_workloads_log_in(probe, plan):
             f" valkey_app.hosted.login/user{'s' if hosted.login == 'per-workload' else ''}"
         )
     if error.startswith(("WRONGPASS", "ERR invalid password", "NOAUTH", "ERR AUTH")):
+        token = hosted.login == "token"
+        login = "AUTH token" if token else f"login as {step['user']!r}"
         pytest.fail(
-            f"the hosted tier refused workload {workload}'s login as {step['user']!r}"
-            f" ({error.split(' ', 1)[0]}): set {_secrets(plan)} to the service's current"
-            f" password{' and check valkey_app.hosted.user(s)' if hosted.login != 'token' else ''},"
-            " then deploy again"
+            f"the hosted tier refused workload {workload}'s {login} ({error.split(' ', 1)[0]}):"
+            f" set {_secrets(plan)} to the service's current {'token' if token else 'password'}"
+            f"{'' if token else ' and check valkey_app.hosted.user(s)'}, then deploy again"
         )
     pytest.fail(f"workload {workload} could not log in to {hosted.url}: {error}")
 
