@@ -358,13 +358,21 @@ def daemon(
             run_dir="/run/valkey-cache",
         )
     """
-    pid = host.get_fact(RunningPid, pidfile=pidfile)
     start = _daemon_start(config, pidfile, run_dir, user, extra_args, server)
     if socket:
         start = StringCommand(start, _socket_wait(socket, logfile))
-    restart = [_daemon_stop(pidfile, server), start]
+    yield from _pidfile_control(pidfile, server, start, restarted, config)
+
+
+def _pidfile_control(
+    pidfile: str, program: str, start: StringCommand, restarted: bool, what: str
+) -> Generator[StringCommand, None, None]:
+    """`_service_control` for a start-stop-daemon process known by its pidfile: its
+    restart is the one stop (`_daemon_stop`), then `start`."""
+    pid = host.get_fact(RunningPid, pidfile=pidfile)
+    restart = [_daemon_stop(pidfile, program), start]
     yield from _service_control(
-        bool(pid), restarted, start, restart, f"{config}: running as pid {pid}"
+        bool(pid), restarted, start, restart, f"{what}: running as pid {pid}"
     )
 
 
@@ -397,21 +405,15 @@ def env_daemon(
 
     .. code:: python
 
+        run = "/run/valkey-plans-exporter"
         env_daemon(
-            name="Exporter of cache (no systemd)",
-            program="/usr/bin/prometheus-redis-exporter",
-            env_file="/var/lib/valkey-plans/exporter/cache.env",
-            pidfile="/run/valkey-plans-exporter/cache.pid",
-            run_dir="/run/valkey-plans-exporter",
-            user="prometheus",
+            "/usr/bin/prometheus-redis-exporter",
+            "/var/lib/valkey-plans/exporter/cache.env",
+            f"{run}/cache.pid", run, "prometheus", name="Exporter of cache (no systemd)",
         )
     """
-    pid = host.get_fact(RunningPid, pidfile=pidfile)
     start = _env_daemon_start(program, env_file, pidfile, run_dir, user)
-    restart = [_daemon_stop(pidfile, program), start]
-    yield from _service_control(
-        bool(pid), restarted, start, restart, f"{program} ({env_file}): running as pid {pid}"
-    )
+    yield from _pidfile_control(pidfile, program, start, restarted, f"{program} ({env_file})")
 
 
 #: The shell behind `env_daemon`: $1 env file, $2 pidfile, $3 user, $4 program. After the
