@@ -33,13 +33,22 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def plan_for(port: int, **exporter: object) -> Plan:
+def free_ports() -> tuple[int, int]:
+    """(valkey port, exporter port): both free now, the exporter's the higher, so that the
+    plan's port_offset puts the exporter exactly there (machines here run many suites)."""
+    while True:
+        port, exporter_port = free_port(), free_port()
+        if port < exporter_port <= port + 60000:
+            return port, exporter_port
+
+
+def plan_for(port: int, offset: int, **exporter: object) -> Plan:
     return Plan.from_host_data(
         "h",
         {
             "valkey_instances": [{"name": "cache", "role": "cache", "port": port}],
             "valkey_acl": True,
-            "valkey_exporter": {"port_offset": 1, **exporter},
+            "valkey_exporter": {"port_offset": offset, **exporter},
         },
     )
 
@@ -55,8 +64,8 @@ def server(tmp_path: Path, passwords) -> Iterator[Callable[..., tuple[ValkeyProc
     started: list[ValkeyProcess] = []
 
     def start(**exporter: object) -> tuple[ValkeyProcess, Plan]:
-        port = free_port()
-        plan = plan_for(port, **exporter)
+        port, exporter_port = free_ports()
+        plan = plan_for(port, exporter_port - port, **exporter)
         aclfile = tmp_path / f"users-{port}.acl"
         aclfile.write_text(acl_file(plan, plan.instances[0], passwords))
         admin = ("admin", passwords["admin"].get_secret_value())
@@ -77,17 +86,19 @@ def exporter(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], str]]:
     procs: list[subprocess.Popen[bytes]] = []
 
     def start(env: dict[str, str]) -> str:
-        log = (tmp_path / f"exporter-{len(procs)}.log").open("wb")
-        procs.append(subprocess.Popen([EXPORTER], env=env, stdout=log, stderr=subprocess.STDOUT))
+        log = tmp_path / f"exporter-{len(procs)}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([EXPORTER], env=env, stdout=out, stderr=subprocess.STDOUT)
+        procs.append(proc)
         url = f"http://{env['REDIS_EXPORTER_WEB_LISTEN_ADDRESS']}/metrics"
         deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        while time.monotonic() < deadline and proc.poll() is None:
             try:
                 urllib.request.urlopen(url, timeout=2).read()
                 return url
             except OSError:
                 time.sleep(0.1)
-        raise RuntimeError(f"the exporter never answered on {url}")
+        raise RuntimeError(f"the exporter never answered on {url}: {log.read_text()[-2000:]}")
 
     yield start
     for proc in procs:
