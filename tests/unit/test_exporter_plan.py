@@ -184,3 +184,21 @@ def test_exporter_off_stops_and_disables_it_and_removes_its_env_file():
     assert "systemctl disable valkey-plans-exporter@cache.service" in commands
     assert f"rm -f {ENV_FILE}" in commands
     assert not [c for c in commands if "apt-get" in c and "prometheus-redis-exporter" in c]
+
+
+def test_key_patterns_of_dbs_an_instance_lacks_are_left_out_for_it():
+    plan = plan_of(
+        valkey_acl=True,
+        valkey_instances=[
+            {"name": "cache", "role": "cache", "port": 6379},
+            {"name": "hosted", "role": "primary", "port": 6380},
+        ],
+        valkey_exporter={"key_patterns": ["db1=usr:*", "vp:*"]},
+    )
+    cache, hosted = plan.instances
+    assert plan.exporter.patterns_for(cache) == ["db1=usr:*", "vp:*"]
+    assert plan.exporter.patterns_for(hosted) == ["vp:*"]
+    env = exporter_environment(plan, hosted, None)
+    assert env["REDIS_EXPORTER_CHECK_KEYS"] == "vp:*"
+    (line,) = [x for x in acl_lines(plan, hosted, passwords()) if " exporter " in x]
+    assert " %R~vp:* " in line and "usr:" not in line

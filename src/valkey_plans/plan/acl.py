@@ -63,9 +63,9 @@ def key_patterns(plan: Plan) -> list[str]:
     return [f"~{domain}:*" for domain in plan.domains] + [f"~{STRUCTURAL_PREFIX}*", "~*@*"]
 
 
-def exporter_keys(plan: Plan) -> list[str]:
-    """Read-only key rules for the exporter's key patterns (their `dbN=` dropped)."""
-    return [f"%R~{p.partition('=')[2] or p}" for p in plan.exporter.key_patterns]
+def exporter_keys(plan: Plan, instance: Instance) -> list[str]:
+    """Read-only key rules for the exporter's key patterns on `instance` (`dbN=` dropped)."""
+    return [f"%R~{p.partition('=')[2] or p}" for p in plan.exporter.patterns_for(instance)]
 
 
 def channel_patterns(plan: Plan) -> list[str]:
@@ -96,7 +96,7 @@ def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -
         "admin": ["~*", "&*"],
         "replica": [],
         "sentinel": ["&*"],
-        "exporter": exporter_keys(plan),
+        "exporter": exporter_keys(plan, instance),
     }
     lines = [DEFAULT_USER]
     for user, rules in PERMISSIONS.items():
@@ -107,7 +107,7 @@ def acl_lines(plan: Plan, instance: Instance, passwords: dict[str, SecretStr]) -
             rules += CLUSTER_CLIENT
         if user == "checks":
             rules += " +cluster|info +cluster|nodes +cluster|shards"
-        if user == "exporter" and plan.exporter.key_patterns:
+        if user == "exporter" and scope["exporter"]:
             rules += EXPORTER_KEY_SIZES
         lines.append(
             f"user {user} on #{secret} resetkeys resetchannels {' '.join(scope[user])} {rules}"

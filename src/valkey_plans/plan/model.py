@@ -285,6 +285,12 @@ class App(_Strict):
     cache_instance: Name | None = _APP["cache_instance"]
 
 
+def _pattern_db(pattern: str) -> int:
+    """The db of an exporter key pattern: N of `dbN=...`, else 0."""
+    prefix, equals, _ = pattern.partition("=")
+    return int(prefix[2:]) if equals else 0
+
+
 class Exporter(_Strict):
     """Debian's prometheus-redis-exporter, one per instance (README "Metrics")."""
 
@@ -306,6 +312,11 @@ class Exporter(_Strict):
         """Where the exporter of `inst` serves /metrics."""
         host = f"[{self.listen}]" if ":" in self.listen else self.listen
         return f"http://{host}:{inst.port + self.port_offset}{METRICS_PATH}"
+
+    def patterns_for(self, inst: Instance) -> list[str]:
+        """The key patterns of dbs that `inst` has: a primary (db 0 only) skips `db1=...`,
+        which its exporter could not SELECT."""
+        return [p for p in self.key_patterns if _pattern_db(p) < inst.databases]
 
     def serves(self, inst: Instance) -> bool:
         """Whether `inst` gets an exporter: not a TLS-only instance, whose loopback

@@ -111,8 +111,9 @@ def exporter_environment(plan: Any, instance: Any, password: SecretStr | None) -
     if password is not None:
         env["REDIS_USER"] = "exporter"
         env["REDIS_PASSWORD"] = password.get_secret_value()
-    if plan.exporter.key_patterns:
-        env["REDIS_EXPORTER_CHECK_KEYS"] = ",".join(plan.exporter.key_patterns)
+    patterns = plan.exporter.patterns_for(instance)
+    if patterns:
+        env["REDIS_EXPORTER_CHECK_KEYS"] = ",".join(patterns)
     if instance.role == "cluster-node":
         env["REDIS_EXPORTER_IS_CLUSTER"] = "true"
     return env
