@@ -42,11 +42,15 @@ def free_ports() -> tuple[int, int]:
             return port, exporter_port
 
 
-def plan_for(port: int, offset: int, **exporter: object) -> Plan:
+def plan_for(port: int, offset: int, role: str = "cache", **exporter: object) -> Plan:
+    inst = {"name": "cache", "role": role, "port": port}
+    if role == "cluster-node":
+        inst |= {"cluster": "c", "bind": ["127.0.0.1"], "announce_ip": "10.0.0.1"}
     return Plan.from_host_data(
         "h",
         {
-            "valkey_instances": [{"name": "cache", "role": "cache", "port": port}],
+            "valkey_instances": [inst],
+            "valkey_app": {"cache_instance": "cache" if role == "cache" else None},
             "valkey_acl": True,
             "valkey_exporter": {"port_offset": offset, **exporter},
         },
@@ -63,14 +67,21 @@ def server(tmp_path: Path, passwords) -> Iterator[Callable[..., tuple[ValkeyProc
     """server(**valkey_exporter) -> a real valkey-server under that plan's aclfile."""
     started: list[ValkeyProcess] = []
 
-    def start(**exporter: object) -> tuple[ValkeyProcess, Plan]:
+    def start(role: str = "cache", **exporter: object) -> tuple[ValkeyProcess, Plan]:
         port, exporter_port = free_ports()
-        plan = plan_for(port, exporter_port - port, **exporter)
+        plan = plan_for(port, exporter_port - port, role, **exporter)
         aclfile = tmp_path / f"users-{port}.acl"
         aclfile.write_text(acl_file(plan, plan.instances[0], passwords))
         admin = ("admin", passwords["admin"].get_secret_value())
+        extra = {"cluster_enabled": "yes"} if role == "cluster-node" else {}
+        dbs = str(plan.instances[0].databases)
         proc = ValkeyProcess(
-            tmp_path / f"v{port}", port=port, login=admin, aclfile=str(aclfile), databases="4"
+            tmp_path / f"v{port}",
+            port=port,
+            login=admin,
+            aclfile=str(aclfile),
+            databases=dbs,
+            **extra,
         )
         started.append(proc.start())
         return proc, plan
@@ -152,3 +163,12 @@ def test_a_wrong_password_makes_redis_up_0(server, exporter, passwords):
     found = scrape(exporter(env))
     assert found["redis_up"] == "0"
     assert not any(k.startswith("redis_db_keys") for k in found)
+
+
+def test_a_cluster_node_s_exporter_needs_nothing_beyond_its_rules(server, exporter, passwords):
+    proc, plan = server("cluster-node", key_patterns=["vp:*"])
+    url = exporter(exporter_environment(plan, plan.instances[0], passwords["exporter"]))
+    for _ in range(3):
+        found = scrape(url)
+    assert found["redis_up"] == "1" and found["redis_cluster_enabled"] == "1"
+    assert admin_client(proc, passwords).execute_command("ACL", "LOG") == []

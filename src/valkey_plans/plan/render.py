@@ -100,7 +100,9 @@ def exporter_environment(plan: Any, instance: Any, password: SecretStr | None) -
 
     Everything goes through the root-only env file, nothing through arguments, so no
     password or setting is ever on a command line. The config scrape is off: the
-    exporter would run `CONFIG GET *`, which returns masterauth in plaintext.
+    exporter would run `CONFIG GET *`, which returns masterauth in plaintext. A cluster
+    node's exporter scrapes its own node only (no REDIS_EXPORTER_IS_CLUSTER: key checks
+    SCAN that node's keys).
     """
     env = {
         "REDIS_ADDR": f"redis://{_url_host(instance.client_address)}:{instance.port}",
@@ -114,8 +116,6 @@ def exporter_environment(plan: Any, instance: Any, password: SecretStr | None) -
     patterns = plan.exporter.patterns_for(instance)
     if patterns:
         env["REDIS_EXPORTER_CHECK_KEYS"] = ",".join(patterns)
-    if instance.role == "cluster-node":
-        env["REDIS_EXPORTER_IS_CLUSTER"] = "true"
     return env
 
 
