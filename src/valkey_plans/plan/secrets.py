@@ -23,15 +23,18 @@ from pydantic import SecretStr
 ACL_USERS = ("api", "queue", "subscriber", "background", "checks", "admin")
 #: Users only scale-out needs: replicas log in to their primary, Sentinel to everyone.
 SCALE_OUT_USERS = ("replica", "sentinel")
-ALL_USERS = ACL_USERS + SCALE_OUT_USERS
+#: The Prometheus exporters' login, where the plan runs exporters.
+EXPORTER_USER = "exporter"
+ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,)
 
 
-def users_for(replication: bool, sentinel: bool) -> tuple[str, ...]:
+def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:
     """The users whose passwords a plan needs."""
     return (
         ACL_USERS
         + (("replica",) if replication or sentinel else ())
         + (("sentinel",) if sentinel else ())
+        + ((EXPORTER_USER,) if exporter else ())
     )
 
 
