@@ -37,11 +37,17 @@ Client = valkey.Valkey | valkey.ValkeyCluster | valkey.asyncio.Valkey | valkey.a
 @dataclass(frozen=True, slots=True)
 class Call(Generic[T]):
     """One round trip: the command to send, the parser of its reply, and, for a call
-    whose error reply is an answer (no library loaded), what that error means."""
+    whose error reply is an answer (no library loaded), what that error means.
+
+    `before` are commands sent ahead of `command` in the same round trip (a cache hit's
+    touch): their replies are read and dropped, and an error reply of any of them
+    raises (or is `refused`) as the command's own would.
+    """
 
     command: tuple[str | int, ...]
     parse: Callable[[Any], T]
     refused: Callable[[ResponseError], T] | None = None
+    before: tuple[tuple[str | int, ...], ...] = ()
 
     def then(self, after: Callable[[T], U]) -> Call[U]:
         """The same round trip with `after` applied to its result, so work that needs the
@@ -51,6 +57,7 @@ class Call(Generic[T]):
             self.command,
             lambda reply: after(parse(reply)),
             None if refused is None else lambda error: after(refused(error)),
+            self.before,
         )
 
 
@@ -79,6 +86,47 @@ def _pipelined(client: Client, calls: Iterable[Call[Any]]) -> tuple[list[Call[An
 
 def _parsed(calls: Sequence[Call[Any]], replies: Sequence[Any]) -> list[Any]:
     return [call.parse(reply) for call, reply in zip(calls, replies, strict=True)]
+
+
+def _commands(call: Call[Any]) -> tuple[tuple[str | int, ...], ...]:
+    return (*call.before, call.command)
+
+
+def _last(call: Call[T], replies: Sequence[Any]) -> T:
+    """The parsed reply of `call.command`; the first error reply among all raises."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            return _refusal(call, reply)
+    return call.parse(replies[-1])
+
+
+def _exchange(conn: Any, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+    """Write all commands at once and read every reply, errors included (so the
+    connection is never left with unread replies)."""
+    conn.send_packed_command(conn.pack_commands(commands))
+    replies: list[Any] = []
+    for _ in commands:
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
+
+
+def _round_trip(client: valkey.Valkey, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+    """Several commands in one round trip on a connection of the pool, with the
+    client's retry policy, and no per-command layers: what a cache hit pays for is
+    its round trip, not valkey-py's pipeline object (a plain GET pays the same)."""
+    pool = client.connection_pool
+    conn = client.connection or pool.get_connection(str(commands[-1][0]))
+    try:
+        return conn.retry.call_with_retry(
+            lambda: _exchange(conn, commands),
+            lambda error: client._disconnect_raise(conn, error),
+        )
+    finally:
+        if not client.connection:
+            pool.release(conn)
 
 
 class Runner(Protocol):
@@ -112,10 +160,20 @@ class SyncRunner(_OnClient):
 
     def run(self, call: Call[T]) -> T:
         """Send one call (the hot path: one frame between the caller and valkey-py)."""
+        if call.before:
+            return _last(call, self._round(_commands(call)))
         try:
             return call.parse(self._execute(*call.command))
         except ResponseError as error:
             return _refusal(call, error)
+
+    def _round(self, commands: Sequence[tuple[str | int, ...]]) -> list[Any]:
+        if isinstance(self.client, valkey.Valkey):
+            return _round_trip(self.client, commands)
+        pipe = self.client.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return pipe.execute(raise_on_error=False)
 
     def run_many(self, calls: Iterable[Call[Any]]) -> list[Any]:
         """Send calls in one pipeline (one round trip, not a transaction)."""
@@ -129,6 +187,11 @@ class AsyncRunner(_OnClient):
     __slots__ = ()
 
     async def run(self, call: Call[T]) -> T:
+        if call.before:
+            pipe = self.client.pipeline(transaction=False)
+            for command in _commands(call):
+                pipe.execute_command(*command)
+            return _last(call, await pipe.execute(raise_on_error=False))
         try:
             reply = await self._execute(*call.command)
         except ResponseError as error:
