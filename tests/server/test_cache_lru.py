@@ -173,3 +173,31 @@ def test_index_survives_memory_squeeze_while_cached_users_are_evicted(valkey_fac
     assert users.get(gone) is None
     users.drain()  # applying the read's touch finds the record gone
     assert db1.zscore(USER_LRU, gone) is None
+
+
+def test_concurrent_clients_evict_in_the_servers_order_of_reads(
+    cache_instance: ValkeyProcess,
+) -> None:
+    """Two clients on their own connections: a key read by either client after another
+    key's last read or write is evicted after it, whichever client read it, and reads
+    that no put has applied yet still count (the trim applies the touch log first)."""
+    db = cache_instance.client(db=1)
+    db.flushdb()
+    one = UserCache(cache_instance.client(db=1), cap=4, ttl=3600)
+    two = UserCache(cache_instance.client(db=1), cap=4, ttl=3600)
+    k = [new_key("usr") for _ in range(8)]
+
+    def live() -> set[str]:
+        return {key for key in k if db.exists(key)}
+
+    for key in k[:4]:
+        one.put(key, {"k": key})
+    assert two.get(k[0]) is not None  # LRU first: 1 2 3 0
+    assert one.get(k[1]) is not None  # 2 3 0 1
+    two.put(k[4], {})  # evicts 2: 3 0 1 4
+    assert live() == {k[0], k[1], k[3], k[4]}
+    assert two.get_many([k[3], k[0]]) == {k[3]: {"k": k[3]}, k[0]: {"k": k[0]}}  # 1 4 3 0
+    for new, gone in ((k[5], k[1]), (k[6], k[4]), (k[7], k[3])):
+        one.put(new, {})
+        assert gone not in live()
+    assert lru_order(db) == [k[0], k[5], k[6], k[7]] and live() == {k[0], k[5], k[6], k[7]}

@@ -26,7 +26,7 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from valkey_plans.client.clients import AsyncClients, Clients, WorkloadClients
-from valkey_plans.client.commands import Call, Client, Reply, fcall, runner
+from valkey_plans.client.commands import Call, Client, Reply, bulk, fcall, runner
 from valkey_plans.client.commands import run as run  # re-exported: canary, tests, store
 from valkey_plans.client.commands import run_many as run_many  # re-exported: bench
 from valkey_plans.client.functions import version_check
@@ -434,6 +434,8 @@ class LruCalls:
         self.clock = clock
         self.touches = f"{lru}{TOUCHES_SUFFIX}"
         self.leases = f"{lru}{LEASES_SUFFIX}"
+        # a hit's wire: RPUSH <touches> <key>, GET <key>, with the constant parts packed once
+        self._touch_head = b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches)
         self.cap = _cap(cap, f"{domain} cache cap")
         self.ttl_ms = _ms(ttl, f"{domain} cache ttl")
         self._reads = 0
@@ -456,7 +458,12 @@ class LruCalls:
 
     def get(self, key: str) -> Call[Record | None]:
         key = self.key(key)
-        return Call(("GET", key), decode, before=self._touch((key,)))
+        before = self._touch((key,))
+        wire = b""
+        if len(before) == 1:  # the common case: packed here, without a loop
+            arg = bulk(key)
+            wire = b"%b%b*2\r\n$3\r\nGET\r\n%b" % (self._touch_head, arg, arg)
+        return Call(("GET", key), decode, before=before, wire=wire)
 
     def get_many(self, keys: Sequence[str]) -> Call[dict[str, Record]]:
         checked = [self.key(k) for k in keys]
