@@ -495,12 +495,19 @@ class LruCalls:
         return fcall("vp_lru_del", (self.lru, self.key(key)), (), _bool)
 
 
+#: The fields of a session hash the library writes (all three: it made the hash).
+_SESSION_FIELDS = ("owner", "data", "index")
+
+
 class SessionCalls:
     """db session_cache: `ses:` hashes whose TTL is the session's expiry."""
 
     def __init__(self, ttl: float, sliding: bool = False) -> None:
         self.ttl_ms = _ms(ttl, "session ttl")
         self.sliding = _flag(sliding, "session sliding")
+        # a sliding get's wire, PEXPIRE <key> <ttl> XX + HMGET <key> <fields>, packed once
+        self._slide_tail = bulk(str(self.ttl_ms)) + bulk("XX")
+        self._fields = b"".join(bulk(field) for field in _SESSION_FIELDS)
 
     def expiry_ms(self, ttl: float | None) -> int:
         """A session's TTL in ms: `ttl` seconds if given (checked), else the configured one."""
@@ -524,8 +531,17 @@ class SessionCalls:
         sets are never evicted, so revoke_all deletes every live session."""
         slides = self.sliding if slide is None else _flag(slide, "session get slide")
         key = record_key(key, "ses", "session")
-        before = (("PEXPIRE", key, self.ttl_ms, "XX"),) if slides else ()
-        return Call(("HMGET", key, "owner", "data", "index"), parse, before=before)
+        command = ("HMGET", key, *_SESSION_FIELDS)
+        if not slides:
+            return Call(command, parse)
+        arg = bulk(key)
+        wire = b"*4\r\n$7\r\nPEXPIRE\r\n%b%b*5\r\n$5\r\nHMGET\r\n%b%b" % (
+            arg,
+            self._slide_tail,
+            arg,
+            self._fields,
+        )
+        return Call(command, parse, before=(("PEXPIRE", key, self.ttl_ms, "XX"),), wire=wire)
 
     def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
         def session(reply: list[Any]) -> Session | None:
