@@ -16,17 +16,18 @@ from valkey_plans.plan.model import Instance, Plan
 
 #: What each user may run. Order matters: Valkey applies the rules left to right.
 PERMISSIONS: dict[str, str] = {
+    # The workload users end with +info: why, at CLUSTER_CLIENT below.
     # Fast request/response traffic: reads and writes, functions, publish; nothing
     # dangerous (KEYS, FLUSH*, CONFIG, DEBUG...), nothing blocking, no function admin.
     "api": "-@all +@read +@write +@transaction +@connection +fcall +fcall_ro +publish"
-    " -@dangerous -@blocking -@admin -function +function|list +wait +waitaof",
+    " -@dangerous -@blocking -@admin -function +function|list +wait +waitaof +info",
     # Workers: lists and streams, including the blocking commands.
     "queue": "-@all +@read +@list +@stream +@blocking +@transaction +@connection +fcall"
-    " +fcall_ro -@dangerous",
+    " +fcall_ro -@dangerous +info",
     # Pub/sub only, on the plan's channels.
-    "subscriber": "-@all +@pubsub +@connection",
+    "subscriber": "-@all +@pubsub +@connection +info",
     # Maintenance: scan, inspect and delete; never FLUSHALL/FLUSHDB or KEYS.
-    "background": "-@all +@read +@keyspace +@transaction +@connection -@dangerous",
+    "background": "-@all +@read +@keyspace +@transaction +@connection -@dangerous +info",
     # Verification: read-only introspection.
     "checks": "-@all +@read +@connection -@dangerous +info +config|get +client|list"
     " +function|list +scan +dbsize +type +ttl +pttl +slowlog|get +acl|whoami",
@@ -51,9 +52,16 @@ PERMISSIONS: dict[str, str] = {
 EXPORTER_KEY_SIZES = " +select +scan +type +strlen +get +pfcount +hlen +llen +scard +zcard +xlen"
 
 
-#: What a cluster client needs to find its way (slot map, redirects) in Valkey Cluster.
+#: What a cluster client needs to find its way (slot map, redirects) in Valkey Cluster,
+#: and the CLUSTER INFO of iovalkey's cluster ready check (cluster_state:ok).
+#: The workload users also get `+info` (last, after -@dangerous, which holds INFO):
+#: iovalkey and ioredis run INFO on every connect (`enableReadyCheck`, their default)
+#: to wait while the server is still loading; without it they log "Skipping the ready
+#: check because INFO command fails: NOPERM" and send commands to a loading server.
+#: INFO shows server statistics, never a key or a value.
 CLUSTER_CLIENT = (
-    " +cluster|slots +cluster|shards +cluster|nodes +cluster|myid +readonly +readwrite +asking"
+    " +cluster|slots +cluster|shards +cluster|nodes +cluster|myid +cluster|info"
+    " +readonly +readwrite +asking"
 )
 WORKLOAD_USERS = ("api", "queue", "subscriber", "background")
 
