@@ -16,6 +16,7 @@ from tests.unit.pyinfra_commands import linux_facts, planned_commands, planned_o
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.plan import Plan
 from valkey_plans.plan.acl import acl_lines
+from valkey_plans.plan.alerts import alert_rules
 from valkey_plans.plan.render import exporter_env, exporter_environment, exporter_unit
 from valkey_plans.plan.secrets import ALL_USERS, ENV_PREFIX
 
@@ -202,3 +203,15 @@ def test_key_patterns_of_dbs_an_instance_lacks_are_left_out_for_it():
     assert env["REDIS_EXPORTER_CHECK_KEYS"] == "vp:*"
     (line,) = [x for x in acl_lines(plan, hosted, passwords()) if " exporter " in x]
     assert " %R~vp:* " in line and "usr:" not in line
+
+
+def test_the_hosts_alert_rules_go_beside_the_exporters_readable_by_its_prometheus(secrets_env):
+    planned = _deploy(linux_facts())
+    uploads = _uploads(planned)
+    (dest,) = [d for d in uploads if d.endswith("/.valkey-alerts.rules.yml.candidate")]
+    assert dest.startswith("/etc/valkey-plans-exporter/")
+    plan = Plan.from_host_data(HOST, {"valkey_acl": True})
+    assert uploads[dest] == alert_rules(plan)
+    commands = _commands(planned)
+    assert [c for c in commands if "chmod 644" in c and ".valkey-alerts.rules.yml" in c]
+    assert "exporter-password" not in uploads[dest]

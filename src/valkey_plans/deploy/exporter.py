@@ -21,6 +21,7 @@ from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.operations import checked_file
 from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
 from valkey_plans.plan import Instance, Plan
+from valkey_plans.plan.alerts import alert_rules
 from valkey_plans.plan.layout import (
     DEBIAN,
     EXPORTER_PROGRAM,
@@ -32,6 +33,10 @@ from valkey_plans.plan.render import exporter_env, exporter_unit
 PACKAGE = "prometheus-redis-exporter"
 USER = "prometheus"
 UNIT_FILE = f"/etc/systemd/system/{EXPORTER_UNIT}"
+#: The host's alert rules (plan/alerts.py) for the user's Prometheus: no secret in them,
+#: so readable by anyone, unlike the exporters' root-only env files.
+RULES_DIR = "/etc/valkey-plans-exporter"
+RULES_FILE = f"{RULES_DIR}/valkey-alerts.rules.yml"
 
 
 def unit(inst: Instance) -> str:
@@ -64,6 +69,7 @@ def converge_exporters(plan: Plan, init: Init, passwords: dict[str, SecretStr] |
     if exported:
         package_service_off(PACKAGE, init, " (it would scrape 6379 with no password)")
         _env_dir()
+        _alert_rules(plan)
     template = None
     if exported and init is Init.SYSTEMD:
         template = checked_file(
@@ -90,6 +96,26 @@ def converge_exporters(plan: Plan, init: Init, passwords: dict[str, SecretStr] |
         runner.restart_if([env, template])
     for inst in off:
         _exporter_off(inst, init)
+
+
+def _alert_rules(plan: Plan) -> None:
+    """The plan's Prometheus alert rules beside the exporters, for the user's Prometheus
+    (`rule_files: [/etc/valkey-plans-exporter/*.rules.yml]`)."""
+    files.directory(
+        name=f"Alert rules directory {RULES_DIR}",
+        path=RULES_DIR,
+        user="root",
+        group="root",
+        mode="755",
+    )
+    checked_file(
+        name="Prometheus alert rules of this host (rendered from the plan)",
+        content=alert_rules(plan),
+        dest=RULES_FILE,
+        user="root",
+        group="root",
+        mode="644",
+    )
 
 
 def _env_dir() -> None:
