@@ -7,16 +7,20 @@ must give the bus a free port instead of rejecting a valid config.
 
 from __future__ import annotations
 
+import shutil
 import socket
 import subprocess
+import tempfile
 from pathlib import Path
 
 from valkey_plans.plan.render import TEMPLATE_DIR
 
 
-def test_a_cluster_candidate_passes_while_port_10000_is_taken(tmp_path: Path):
-    tmp_path.chmod(0o755)
-    candidate = tmp_path / "node.conf"
+def test_a_cluster_candidate_passes_while_port_10000_is_taken():
+    # Not under pytest's 0700 tmp root: the checker reads the candidate as valkey.
+    where = Path(tempfile.mkdtemp(prefix="vp-check-"))
+    where.chmod(0o755)
+    candidate = where / "node.conf"
     candidate.write_text("bind 127.0.0.1\nport 7000\ncluster-enabled yes\n")
     candidate.chmod(0o644)
     with socket.socket() as taken:
@@ -30,4 +34,5 @@ def test_a_cluster_candidate_passes_while_port_10000_is_taken(tmp_path: Path):
             timeout=60,
             check=False,
         )
+    shutil.rmtree(where)
     assert checked.returncode == 0, checked.stderr
