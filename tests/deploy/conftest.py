@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.valkey_server import free_port
+from valkey_plans.plan.layout import DEBIAN, EXPORTER_PROGRAM, exporter_paths
 
 HAS_ROOT = (
     os.geteuid() == 0 or subprocess.call(["sudo", "-n", "true"], stderr=subprocess.DEVNULL) == 0
@@ -56,6 +57,7 @@ def _teardown(names: list[str]) -> None:
                     "/usr/bin/valkey-server",
                 ]
             )
+        _exporter_teardown(name, systemd, sudo)
         subprocess.call(
             [
                 *sudo,
@@ -66,6 +68,18 @@ def _teardown(names: list[str]) -> None:
             ]
         )
         subprocess.call([*sudo, "rm", "-rf", f"/var/lib/valkey/appendonlydir-{name}"])
+
+
+def _exporter_teardown(name: str, systemd: bool, sudo: list[str]) -> None:
+    """The deploy's exporter of instance `name` stopped and its env file gone."""
+    paths = exporter_paths(DEBIAN, name)
+    if systemd:
+        subprocess.call([*sudo, "systemctl", "disable", "--now", f"valkey-plans-exporter@{name}"])
+    else:
+        stop = ["start-stop-daemon", "--stop", "--quiet", "--oknodo", "--retry", "TERM/10/KILL/5"]
+        stop += ["--pidfile", paths.pidfile, "--exec", EXPORTER_PROGRAM]
+        subprocess.call([*sudo, *stop])
+    subprocess.call([*sudo, "rm", "-f", paths.env_file, paths.pidfile])
 
 
 @pytest.fixture

@@ -15,14 +15,14 @@ import valkey
 from tests.deploy.pyinfra_run import pyinfra
 from tests.deploy.test_local_deploy import pid_of, read_root_file, root_output
 from tests.valkey_server import free_port
-from valkey_plans.plan.secrets import ACL_USERS, ENV_PREFIX
+from valkey_plans.plan.secrets import ACL_USERS, ENV_PREFIX, EXPORTER_USER
 
 SUDO = [] if os.geteuid() == 0 else ["sudo", "-n"]
 
 
 @pytest.fixture
 def passwords() -> dict[str, str]:
-    return {user: secrets.token_urlsafe(24) for user in ACL_USERS}
+    return {user: secrets.token_urlsafe(24) for user in (*ACL_USERS, EXPORTER_USER)}
 
 
 def secret_env(passwords: dict[str, str]) -> dict[str, str]:

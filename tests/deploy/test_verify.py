@@ -9,6 +9,8 @@ matching check failed, and repairs what it broke.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,11 +19,13 @@ import valkey
 
 from tests.deploy.conftest import _teardown, write_inventory
 from tests.deploy.pyinfra_run import PROJECT_DIR, pyinfra, valkey_plans
-from tests.deploy.test_local_deploy import root_output
+from tests.deploy.test_local_deploy import SUDO, read_root_file, root_output
 from tests.valkey_server import free_port
 from valkey_plans.client import functions
+from valkey_plans.deploy.service import _daemon_stop, _env_daemon_start
 from valkey_plans.keys import new_key
 from valkey_plans.plan.inventory import load_targets
+from valkey_plans.plan.layout import DEBIAN, EXPORTER_PROGRAM, exporter_paths
 from valkey_plans.plan.secrets import load_secrets
 
 NAMES = ("vpv-cache", "vpv-primary")
@@ -168,6 +172,37 @@ def _log_warning(deployed: Deployed) -> Callable[[], None]:
     return lambda: root_output("truncate", "-s", str(size), log)
 
 
+def _restart_exporter(name: str) -> None:
+    """Restart the deploy's exporter of `name` the way its init system runs it."""
+    if Path("/run/systemd/system").is_dir():
+        root_output("systemctl", "restart", f"valkey-plans-exporter@{name}")
+        return
+    paths = exporter_paths(DEBIAN, name)
+    stop = _daemon_stop(paths.pidfile, EXPORTER_PROGRAM)
+    start = _env_daemon_start(
+        EXPORTER_PROGRAM, paths.env_file, paths.pidfile, paths.run_dir, "prometheus"
+    )
+    root_output("sh", "-c", f"{stop.get_raw_value()} && {start.get_raw_value()}")
+
+
+def _wrong_exporter_password(deployed: Deployed) -> Callable[[], None]:
+    env = exporter_paths(DEBIAN, "vpv-cache").env_file
+    original = read_root_file(env)
+    wrong = re.sub(
+        r"^REDIS_PASSWORD=.*$", "REDIS_PASSWORD='wrong-0123456789abcdef'", original, flags=re.M
+    )
+    subprocess.run([*SUDO, "tee", env], input=wrong, text=True, check=True, capture_output=True)
+    _restart_exporter("vpv-cache")
+
+    def repair() -> None:
+        subprocess.run(
+            [*SUDO, "tee", env], input=original, text=True, check=True, capture_output=True
+        )
+        _restart_exporter("vpv-cache")
+
+    return repair
+
+
 FAULTS: dict[str, tuple[Callable[[Deployed], Callable[[], None]], str, str]] = {
     "policy": (
         lambda d: _config_set(d, "maxmemory-policy", "allkeys-lru"),
@@ -208,6 +243,11 @@ FAULTS: dict[str, tuple[Callable[[Deployed], Callable[[], None]], str, str]] = {
         _log_warning,
         "test_logs_free_of_startup_warnings_the_plan_can_fix",
         "maxmemory",
+    ),
+    "exporter-wrong-password": (
+        _wrong_exporter_password,
+        "test_exporters_up_and_serving_their_instance",
+        "redis_up 0",
     ),
 }
 

@@ -257,6 +257,24 @@ def test_verify_passes(cluster):
     assert "test_every_primary_has_its_replicas_on_other_hosts" in done.stdout, done.stdout
 
 
+def test_status_sees_every_node_and_the_cluster_ok(cluster):
+    """`status --json` over the inventory: six nodes, each reporting cluster_state ok."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "valkey-plans"), "status", "--json", INVENTORY],
+        cwd=PROJECT,
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
+    rows = json.loads(done.stdout)["instances"]
+    assert len(rows) >= 6 and not [r for r in rows if r["error"]], rows
+    assert {r["cluster_state"] for r in rows} == {"ok"}, rows
+    assert sorted({r["replication"]["role"] for r in rows}) == ["master", "slave"], rows
+
+
 def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
     victim_host, seed, third = hosts[0], hosts[1], hosts[2]
     # The application's settings exactly as the deploy rendered them on a host; only the

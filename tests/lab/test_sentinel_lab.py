@@ -9,6 +9,7 @@ the failover must change nothing and restart nobody.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -62,6 +63,20 @@ def test_second_run_changes_nothing(replication):
 def test_verify_passes_on_the_group(replication):
     run = valkey_plans("verify", INVENTORY)
     assert run.returncode == 0, run.output[-5000:]
+
+
+def test_status_sees_the_group_over_ssh(replication):
+    """`status --json` reaches every instance through its tunnel and sees the replication."""
+    run = valkey_plans("status", "--json", INVENTORY)
+    assert run.returncode == 0, run.output[-5000:]
+    snapshot = json.loads(run.output[run.output.index("{") :])
+    rows = snapshot["instances"]
+    assert not [r for r in rows if r["error"]], rows
+    roles = sorted(r["replication"]["role"] for r in rows)
+    assert roles == ["master", "slave", "slave"], rows
+    (primary,) = [r for r in rows if r["replication"]["role"] == "master"]
+    assert len(primary["replication"]["replicas"]) == 2, primary
+    assert all(r["memory"]["max_bytes"] for r in rows), rows
 
 
 def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(

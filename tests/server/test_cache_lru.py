@@ -17,11 +17,12 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from tests.valkey_server import ValkeyProcess
 from valkey_plans.client import functions
 from valkey_plans.client.cache import USER_LRU, UserCache, UserIndex
+from valkey_plans.client.schema import USER_TOUCHES
 from valkey_plans.keys import new_key
 
 CAP = 4
 USER_KEYS = [new_key("usr") for _ in range(8)]
-STRUCTURAL = 2  # the LRU set and its clock
+STRUCTURAL = ("vp:lru:users", "vp:lru:users:clock", USER_TOUCHES, "vp:lru:users:leases")
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +41,21 @@ def records(client: valkey.Valkey) -> dict[str, dict]:
     keys = sorted(k.decode() for k in client.scan_iter(match="usr:*"))
     values = dict(zip(keys, client.mget(keys), strict=True)) if keys else {}
     return {k: json.loads(v) for k, v in values.items() if v is not None}
+
+
+def lru_order(client: valkey.Valkey) -> list[str]:
+    """The LRU order the next trim acts on: the set's order with the touch log applied
+    (each logged read moves its key, if still a member with a record, to the end)."""
+    with client.pipeline(transaction=True) as pipe:
+        pipe.zrange(USER_LRU, 0, -1)
+        pipe.lrange(USER_TOUCHES, 0, -1)
+        members, touched = pipe.execute()
+    order = [k.decode() for k in members]
+    for key in (k.decode() for k in touched):
+        if key in order:
+            order.remove(key)
+            order.append(key)
+    return [k for k in order if client.exists(k)]
 
 
 def test_lru_matches_ordered_dict_reference(cache_instance: ValkeyProcess) -> None:
@@ -83,8 +99,7 @@ def test_lru_matches_ordered_dict_reference(cache_instance: ValkeyProcess) -> No
         @invariant()
         def db_equals_reference(self) -> None:
             assert records(client) == dict(self.reference)
-            order = [k.decode() for k in client.zrange(USER_LRU, 0, -1)]
-            assert order == list(self.reference)
+            assert lru_order(client) == list(self.reference)
 
     ExactLru.TestCase.settings = settings(
         max_examples=60,
@@ -119,8 +134,12 @@ def test_two_processes_never_push_the_db_above_its_cap(cache_instance: ValkeyPro
         worker.start()
     highest = 0
     while any(worker.is_alive() for worker in workers):
-        # DBSIZE is one atomic read: records plus the two structural keys
-        highest = max(highest, client.dbsize() - STRUCTURAL)
+        # one atomic read: all keys less the structural ones that exist
+        with client.pipeline(transaction=True) as pipe:
+            pipe.dbsize()
+            pipe.exists(*STRUCTURAL)
+            size, structural = pipe.execute()
+        highest = max(highest, size - structural)
     for worker in workers:
         worker.join()
         assert worker.exitcode == 0
@@ -152,4 +171,33 @@ def test_index_survives_memory_squeeze_while_cached_users_are_evicted(valkey_fac
     gone = next(key for key in put if not db1.exists(key))
     assert db1.zscore(USER_LRU, gone) is not None
     assert users.get(gone) is None
+    users.drain()  # applying the read's touch finds the record gone
     assert db1.zscore(USER_LRU, gone) is None
+
+
+def test_concurrent_clients_evict_in_the_servers_order_of_reads(
+    cache_instance: ValkeyProcess,
+) -> None:
+    """Two clients on their own connections: a key read by either client after another
+    key's last read or write is evicted after it, whichever client read it, and reads
+    that no put has applied yet still count (the trim applies the touch log first)."""
+    db = cache_instance.client(db=1)
+    db.flushdb()
+    one = UserCache(cache_instance.client(db=1), cap=4, ttl=3600)
+    two = UserCache(cache_instance.client(db=1), cap=4, ttl=3600)
+    k = [new_key("usr") for _ in range(8)]
+
+    def live() -> set[str]:
+        return {key for key in k if db.exists(key)}
+
+    for key in k[:4]:
+        one.put(key, {"k": key})
+    assert two.get(k[0]) is not None  # LRU first: 1 2 3 0
+    assert one.get(k[1]) is not None  # 2 3 0 1
+    two.put(k[4], {})  # evicts 2: 3 0 1 4
+    assert live() == {k[0], k[1], k[3], k[4]}
+    assert two.get_many([k[3], k[0]]) == {k[3]: {"k": k[3]}, k[0]: {"k": k[0]}}  # 1 4 3 0
+    for new, gone in ((k[5], k[1]), (k[6], k[4]), (k[7], k[3])):
+        one.put(new, {})
+        assert gone not in live()
+    assert lru_order(db) == [k[0], k[5], k[6], k[7]] and live() == {k[0], k[5], k[6], k[7]}

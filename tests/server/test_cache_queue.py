@@ -12,6 +12,7 @@ import valkey
 
 from valkey_plans.client import functions
 from valkey_plans.client.cache import MESSAGE_LRU, MessageQueue
+from valkey_plans.client.schema import MESSAGE_DELIVERIES
 from valkey_plans.keys import new_key
 
 ACKED = "test:acked"  # kept on another db so the queue db holds only the queue
@@ -88,3 +89,62 @@ def test_live_worker_keeps_its_job_until_min_idle(server) -> None:
     assert queue.ack(item) is True
     assert queue.ack(item) is False
     assert queue.take(timeout=0.05) is None
+
+
+def test_a_late_ack_after_recovery_removes_only_its_own_delivery(server) -> None:
+    """A slow worker acks after recover() put its job back: the job stays pending, its
+    msg: record stays, and the next delivery (retry 1) is the one whose ack ends it."""
+    queue = queue_on(server.port)
+    key = queue.enqueue({"n": 1})
+    slow = queue.take(timeout=1)
+    assert slow is not None and slow.retry == 0
+    assert queue.recover(min_idle=0) == 1  # the slow worker looks dead: job put back
+    assert queue.ack(slow) is False  # its delivery is gone: nothing of the next one goes
+    assert (queue.pending(), queue.processing()) == (1, 0)
+    assert queue.get(key) == {"n": 1}  # the readable copy survives
+    again = queue.take(timeout=1)
+    assert again is not None and (again.key, again.body, again.retry) == (key, {"n": 1}, 1)
+    assert queue.ack(slow) is False  # still not the slow worker's: no effect
+    assert queue.get(key) == {"n": 1}
+    assert queue.ack(again) is True
+    assert queue.get(key) is None and queue.take(timeout=0.05) is None
+    assert server.client(db=3).hlen(MESSAGE_DELIVERIES) == 0
+
+
+def test_two_deliveries_keep_the_record_until_the_last_ack(server) -> None:
+    """Recovered twice while both workers still run: each ack removes its own delivery."""
+    queue = queue_on(server.port)
+    key = queue.enqueue({"n": 2})
+    first = queue.take(timeout=1)
+    assert queue.recover(min_idle=0) == 1
+    second = queue.take(timeout=1)
+    assert first is not None and second is not None and first.envelope != second.envelope
+    assert queue.recover(min_idle=0) == 1
+    third = queue.take(timeout=1)
+    assert third is not None and third.retry == 2
+    assert [queue.ack(item) for item in (second, first)] == [False, False]
+    assert queue.get(key) == {"n": 2}
+    assert queue.ack(third) is True and queue.get(key) is None
+
+
+def test_a_dead_workers_job_is_processed_by_another(server) -> None:
+    """SIGKILL mid-job, recover, and a second worker process takes and acks it."""
+    queue, log = queue_on(server.port), server.client(db=0)
+    key = queue.enqueue({"n": 3})
+    ctx = multiprocessing.get_context("fork")
+    dead = ctx.Process(target=_worker, args=(server.port, 0))
+    dead.start()
+    deadline = time.monotonic() + 10
+    while log.get(TOOK) is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert log.get(TOOK) == key.encode()
+    os.kill(dead.pid, signal.SIGKILL)
+    dead.join()
+    assert queue.recover(min_idle=0) == 1
+    assert queue.get(key) == {"n": 3}  # the record stayed while the job was put back
+    other = ctx.Process(target=_worker, args=(server.port, 10))
+    other.start()
+    other.join(timeout=20)
+    assert other.exitcode == 0
+    assert set(log.smembers(ACKED)) == {key.encode()}
+    assert (queue.pending(), queue.processing()) == (0, 0) and queue.get(key) is None

@@ -48,7 +48,7 @@ def test_sliding_touch_extends_and_fixed_does_not(db) -> None:
     assert sliding.touch(slid.key) and fixed.touch(kept.key)
     assert db.pttl(slid.key) > 1000  # slid to the configured 60 s
     assert db.pttl(kept.key) <= 1000
-    assert db.pttl(sessions_of(owner)) > 1000  # the owner's set outlives its sessions
+    assert db.pttl(sessions_of(owner)) == -1  # the owner's set has no TTL: never evicted
 
 
 def test_revoke_and_revoke_all(db) -> None:
@@ -64,14 +64,19 @@ def test_revoke_and_revoke_all(db) -> None:
     assert db.exists(sessions_of(alice)) == 0
 
 
-def test_losing_the_owner_set_revokes_rather_than_orphans(db) -> None:
-    """If memory pressure evicts an owner's set, its sessions must not outlive revoke_all."""
-    sessions = SessionCache(db, ttl=60)
+def test_the_owner_set_cannot_be_evicted_and_forgets_expired_sessions(db) -> None:
+    """The set has no TTL (so `volatile-lru` never evicts it and revoke_all always finds
+    every live session); each create drops the members whose session expired."""
+    sessions = SessionCache(db, ttl=60, sliding=False)
     owner = new_key("usr")
-    session = sessions.create(owner, {})
-    db.delete(sessions_of(owner))  # what an eviction of the volatile set would do
-    assert sessions.get(session.key) is None
-    assert db.exists(session.key) == 0
+    db.sadd(sessions_of(owner), "ses:gone")
+    db.pexpire(sessions_of(owner), 60_000)  # as version 3 of the library left it
+    short = sessions.create(owner, {}, ttl=0.05)
+    assert db.pttl(sessions_of(owner)) == -1
+    assert wait_until_gone(sessions, short.key)
+    kept = sessions.create(owner, {"n": 2})
+    assert {m.decode() for m in db.smembers(sessions_of(owner))} == {kept.key}
+    assert sessions.revoke_all(owner) == 1 and sessions.get(kept.key) is None
 
 
 def test_bad_input_names_what_is_allowed(db) -> None:

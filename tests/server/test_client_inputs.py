@@ -35,6 +35,7 @@ from valkey_plans.client.cache import (
     sessions_of,
 )
 from valkey_plans.client.cache_async import AsyncLocalCache
+from valkey_plans.client.schema import USER_LEASES, USER_TOUCHES
 from valkey_plans.client.store import Store
 from valkey_plans.keys import new_key
 from valkey_plans.verify import audit_rules
@@ -128,7 +129,13 @@ def cached_beside_a_string_lru(client: valkey.Valkey) -> None:
     client.set(USER_LRU, "not mine")
 
 
+def logged_beside(setup: Callable[[valkey.Valkey], None]) -> Callable[[valkey.Valkey], None]:
+    """A pending touch too, so the drain (the function's first write) has work to do."""
+    return lambda client: (client.rpush(USER_TOUCHES, U), setup(client))
+
+
 LRU3 = ("vp_lru_put", 3, USER_LRU, USER_CLOCK, U)
+FILL = ("vp_lru_fill", 3, USER_LRU, USER_CLOCK, U)
 CREATE = ("vp_session_create", 2, S, OWNED, OWNER)
 ENQUEUE = ("vp_queue_enqueue", 4, USER_LRU, USER_CLOCK, M, QUEUE_PENDING)
 ACK = ("vp_queue_ack", 4, QUEUE_PROCESSING, QUEUE_TAKEN, USER_LRU, M)
@@ -317,6 +324,60 @@ BAD_FCALLS: list[tuple[str, Callable[[valkey.Valkey], None] | None, tuple[Any, .
         in_processing_with(QUEUE_TAKEN),
         (*ACK, ENVELOPE),
         "type of vp:queue:messages:taken = 'string': allowed: a hash",
+    ),
+    ("fill-no-token", None, (*FILL, "{}", "1000", "10", ""), "vp_lru_fill: token = '': allowed"),
+    ("fill-ttl-0", None, (*FILL, "{}", "0", "10", "t"), "vp_lru_fill: ttl_ms = '0': " + TTL_RANGE),
+    ("fill-cap-word", None, (*FILL, "{}", "1000", "x", "t"), "vp_lru_fill: cap = 'x'"),
+    ("fill-value-not-object", None, (*FILL, "[]", "1000", "10", "t"), "value = '[]'"),
+    ("fill-3-args", None, (*FILL, "{}", "1000", "10"), "number of arguments = '3': allowed: 4"),
+    (
+        "fill-leases-is-a-string",
+        logged_beside(string_at(USER_LEASES)),
+        (*FILL, "{}", "1000", "10", "t"),
+        "type of vp:lru:users:leases = 'string': allowed: a hash",
+    ),
+    (
+        "put-touch-log-is-a-string",
+        string_at(USER_TOUCHES),
+        (*LRU3, "{}", "1000", "10"),
+        "type of vp:lru:users:touches = 'string': allowed: a list",
+    ),
+    (
+        "put-clock-not-a-counter-with-touches",
+        logged_beside(string_at(USER_CLOCK)),
+        (*LRU3, "{}", "1000", "10"),
+        "value is not an integer",
+    ),
+    (
+        "drain-clock-not-a-counter",
+        logged_beside(string_at(USER_CLOCK)),
+        ("vp_lru_drain", 2, USER_LRU, USER_CLOCK),
+        "value is not an integer",
+    ),
+    ("drain-extra-arg", None, ("vp_lru_drain", 2, USER_LRU, USER_CLOCK, "x"), "arguments = '1'"),
+    (
+        "drain-lru-set-is-a-string",
+        string_at(USER_LRU),
+        ("vp_lru_drain", 2, USER_LRU, USER_CLOCK),
+        "vp_lru_drain: type of vp:lru:users",
+    ),
+    (
+        "del-leases-is-a-string",
+        string_at(USER_LEASES),
+        ("vp_lru_del", 2, USER_LRU, U),
+        "vp_lru_del: type of vp:lru:users:leases",
+    ),
+    (
+        "enqueue-deliveries-is-a-string",
+        string_at(f"{USER_LRU}:deliveries"),
+        (*ENQUEUE, ENVELOPE, '{"n":1}', "1000", "5"),
+        "type of vp:lru:users:deliveries = 'string': allowed: a hash",
+    ),
+    (
+        "ack-deliveries-is-a-string",
+        in_processing_with(f"{USER_LRU}:deliveries"),
+        (*ACK, ENVELOPE),
+        "vp_queue_ack: type of vp:lru:users:deliveries",
     ),
     (
         "recover-idle-negative",
@@ -524,7 +585,7 @@ def test_store_reads_hosted_strictly_and_caches_nothing_it_refuses(
     with pytest.raises(CacheError, match="stored JSON holds NaN: allowed: finite numbers"):
         store.get_user(U)
     assert store.get_user(U2) == {"id": 2**60}  # served, left uncached
-    assert server.client(db=1).dbsize() == 0
+    assert server.client(db=1).keys("usr:*") == []  # (its read and lease are logged)
 
 
 # --- one index entry per address -------------------------------------------------------

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import threading
 import time
 from collections.abc import Callable
 
@@ -11,6 +13,7 @@ import valkey
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.store import HostedUnavailable, Store
+from valkey_plans.keys import new_key
 
 BOUND = 5.0  # generous bound for an invalidation to arrive; nothing asserts speed
 
@@ -116,3 +119,73 @@ def test_start_needs_a_subscriber(valkey_factory, primary) -> None:
     with pytest.raises(ValueError, match="needs a subscriber"):
         store.start()
     assert isinstance(store.hosted, valkey.Valkey)
+
+
+def seeded(primary, record: dict) -> str:
+    """A user written to hosted directly: no invalidation in flight to race the test."""
+    key = new_key("usr")
+    primary.client().set(key, json.dumps(record))
+    return key
+
+
+def paused_fill(store: Store) -> tuple[threading.Event, threading.Event]:
+    """Make `store`'s next fill wait between its hosted read and the fill itself:
+    returns (read_done, go). The real fill runs once `go` is set."""
+    read_done, go = threading.Event(), threading.Event()
+    real_fill = store.local.users.fill
+
+    def fill(key: str, record: dict, token: str) -> bool:
+        read_done.set()
+        assert go.wait(BOUND)
+        return real_fill(key, record, token)
+
+    store.local.users.fill = fill  # type: ignore[method-assign]
+    return read_done, go
+
+
+def read_in_thread(store: Store, key: str) -> tuple[threading.Thread, dict]:
+    got: dict = {}
+    thread = threading.Thread(target=lambda: got.update(value=store.get_user(key)))
+    thread.start()
+    return thread, got
+
+
+def test_a_fill_never_stores_a_value_older_than_an_applied_remote_write(nodes, primary) -> None:
+    """b reads v1 from hosted; a commits v2 and b applies its invalidation; then b's
+    fill of v1 runs: it is refused, so b never serves v1 again."""
+    a, b = nodes
+    key = seeded(primary, {"name": "v1"})
+    read_done, go = paused_fill(b)
+    thread, got = read_in_thread(b, key)
+    assert read_done.wait(BOUND)  # b has read v1 from hosted and waits before its fill
+    a.save_user({"name": "v2"}, key=key)
+    leases = b.local.users.client
+    assert eventually(lambda: leases.hget(b.local.users.calls.leases, key) is None)
+    go.set()
+    thread.join(BOUND)
+    assert got["value"] == {"name": "v1"}  # served: it was the value when read
+    assert not cached(b, key)  # but not cached
+    assert b.get_user(key) == {"name": "v2"} and cached(b, key)
+
+
+def test_a_fill_never_overwrites_this_nodes_own_newer_write(nodes, primary) -> None:
+    """A reader and a writer on the same node: the writer's local put ends the lease."""
+    a, b = nodes
+    key = seeded(primary, {"name": "v1"})
+    read_done, go = paused_fill(b)
+    thread, _ = read_in_thread(b, key)
+    assert read_done.wait(BOUND)
+    b.save_user({"name": "v2"}, key=key)  # hosted, then b's local copy
+    go.set()
+    thread.join(BOUND)
+    assert b.local.users.get(key) == {"name": "v2"}
+
+
+def test_a_fill_without_a_race_is_cached(nodes, primary) -> None:
+    a, b = nodes
+    key = seeded(primary, {"name": "v1"})
+    read_done, go = paused_fill(b)
+    go.set()
+    assert b.get_user(key) == {"name": "v1"} and read_done.is_set()
+    assert cached(b, key)
+    assert b.local.users.client.hlen(b.local.users.calls.leases) == 0

@@ -407,8 +407,8 @@ def test_thresholds_and_caps_come_from_the_plan():
         },
     )
     exprs = {(r.alert, r.labels.get("db_name")): r.expr for r in rules_of(plan)}
-    assert exprs[("ValkeyBoundDbAboveCap", "user_cache")].endswith('db="db5"} > 42')
-    assert exprs[("ValkeyBoundDbAboveCap", "message_queue")].endswith('db="db3"} > 12')
+    assert exprs[("ValkeyBoundDbAboveCap", "user_cache")].endswith('db="db5"} > 44')
+    assert exprs[("ValkeyBoundDbAboveCap", "message_queue")].endswith('db="db3"} > 15')
     assert "< 0.95 and" in exprs[("ValkeyHitRatioLow", None)]
     assert "> 600 or absent(" in exprs[("ValkeyBackupTooOld", None)]
     assert "> 0" in exprs[("ValkeyRejectedConnections", None)]  # default: any rejection

@@ -395,8 +395,10 @@ def test_valid_timeouts_pass(wait: float, ms: int) -> None:
 def test_valid_bounds_and_flags_pass() -> None:
     bounds = Bounds(user_cap=3, user_ttl=0.5, session_ttl=86400, session_sliding=False)
     assert (bounds.user_cap, bounds.session_sliding) == (3, False)
-    assert SessionCalls(60, sliding=True).get(SESSION).command[-1] == 60_000
-    assert SessionCalls(60, sliding=True).get(SESSION, slide=False).command[-1] == 0
+    assert SessionCalls(60, sliding=True).get(SESSION).before == (
+        ("PEXPIRE", SESSION, 60_000, "XX"),
+    )
+    assert SessionCalls(60, sliding=True).get(SESSION, slide=False).before == ()
 
 
 # --- emails: one key per address however it is typed ---------------------------------

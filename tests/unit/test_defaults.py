@@ -19,6 +19,7 @@ from valkey_plans.plan import (
     SENTINEL_DEFAULTS,
     TLS_DEFAULTS,
     App,
+    Exporter,
     Instance,
     Plan,
     Sentinel,
@@ -41,6 +42,7 @@ def _own_defaults(model: type) -> dict[str, object]:
 def test_model_defaults_are_the_surfaces():
     assert _own_defaults(App) == {k: v for k, v in DEFAULTS["valkey_app"].items() if v is not None}
     assert App().model_dump() == DEFAULTS["valkey_app"]
+    assert Exporter().model_dump() == DEFAULTS["valkey_exporter"]
     assert _own_defaults(Sentinel) == SENTINEL_DEFAULTS
     assert _own_defaults(Tls) == TLS_DEFAULTS
     # An instance's defaults are merged in whole (INSTANCE_DEFAULTS under the role's); its
@@ -85,8 +87,9 @@ def test_readme_says_the_same_defaults():
     simple += ["valkey_cluster_replicas", "valkey_debian_mirror", "valkey_apt_cache_time"]
     for key in simple:
         assert _readme_default(key) == _shown(DEFAULTS[key]), key
-    for key, value in DEFAULTS["valkey_app"].items():
-        assert _readme_default(f"valkey_app.{key}") == _shown(value), key
+    for section in ("valkey_app", "valkey_exporter"):
+        for key, value in DEFAULTS[section].items():
+            assert _readme_default(f"{section}.{key}") == _shown(value), key
     for key, value in INSTANCE_DEFAULTS.items():
         assert _readme_default(key) == _shown(value), key
     row = re.search(r"^\| `valkey_sentinel` \|.*$", README, re.MULTILINE)

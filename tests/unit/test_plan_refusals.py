@@ -52,6 +52,10 @@ def hosted(**over):
     return {"url": "valkeys://db.example.com:6380", "login": "user", "user": "app", **over}
 
 
+def exporter(**over):
+    return {"valkey_exporter": over}
+
+
 TLS = {"port": 6390, "cert_file": "/etc/ssl/v.crt", "key_file": "/etc/ssl/v.key"}
 TLS["ca_cert_file"] = "/etc/ssl/ca.crt"
 SENTINEL = {"primary": "db-1/main", "bind": ["127.0.0.1"]}
@@ -403,6 +407,39 @@ BAD_PLANS = [
         ["valkey_sentinel.bind", "scope id", "allowed"],
     ),
     ("sentinel-quorum", {"valkey_sentinel": {**SENTINEL, "quorum": "2"}}, ["quorum = '2'"]),
+    # -- the exporter: strict types, one address, ports of its own, plain key globs -------
+    ("exporter-enabled-str", exporter(enabled="yes"), ["enabled = 'yes'", "true or false"]),
+    ("exporter-listen-host", exporter(listen="localhost"), ["listen = 'localhost'", "IP"]),
+    ("exporter-listen-two", exporter(listen="127.0.0.1 ::1"), ["listen = '127.0.0.1 ::1'"]),
+    ("exporter-listen-list", exporter(listen=["127.0.0.1"]), ["listen", "a string"]),
+    ("exporter-offset-str", exporter(port_offset="3000"), ["port_offset = '3000'", "integer"]),
+    ("exporter-offset-zero", exporter(port_offset=0), ["port_offset = 0", "allowed"]),
+    (
+        "exporter-offset-too-far",
+        exporter(port_offset=60000),
+        ["valkey_exporter.port_offset = 60000", "66379", "at most 65535"],
+    ),
+    (
+        "exporter-port-clash",
+        {**instances(cache(), primary()), **exporter(port_offset=1)},
+        ["valkey_exporter.port_offset = 1", "exporter of cache (port 6380) clashes with main"],
+    ),
+    (
+        "exporter-port-clash-sentinel",
+        {"valkey_sentinel": {**SENTINEL, "port": 9379}},
+        ["port_offset = 3000", "clashes with sentinel"],
+    ),
+    (
+        "exporter-pattern-comma",
+        exporter(key_patterns=["usr:*,ses:*"]),
+        ["key_patterns = ['usr:*,ses:*']", "allowed: a key glob"],
+    ),
+    ("exporter-pattern-space", exporter(key_patterns=["usr *"]), ["key_patterns", "key glob"]),
+    ("exporter-pattern-quote", exporter(key_patterns=["usr'*"]), ["key_patterns", "key glob"]),
+    ("exporter-pattern-db16", exporter(key_patterns=["db16=usr:*"]), ["'db16=usr:*'", "0..15"]),
+    ("exporter-pattern-twice", exporter(key_patterns=["vp:*", "vp:*"]), ["each pattern once"]),
+    ("exporter-pattern-str", exporter(key_patterns="usr:*"), ["key_patterns", "a list"]),
+    ("exporter-unknown", exporter(port=9121), ["valkey_exporter.port", "unknown setting"]),
 ]
 
 
@@ -464,6 +501,9 @@ GOOD_PLANS = [
     {"valkey_debian_mirror": "https://mirror.example.org:8443/debian"},
     instances(node(7000), node(7001), **ACL, **app(cache_instance=None)),
     instances(cache(bind=["fe80::1%eth0"]), **ACL),
+    exporter(enabled=False, port_offset=1),
+    exporter(listen="0.0.0.0", port_offset=100, key_patterns=["db1=usr:*", "vp:lru:*"]),
+    exporter(listen="fe80::1%eth0"),
 ]
 
 

@@ -63,11 +63,19 @@ def test_schema_says_what_each_db_holds():
         name: [(s.name, s.type, s.prefix) for s in keys] for name, keys in STRUCTURAL_KEYS.items()
     } == {
         "user_index": [],
-        "user_cache": [("vp:lru:users", "zset", False), ("vp:lru:users:clock", "string", False)],
+        "user_cache": [
+            ("vp:lru:users", "zset", False),
+            ("vp:lru:users:clock", "string", False),
+            ("vp:lru:users:touches", "list", False),
+            ("vp:lru:users:leases", "hash", False),
+        ],
         "session_cache": [("vp:sessions:", "set", True)],
         "message_queue": [
             ("vp:lru:messages", "zset", False),
             ("vp:lru:messages:clock", "string", False),
+            ("vp:lru:messages:touches", "list", False),
+            ("vp:lru:messages:leases", "hash", False),
+            ("vp:lru:messages:deliveries", "hash", False),
             ("vp:queue:messages", "list", False),
             ("vp:queue:messages:processing", "list", False),
             ("vp:queue:messages:taken", "hash", False),

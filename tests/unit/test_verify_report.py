@@ -93,6 +93,7 @@ UNREACHABLE_PRIMARY = """
 site = [("db-1.invalid", {
     "valkey_instances": [{"name": "main", "role": "primary", "port": 6379}],
     "valkey_app": {"cache_instance": None},
+    "valkey_exporter": {"enabled": False},
 })]
 """
 #: The packaged checks that do not apply to a lone loopback primary without ACLs.
@@ -100,6 +101,7 @@ NOT_APPLICABLE = {
     "test_acl_users_on_and_default_user_off": "the plan has no ACL users (valkey_acl: false)",
     "test_cache_lru_bound_and_ttls_hold_live": "no cache instance on this host",
     "test_functions_library_loaded_on_cache_instances": "no cache instance on this host",
+    "test_exporters_up_and_serving_their_instance": "valkey_exporter.enabled is false",
     "test_cluster_members_are_the_planned_nodes": "no cluster-node instance on this host",
     "test_cluster_state_ok_and_every_slot_served": "no cluster-node instance on this host",
     "test_every_primary_has_its_replicas_on_other_hosts": "no cluster-node instance on this host",
@@ -113,7 +115,7 @@ def test_packaged_checks_say_na_where_they_do_not_apply(tmp_path: Path):
     """verify's own runner over the packaged checks, from a directory outside the checkout."""
     (tmp_path / "site.py").write_text(UNREACHABLE_PRIMARY)
     targets = load_targets(tmp_path / "site.py", tmp_path)
-    selected = ("-k", "scaleout or acl_users or functions_library or cache_lru")
+    selected = ("-k", "scaleout or acl_users or functions_library or cache_lru or exporters")
     pytest_bin = str(Path(sys.executable).parent / "pytest")
     code, results, output = report.run(
         targets, str(tmp_path / "site.py"), selected, pytest_bin, tmp_path

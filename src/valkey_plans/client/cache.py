@@ -19,23 +19,26 @@ import json
 import math
 import numbers
 import re
+import secrets
 import unicodedata
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from valkey_plans.client.clients import AsyncClients, Clients, WorkloadClients
-from valkey_plans.client.commands import Call, Client, Reply, fcall, runner
+from valkey_plans.client.commands import Call, Client, Reply, bulk, fcall, runner
 from valkey_plans.client.commands import run as run  # re-exported: canary, tests, store
 from valkey_plans.client.commands import run_many as run_many  # re-exported: bench
 from valkey_plans.client.functions import version_check
 from valkey_plans.client.schema import (
+    LEASES_SUFFIX,
     MESSAGE_CLOCK,
     MESSAGE_LRU,
     QUEUE_PENDING,
     QUEUE_PROCESSING,
     QUEUE_TAKEN,
     SESSIONS_OF_PREFIX,
+    TOUCHES_SUFFIX,
     USER_CLOCK,
     USER_LRU,
 )
@@ -363,11 +366,13 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class QueueItem:
-    """A message a worker took: `envelope` is the exact queue entry, needed to ack it."""
+    """A message a worker took: `envelope` is the exact queue entry, needed to ack it;
+    `retry` counts how often recovery put this message back (0 on its first delivery)."""
 
     key: str
     body: Record
     envelope: str
+    retry: int = 0
 
 
 def _envelope(key: str, body_json: str) -> str:
@@ -379,7 +384,8 @@ def _queue_item(raw: bytes | str | None) -> QueueItem | None:
         return None
     envelope = raw.decode() if isinstance(raw, bytes) else raw
     parsed = loads(envelope)
-    return QueueItem(key=parsed["key"], body=parsed["body"], envelope=envelope)
+    retry = parsed.get("retry", 0)
+    return QueueItem(key=parsed["key"], body=parsed["body"], envelope=envelope, retry=retry)
 
 
 class UserIndexCalls:
@@ -401,15 +407,38 @@ class UserIndexCalls:
         return Call(("DEL", normalise_email(email)), _bool)
 
 
+#: Every this many reads, a client's read also applies the touch log (vp_lru_drain),
+#: so the log stays short however rarely anyone writes.
+DRAIN_EVERY = 256
+
+
+def _found(keys: Sequence[str]) -> Callable[[list[Any]], dict[str, Record]]:
+    def found(replies: list[Any]) -> dict[str, Record]:
+        return {k: decode(v) for k, v in zip(keys, replies, strict=True) if v is not None}
+
+    return found
+
+
 class LruCalls:
-    """An exact LRU of JSON records in one db, bounded at `cap`, each with a TTL."""
+    """An exact LRU of JSON records in one db, bounded at `cap`, each with a TTL.
+
+    Reads are native: RPUSH of the keys onto the touch log, then GET (MGET), in one
+    round trip; the library applies the log, in the server's order, before any put or
+    trim (and every DRAIN_EVERY reads of this client), so eviction follows the exact
+    order in which the server ran the reads and writes of all clients.
+    """
 
     def __init__(self, domain: str, lru: str, clock: str, cap: int, ttl: float) -> None:
         self.domain = domain
         self.lru = lru
         self.clock = clock
+        self.touches = f"{lru}{TOUCHES_SUFFIX}"
+        self.leases = f"{lru}{LEASES_SUFFIX}"
+        # a hit's wire: RPUSH <touches> <key>, GET <key>, with the constant parts packed once
+        self._touch_head = b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches)
         self.cap = _cap(cap, f"{domain} cache cap")
         self.ttl_ms = _ms(ttl, f"{domain} cache ttl")
+        self._reads = 0
 
     @classmethod
     def users(cls, cap: int, ttl: float) -> LruCalls:
@@ -419,23 +448,55 @@ class LruCalls:
     def key(self, key: str) -> str:
         return record_key(key, self.domain, self.domain)
 
+    def _touch(self, keys: Sequence[str]) -> tuple[tuple[str | int, ...], ...]:
+        """The commands sent ahead of a read: its touch, and now and then a drain."""
+        self._reads += 1
+        touch = ("RPUSH", self.touches, *keys)
+        if self._reads % DRAIN_EVERY:
+            return (touch,)
+        return (self.drain().command, touch)
+
     def get(self, key: str) -> Call[Record | None]:
-        return fcall("vp_lru_get", (self.lru, self.clock, self.key(key)), (), decode)
+        key = self.key(key)
+        before = self._touch((key,))
+        wire = b""
+        if len(before) == 1:  # the common case: packed here, without a loop
+            arg = bulk(key)
+            wire = b"%b%b*2\r\n$3\r\nGET\r\n%b" % (self._touch_head, arg, arg)
+        return Call(("GET", key), decode, before=before, wire=wire)
 
     def get_many(self, keys: Sequence[str]) -> Call[dict[str, Record]]:
         checked = [self.key(k) for k in keys]
+        if not checked:
+            return Call(("PING",), lambda _: {})
+        return Call(("MGET", *checked), _found(checked), before=self._touch(checked))
 
-        def found(replies: list[Any]) -> dict[str, Record]:
-            return {k: decode(v) for k, v in zip(checked, replies, strict=True) if v is not None}
-
-        return fcall("vp_lru_mget", (self.lru, self.clock, *checked), (), found)
+    def drain(self) -> Call[int]:
+        """Apply the touch log now; replies the number of records in the LRU set."""
+        return fcall("vp_lru_drain", (self.lru, self.clock), (), _int)
 
     def put(self, key: str, record: Mapping[str, Any]) -> Call[None]:
         keys = (self.lru, self.clock, self.key(key))
         return fcall("vp_lru_put", keys, (encode(record), self.ttl_ms, self.cap), _ok)
 
+    def take_lease(self, key: str) -> Call[str]:
+        """Before reading the source of a fill: a fresh token under the key's lease."""
+        token = secrets.token_hex(8)
+        return Call(("HSET", self.leases, self.key(key), token), lambda _: token)
+
+    def fill(self, key: str, record: Mapping[str, Any], token: str) -> Call[bool]:
+        """Store a value read from the source only if no put or del of the key came
+        after `take_lease` (the library checks the lease and stores atomically)."""
+        keys = (self.lru, self.clock, self.key(key))
+        args = (encode(record), self.ttl_ms, self.cap, token)
+        return fcall("vp_lru_fill", keys, args, _bool)
+
     def delete(self, key: str) -> Call[bool]:
         return fcall("vp_lru_del", (self.lru, self.key(key)), (), _bool)
+
+
+#: The fields of a session hash the library writes (all three: it made the hash).
+_SESSION_FIELDS = ("owner", "data", "index")
 
 
 class SessionCalls:
@@ -444,6 +505,9 @@ class SessionCalls:
     def __init__(self, ttl: float, sliding: bool = False) -> None:
         self.ttl_ms = _ms(ttl, "session ttl")
         self.sliding = _flag(sliding, "session sliding")
+        # a sliding get's wire, PEXPIRE <key> <ttl> XX + HMGET <key> <fields>, packed once
+        self._slide_tail = bulk(str(self.ttl_ms)) + bulk("XX")
+        self._fields = b"".join(bulk(field) for field in _SESSION_FIELDS)
 
     def expiry_ms(self, ttl: float | None) -> int:
         """A session's TTL in ms: `ttl` seconds if given (checked), else the configured one."""
@@ -461,23 +525,36 @@ class SessionCalls:
         return fcall("vp_session_create", keys, (owner, payload, ttl_ms), lambda _: session)
 
     def _read(self, key: str, slide: bool | None, parse: Callable[[Any], T]) -> Call[T]:
-        """vp_session_get, sliding the expiry as configured unless `slide` says otherwise."""
+        """HMGET of the session's fields, after a PEXPIRE ... XX that slides its expiry
+        (only a key that has one) when configured, unless `slide` says otherwise: one
+        round trip of native commands. The hash existing is the whole check: the owner
+        sets are never evicted, so revoke_all deletes every live session."""
         slides = self.sliding if slide is None else _flag(slide, "session get slide")
-        slide_ms = self.ttl_ms if slides else 0
-        return fcall("vp_session_get", (record_key(key, "ses", "session"),), (slide_ms,), parse)
+        key = record_key(key, "ses", "session")
+        command = ("HMGET", key, *_SESSION_FIELDS)
+        if not slides:
+            return Call(command, parse)
+        arg = bulk(key)
+        wire = b"*4\r\n$7\r\nPEXPIRE\r\n%b%b*5\r\n$5\r\nHMGET\r\n%b%b" % (
+            arg,
+            self._slide_tail,
+            arg,
+            self._fields,
+        )
+        return Call(command, parse, before=(("PEXPIRE", key, self.ttl_ms, "XX"),), wire=wire)
 
     def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
-        def session(reply: list[Any] | None) -> Session | None:
-            if not reply:
-                return None
-            owner, data = reply
+        def session(reply: list[Any]) -> Session | None:
+            owner, data, index = reply
+            if owner is None or data is None or index is None:
+                return None  # no session (or a hash this library did not make)
             return Session(key=key, owner=_text(owner) or "", data=loads(data))
 
         return self._read(key, slide, session)
 
     def touch(self, key: str) -> Call[bool]:
-        """Whether the session is alive (a miss replies nil, a hit its fields), sliding as `get`."""
-        return self._read(key, None, bool)
+        """Whether the session is alive, sliding as `get`."""
+        return self._read(key, None, lambda reply: None not in reply)
 
     def revoke(self, key: str) -> Call[bool]:
         return fcall("vp_session_revoke", (record_key(key, "ses", "session"),), (), _bool)
@@ -604,7 +681,8 @@ class UserIndex(OnClient):
 
 class LruCache(OnClient):
     """An exact LRU on one db: after any sequence of calls it holds exactly the `cap`
-    most recently used records (fewer once TTLs or memory pressure drop some)."""
+    most recently used records (fewer once TTLs or memory pressure drop some), in the
+    order the server ran the reads (their touches) and writes."""
 
     def __init__(self, client: Client, calls: LruCalls) -> None:
         super().__init__(client)
@@ -614,11 +692,25 @@ class LruCache(OnClient):
         return self.run(self.calls.get(key))
 
     def get_many(self, keys: Sequence[str]) -> Reply[dict[str, Record]]:
-        """One FCALL for all keys, touched in the order given; misses are left out."""
+        """One round trip for all keys (RPUSH to the touch log, MGET), touched in the
+        order given; misses are left out."""
         return self.run(self.calls.get_many(keys))
 
     def put(self, key: str, record: Mapping[str, Any]) -> Reply[None]:
         return self.run(self.calls.put(key, record))
+
+    def take_lease(self, key: str) -> Reply[str]:
+        """Start a read-through fill of `key`: its token for `fill`."""
+        return self.run(self.calls.take_lease(key))
+
+    def fill(self, key: str, record: Mapping[str, Any], token: str) -> Reply[bool]:
+        """Cache a value read from the source under the lease `token`; False when a
+        write or an invalidation of the key came since (nothing is stored)."""
+        return self.run(self.calls.fill(key, record, token))
+
+    def drain(self) -> Reply[int]:
+        """Apply the touch log of reads not yet applied to the LRU order."""
+        return self.run(self.calls.drain())
 
     def delete(self, key: str) -> Reply[bool]:
         return self.run(self.calls.delete(key))

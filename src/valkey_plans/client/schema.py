@@ -56,6 +56,16 @@ USER_LRU = f"{STRUCTURAL_PREFIX}lru:users"
 USER_CLOCK = f"{USER_LRU}:clock"
 MESSAGE_LRU = f"{STRUCTURAL_PREFIX}lru:messages"
 MESSAGE_CLOCK = f"{MESSAGE_LRU}:clock"
+#: Derived names the library keeps beside an LRU set (see lua/cache.lua): the log of
+#: reads not yet applied to the set, and the lease of each read-through fill in flight.
+TOUCHES_SUFFIX = ":touches"
+LEASES_SUFFIX = ":leases"
+USER_TOUCHES = f"{USER_LRU}{TOUCHES_SUFFIX}"
+USER_LEASES = f"{USER_LRU}{LEASES_SUFFIX}"
+MESSAGE_TOUCHES = f"{MESSAGE_LRU}{TOUCHES_SUFFIX}"
+MESSAGE_LEASES = f"{MESSAGE_LRU}{LEASES_SUFFIX}"
+#: Per message, how many of its envelopes are pending or in processing.
+MESSAGE_DELIVERIES = f"{MESSAGE_LRU}:deliveries"
 QUEUE_PENDING = f"{STRUCTURAL_PREFIX}queue:messages"
 QUEUE_PROCESSING = f"{QUEUE_PENDING}:processing"
 QUEUE_TAKEN = f"{QUEUE_PENDING}:taken"
@@ -101,7 +111,15 @@ CACHE_DB_USES: Mapping[str, CacheDbUse] = MappingProxyType(
     {
         "user_index": CacheDbUse(INDEX, None, "string", points_at="usr"),
         "user_cache": CacheDbUse(
-            LRU, "usr", "string", (Structural(USER_LRU, "zset"), Structural(USER_CLOCK, "string"))
+            LRU,
+            "usr",
+            "string",
+            (
+                Structural(USER_LRU, "zset"),
+                Structural(USER_CLOCK, "string"),
+                Structural(USER_TOUCHES, "list"),
+                Structural(USER_LEASES, "hash"),
+            ),
         ),
         "session_cache": CacheDbUse(
             SESSIONS, "ses", "hash", (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),)
@@ -113,6 +131,9 @@ CACHE_DB_USES: Mapping[str, CacheDbUse] = MappingProxyType(
             (
                 Structural(MESSAGE_LRU, "zset"),
                 Structural(MESSAGE_CLOCK, "string"),
+                Structural(MESSAGE_TOUCHES, "list"),
+                Structural(MESSAGE_LEASES, "hash"),
+                Structural(MESSAGE_DELIVERIES, "hash"),
                 Structural(QUEUE_PENDING, "list"),
                 Structural(QUEUE_PROCESSING, "list"),
                 Structural(QUEUE_TAKEN, "hash"),

@@ -6,8 +6,16 @@ with the PUBLISH of their invalidation (so no committed write can lose its
 invalidation), then update the local copy. Every node runs a subscriber that drops
 its local copies when another node writes; after any (re)subscription it drops the
 whole user and session dbs, because invalidations published while it was away are
-gone. A read racing a remote write can still refill an old copy; the record's TTL
-bounds how long.
+gone.
+
+A user fill never outlives a newer write: before it reads hosted, the reader takes a
+lease on the key in the local cache (a random token in the LRU's lease hash); every local put
+(this node's own writes) and every invalidation drops the lease, and the library
+stores the fill only while the lease still holds the reader's token, atomically with
+the check. So a value read before a write that this node has already applied (its own,
+or another node's invalidation) is served once and not cached; one applied later
+deletes the fill. (Sessions are still filled without a lease: a revocation racing a
+session fill can leave the old session cached until its TTL.)
 
 Hosted unreachable: whatever the local cache holds keeps being served; a miss or a
 write raises `HostedUnavailable`, so nothing is silently dropped.
@@ -148,12 +156,14 @@ class Store:
         cached = self.local.users.get(key)
         if cached is not None:
             return cached
+        token = self.local.users.take_lease(key)
         raw = self._hosted(f"reading {key}", lambda: self.hosted.get(key))
         if raw is None:
             return None
         record: Record = loads(raw)
         try:
-            self.local.users.put(key, record)
+            if not self.local.users.fill(key, record, token):
+                log.debug("%s changed while it was read from hosted: served uncached", key)
         except CacheError as exc:  # written by another client, beyond what we cache
             log.warning("hosted %s served uncached: %s", key, exc)
         return record

@@ -18,6 +18,8 @@ from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files
 
 from valkey_plans.deploy.cluster import cluster_formed
+from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
+from valkey_plans.deploy.exporter import converge_exporters
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file, unsupported_os
 from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
@@ -73,7 +75,7 @@ def current_passwords(plan: Plan) -> Passwords | None:
     if not plan.acl:
         return None
     try:
-        users = users_for(plan.replication, plan.sentinel is not None)
+        users = users_for(plan.replication, plan.sentinel is not None, bool(plan.exported))
         return load_secrets(plan.secrets_file, plan.secrets_generate, users=users)
     except SecretsError as exc:
         raise DeployError(f"host {plan.host}: {exc}") from None
@@ -94,6 +96,7 @@ def hosted_passwords(plan: Plan) -> Passwords | None:
 
 def _install_debian_family(plan: Plan, distro: dict) -> None:
     packages = PACKAGES + ([SENTINEL_PACKAGE] if plan.sentinel else [])
+    packages += [EXPORTER_PACKAGE] if plan.exported else []
     name, major = distro.get("name"), distro.get("major") or 0
     codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME", "")
     if name == "Debian" and major == 12:
@@ -306,4 +309,5 @@ def valkey_plan() -> None:
                 socket=inst.paths.unixsocket,
                 auth_file=admin_auth(inst, passwords),
             )
+    converge_exporters(plan, init, passwords)
     app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

@@ -77,6 +77,11 @@ class Service:
     + formula: Homebrew formula whose `brew services` runs it (macOS; None: daemonized)
     + cluster_node: under systemd, restart it the cluster's way (`node_restarted`)
     + auth_file: admin password file for the cluster node's checks (None without ACLs)
+    + env_file: a program that is not valkey-server and reads its settings (a password
+      among them) from this root-only environment file, never from its arguments:
+      systemd's unit names it (EnvironmentFile=); start-stop-daemon gets it from a root
+      shell that reads it first (`env_daemon`). `config` is unused then
+    + user: the account it runs as without systemd (the unit says it under systemd)
     """
 
     label: str
@@ -91,6 +96,8 @@ class Service:
     formula: str | None = None
     cluster_node: bool = False
     auth_file: str | None = None
+    env_file: str | None = None
+    user: str = "valkey"
 
     def needs(self, field: str, runner: str) -> str:
         """The value of `field`, which `runner` cannot do without: loud when it is missing."""
@@ -200,6 +207,16 @@ class StartStopDaemon(_OperationRunner):
 
     def _operation(self, restarted: bool, **global_arguments: object) -> OperationMeta:
         s = self.service
+        if s.env_file:
+            return env_daemon(
+                program=s.server,
+                env_file=s.env_file,
+                pidfile=s.pidfile,
+                run_dir=s.needs("run_dir", "start-stop-daemon"),
+                user=s.user,
+                restarted=restarted,
+                **global_arguments,
+            )
         return daemon(
             config=s.config,
             pidfile=s.pidfile,
@@ -341,13 +358,87 @@ def daemon(
             run_dir="/run/valkey-cache",
         )
     """
-    pid = host.get_fact(RunningPid, pidfile=pidfile)
     start = _daemon_start(config, pidfile, run_dir, user, extra_args, server)
     if socket:
         start = StringCommand(start, _socket_wait(socket, logfile))
-    restart = [_daemon_stop(pidfile, server), start]
+    yield from _pidfile_control(pidfile, server, start, restarted, config)
+
+
+def _pidfile_control(
+    pidfile: str, program: str, start: StringCommand, restarted: bool, what: str
+) -> Generator[StringCommand, None, None]:
+    """`_service_control` for a start-stop-daemon process known by its pidfile: its
+    restart is the one stop (`_daemon_stop`), then `start`."""
+    pid = host.get_fact(RunningPid, pidfile=pidfile)
+    restart = [_daemon_stop(pidfile, program), start]
     yield from _service_control(
-        bool(pid), restarted, start, restart, f"{config}: running as pid {pid}"
+        bool(pid), restarted, start, restart, f"{what}: running as pid {pid}"
+    )
+
+
+@operation()
+def env_daemon(
+    program: str,
+    env_file: str,
+    pidfile: str,
+    run_dir: str,
+    user: str,
+    restarted: bool = False,
+) -> Generator[StringCommand, None, None]:
+    """
+    Run a program that does not daemonize, without systemd, its settings from an env file.
+
+    start-stop-daemon cannot read an environment file, and a password must never be an
+    argument (any user sees it in `ps`): a root shell sources the root-only file, then
+    execs start-stop-daemon, which passes that environment on to the program, started in
+    the background as `user` with a pidfile it writes. The paths are the shell's
+    positional arguments, quoted, never spliced into its script.
+
+    + program: the program (it must stay in the foreground: start-stop-daemon forks it)
+    + env_file: `KEY='value'` lines, readable by root only
+    + pidfile: where start-stop-daemon keeps its pid
+    + run_dir: the pidfile's directory (root, 0755)
+    + user: the account the program runs as
+    + restarted: restart it if it runs (use with `_if=`, see `ServiceRunner.restart_if`)
+
+    **Example:**
+
+    .. code:: python
+
+        run = "/run/valkey-plans-exporter"
+        env_daemon(
+            "/usr/bin/prometheus-redis-exporter",
+            "/var/lib/valkey-plans/exporter/cache.env",
+            f"{run}/cache.pid", run, "prometheus", name="Exporter of cache (no systemd)",
+        )
+    """
+    start = _env_daemon_start(program, env_file, pidfile, run_dir, user)
+    yield from _pidfile_control(pidfile, program, start, restarted, f"{program} ({env_file})")
+
+
+#: The shell behind `env_daemon`: $1 env file, $2 pidfile, $3 user, $4 program. After the
+#: start it checks the program is still alive: a bad setting makes it exit at once.
+_ENV_DAEMON = (
+    'set -a; . "$1"; set +a; start-stop-daemon --start --quiet --background'
+    ' --make-pidfile --pidfile "$2" --chuid "$3:$3" --exec "$4" || exit 1;'
+    ' sleep 0.5; kill -0 "$(cat "$2")" 2>/dev/null'
+    ' || { echo "$4 exited right after its start (see its env file $1)" >&2; exit 1; }'
+)
+
+
+def _env_daemon_start(
+    program: str, env_file: str, pidfile: str, run_dir: str, user: str
+) -> StringCommand:
+    return StringCommand(
+        "install -d -o root -g root -m 755",
+        QuoteString(run_dir),
+        "&& sh -c",
+        QuoteString(_ENV_DAEMON),
+        "sh",
+        QuoteString(env_file),
+        QuoteString(pidfile),
+        QuoteString(user),
+        QuoteString(program),
     )
 
 

@@ -65,6 +65,17 @@ DEFAULTS: dict[str, Any] = {
         # Connections rejected (maxclients) within 5 minutes above this alert.
         "rejected_connections": 0,
     },
+    # Debian's prometheus-redis-exporter, one per instance, logging in as the ACL user
+    # `exporter`; it serves http://LISTEN:(instance port + port_offset)/metrics.
+    "valkey_exporter": {
+        "enabled": True,
+        # Address /metrics listens on: loopback unless the plan says otherwise.
+        "listen": "127.0.0.1",
+        # Exporter port = the instance's port + this (6379 -> 9379).
+        "port_offset": 3000,
+        # Key patterns whose sizes it reports ("db1=usr:*"; plain "usr:*" is db 0).
+        "key_patterns": [],
+    },
 }
 
 #: What each role implies unless the plan says otherwise. maxmemory-policy is one

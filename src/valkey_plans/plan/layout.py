@@ -77,6 +77,32 @@ class SentinelPaths:
     data_dir: str
 
 
+@dataclass(frozen=True)
+class ExporterPaths:
+    """Files of one instance's Prometheus exporter (`valkey-plans-exporter@NAME`)."""
+
+    #: REDIS_* settings with the exporter's password: root only (0600 in a 0700 dir);
+    #: systemd, or the root shell that starts it without systemd, reads it.
+    env_file: str
+    #: start-stop-daemon's pidfile (no systemd).
+    run_dir: str
+    pidfile: str
+
+
+EXPORTER_UNIT = "valkey-plans-exporter@.service"
+EXPORTER_PROGRAM = "/usr/bin/prometheus-redis-exporter"
+
+
+def exporter_paths(layout: Layout, name: str) -> ExporterPaths:
+    """Files of the exporter of instance `name`; the unit reads `%i.env` of that dir."""
+    run_dir = f"{layout.run}/valkey-plans-exporter"
+    return ExporterPaths(
+        env_file=f"{layout.state}/exporter/{name}.env",
+        run_dir=run_dir,
+        pidfile=f"{run_dir}/{name}.pid",
+    )
+
+
 def sentinel_paths(layout: Layout, name: str) -> SentinelPaths:
     """Files of Debian's `valkey-sentinel@NAME` unit."""
     return SentinelPaths(**layout.process_files("sentinel", "valkey-sentinel", name))

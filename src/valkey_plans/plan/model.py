@@ -64,6 +64,9 @@ HostPath = Annotated[str, AfterValidator(rule.path)]
 CLUSTER_BUS_OFFSET = 10000
 HYPHENATED = {"maxmemory_policy": "maxmemory-policy", "maxmemory_samples": "maxmemory-samples"}
 _APP = DEFAULTS["valkey_app"]
+_EXPORTER = DEFAULTS["valkey_exporter"]
+#: The exporter's telemetry path (its default, never changed by the deploy).
+METRICS_PATH = "/metrics"
 
 
 class PlanError(ValueError):
@@ -354,6 +357,45 @@ class App(_Strict):
         return f"{env_dir or self.env_dir}/{self.name}-hosted-ca.pem"
 
 
+def _pattern_db(pattern: str) -> int:
+    """The db of an exporter key pattern: N of `dbN=...`, else 0."""
+    prefix, equals, _ = pattern.partition("=")
+    return int(prefix[2:]) if equals else 0
+
+
+class Exporter(_Strict):
+    """Debian's prometheus-redis-exporter, one per instance (README "Metrics")."""
+
+    enabled: bool = _EXPORTER["enabled"]
+    #: Address /metrics listens on.
+    listen: Annotated[str, AfterValidator(rule.announce_ip)] = _EXPORTER["listen"]
+    #: An instance's exporter port is its port + this.
+    port_offset: int = Field(default=_EXPORTER["port_offset"], ge=1, le=60000)
+    #: Key globs whose sizes it reports ("db1=usr:*"), read-only ACL key rules as well.
+    key_patterns: Annotated[list[str], AfterValidator(rule.key_patterns)] = Field(
+        default_factory=lambda: list(_EXPORTER["key_patterns"])
+    )
+
+    @property
+    def loopback_only(self) -> bool:
+        return rule.is_loopback(self.listen)
+
+    def url(self, inst: Instance) -> str:
+        """Where the exporter of `inst` serves /metrics."""
+        host = f"[{self.listen}]" if ":" in self.listen else self.listen
+        return f"http://{host}:{inst.port + self.port_offset}{METRICS_PATH}"
+
+    def patterns_for(self, inst: Instance) -> list[str]:
+        """The key patterns of dbs that `inst` has: a primary (db 0 only) skips `db1=...`,
+        which its exporter could not SELECT."""
+        return [p for p in self.key_patterns if _pattern_db(p) < inst.databases]
+
+    def serves(self, inst: Instance) -> bool:
+        """Whether `inst` gets an exporter: not a TLS-only instance, whose loopback
+        certificate name the exporter could not verify (README "Metrics")."""
+        return self.enabled and not (inst.tls and inst.tls.only)
+
+
 class Sentinel(_Strict):
     """Valkey Sentinel on this host, watching one primary and its replicas."""
 
@@ -424,6 +466,7 @@ class Plan(_Strict):
     debian_mirror: Annotated[str, AfterValidator(rule.mirror)] = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
     alerts: Alerts = Field(alias="valkey_alerts")
+    exporter: Exporter = Field(alias="valkey_exporter")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Plan:
@@ -479,11 +522,26 @@ class Plan(_Strict):
         taken = [(inst.name, port) for inst in self.instances for port in inst.taken_ports]
         if self.sentinel:
             taken.append(("sentinel", self.sentinel.port))
+        taken += [(f"{inst} exporter", port) for inst, port in self.exporter_ports.items()]
         for owner, port in taken:
+            if port > 65535 and owner.endswith(" exporter"):
+                raise ValueError(
+                    f"valkey_exporter.port_offset = {self.exporter.port_offset}: the exporter"
+                    f" of {owner.removesuffix(' exporter')} would listen on {port}; allowed:"
+                    " an offset that keeps every instance port + offset at most 65535"
+                )
             if port > 65535:
                 raise ValueError(
                     f"valkey_instances[{owner}]: cluster bus port {port} (port + 10000) is above"
                     " 65535; allowed: a cluster-node port up to 55535"
+                )
+            if port in owners and owner.endswith(" exporter"):
+                raise ValueError(
+                    f"valkey_exporter.port_offset = {self.exporter.port_offset}: the exporter of"
+                    f" {owner.removesuffix(' exporter')} (port {port}) clashes with"
+                    f" {owners[port]}; allowed: an offset whose exporter"
+                    " ports (instance port + offset) no instance, TLS, cluster bus or"
+                    " sentinel port uses"
                 )
             if port in owners:
                 what = "two instances with port" if owner != "sentinel" else "sentinel port"
@@ -499,6 +557,16 @@ class Plan(_Strict):
             if inst.name == name:
                 return inst
         raise KeyError(f"no instance {name!r} in the plan of {self.host}")
+
+    @property
+    def exported(self) -> list[Instance]:
+        """The instances that get an exporter (none when exporters are off)."""
+        return [i for i in self.instances if self.exporter.serves(i)]
+
+    @property
+    def exporter_ports(self) -> dict[str, int]:
+        """The port of each exported instance's exporter, by instance name."""
+        return {i.name: i.port + self.exporter.port_offset for i in self.exported}
 
     @property
     def replication(self) -> bool:

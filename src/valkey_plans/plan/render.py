@@ -14,7 +14,13 @@ from pydantic import SecretStr
 
 from valkey_plans.plan.acl import acl_lines
 from valkey_plans.plan.app_settings import app_environment
-from valkey_plans.plan.layout import DEBIAN, Layout, sentinel_paths
+from valkey_plans.plan.layout import (
+    DEBIAN,
+    EXPORTER_PROGRAM,
+    Layout,
+    exporter_paths,
+    sentinel_paths,
+)
 
 TEMPLATE_DIR = Path(__file__).parent / "templates"
 
@@ -89,3 +95,49 @@ def app_files(plan: Any, settings: dict[str, str] | None = None) -> dict[str, st
         f"{plan.app.name}.env": render("app.env.j2", plan=plan, settings=settings),
         f"{plan.app.name}.json": render("app.json.j2", plan=plan, settings=settings),
     }
+
+
+def exporter_environment(plan: Any, instance: Any, password: SecretStr | None) -> dict[str, str]:
+    """The exporter's settings as the environment variables it reads (1.45 and later).
+
+    Everything goes through the root-only env file, nothing through arguments, so no
+    password or setting is ever on a command line. The config scrape is off: the
+    exporter would run `CONFIG GET *`, which returns masterauth in plaintext. A cluster
+    node's exporter scrapes its own node only (no REDIS_EXPORTER_IS_CLUSTER: key checks
+    SCAN that node's keys).
+    """
+    env = {
+        "REDIS_ADDR": f"redis://{_url_host(instance.client_address)}:{instance.port}",
+        "REDIS_EXPORTER_WEB_LISTEN_ADDRESS": f"{_url_host(plan.exporter.listen)}:"
+        f"{instance.port + plan.exporter.port_offset}",
+        "REDIS_EXPORTER_CONFIG_COMMAND": "-",
+    }
+    if password is not None:
+        env["REDIS_USER"] = "exporter"
+        env["REDIS_PASSWORD"] = password.get_secret_value()
+    patterns = plan.exporter.patterns_for(instance)
+    if patterns:
+        env["REDIS_EXPORTER_CHECK_KEYS"] = ",".join(patterns)
+    return env
+
+
+def _url_host(address: str) -> str:
+    """An IP address as a URL's host part: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
+def exporter_env(plan: Any, instance: Any, password: SecretStr | None) -> str:
+    """The exporter's env file: `KEY='value'` lines, which systemd's EnvironmentFile= and
+    a POSIX shell's `.` both read the same way (no value holds a quote: secrets.PASSWORD)."""
+    return render(
+        "exporter.env.j2",
+        plan=plan,
+        instance=instance,
+        settings=exporter_environment(plan, instance, password),
+    )
+
+
+def exporter_unit(layout: Layout = DEBIAN) -> str:
+    """The template unit `valkey-plans-exporter@.service`, hardened like Debian's units."""
+    env_dir = exporter_paths(layout, "%i").env_file.rsplit("/", 1)[0]
+    return render("valkey-plans-exporter@.service.j2", env_dir=env_dir, program=EXPORTER_PROGRAM)

@@ -23,21 +23,24 @@ from pydantic import SecretStr
 ACL_USERS = ("api", "queue", "subscriber", "background", "checks", "admin")
 #: Users only scale-out needs: replicas log in to their primary, Sentinel to everyone.
 SCALE_OUT_USERS = ("replica", "sentinel")
+#: The Prometheus exporters' login, where the plan runs exporters.
+EXPORTER_USER = "exporter"
 #: Passwords of an external hosted tier (`valkey_app.hosted`): `hosted` is the one shared
 #: login (the AUTH token, or the password of `hosted.user`); `hosted_<workload>` are the
 #: passwords of `login: per-workload`. The service chose them, so no length rule applies.
 HOSTED_SHARED = "hosted"
 HOSTED_WORKLOADS = ("api", "blocking", "subscriber", "background")
 HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
-ALL_USERS = ACL_USERS + SCALE_OUT_USERS + HOSTED_SECRETS
+ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,) + HOSTED_SECRETS
 
 
-def users_for(replication: bool, sentinel: bool) -> tuple[str, ...]:
+def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:
     """The users whose passwords a plan needs."""
     return (
         ACL_USERS
         + (("replica",) if replication or sentinel else ())
         + (("sentinel",) if sentinel else ())
+        + ((EXPORTER_USER,) if exporter else ())
     )
 
 

@@ -30,6 +30,9 @@ PATH_CHARS = re.compile(r"/[A-Za-z0-9._@+=,/-]*")
 TEXT = re.compile(r"[ -~]{1,200}")
 #: http(s) mirror URLs for apt source lines.
 MIRROR = re.compile(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?")
+#: Exporter key patterns: an optional `dbN=` and a glob of key characters; no comma (the
+#: exporter's list separator), blank or quote, so one pattern is one ACL `%R~` rule.
+KEY_PATTERN = re.compile(r"(db([0-9]|1[0-5])=)?[A-Za-z0-9:_*?@.+-]{1,100}")
 #: What a value matching each of those patterns in full is, in the error line's words.
 ALLOWED: dict[re.Pattern[str], str] = {
     NAME: "a lowercase letter, then up to 30 lowercase letters, digits or '-'",
@@ -39,6 +42,8 @@ ALLOWED: dict[re.Pattern[str], str] = {
     PATH_CHARS: "an absolute, normalised path of letters, digits and . _ @ + = , - (no"
     " spaces, quotes, '..' or '//')",
     TEXT: "one line of 1 to 200 printable ASCII characters",
+    KEY_PATTERN: "a key glob of 1 to 100 letters, digits and : _ * ? @ . + -, optionally"
+    " after 'dbN=' (N 0..15), e.g. 'db1=usr:*'",
     MIRROR: "an http:// or https:// URL of a Debian mirror (host, optional port and path;"
     " no spaces, credentials, query or fragment)",
 }
@@ -213,6 +218,15 @@ def ip(value: str, what: str = "an IP address") -> str:
         raise ValueError(
             f"{value!r}: allowed: {what}; a scope id after '%' (IPv6 only) names one interface"
         )
+    return value
+
+
+def key_patterns(value: list[str]) -> list[str]:
+    """The exporter's key patterns: each a KEY_PATTERN, none twice."""
+    for pattern in value:
+        whole(KEY_PATTERN, pattern)
+    if len(set(value)) != len(value):
+        raise ValueError("allowed: each pattern once")
     return value
 
 

@@ -9,20 +9,27 @@ create) a db above its cap.
 
 Exact LRU: a sorted set per bounded db scores each record by a logical clock
 (INCR of a counter key), not by wall time: the counter never repeats and never
-goes back, so ties cannot make the eviction order ambiguous. Structural keys
+goes back, so ties cannot make the eviction order ambiguous. Clients read hits
+with native commands (RPUSH of the key onto the set's touch log `<zset>:touches`,
+then GET, in one round trip); every function here that can trim or reorder the
+set first drains that log in order (lru_drain), so each trim sees every read the
+server ran before it, in the server's order. Structural keys
 (the LRU set, its clock, queue lists) carry no TTL, so `volatile-lru` can never
 evict them; records carry a TTL, so memory pressure can only drop records.
 
-Keys: every key the caller knows is passed in KEYS. Two kinds of keys are only
-known on the server: the record an LRU trim evicts, and the per-owner session
-set named inside a session. Touching them is safe because the cache role is a
-standalone instance (it uses several dbs, which Valkey Cluster does not allow).
+Keys: every key the caller knows is passed in KEYS. Some keys are only known on
+the server: the record an LRU trim evicts, the per-owner session set named inside
+a session, and names derived from a key the caller passes (the touch log
+`<zset>:touches`, the fills' leases `<zset>:leases`, the queue's
+`<msg zset>:deliveries` counts), derived so that the functions' signatures stay.
+Touching them is safe
+because the cache role is a standalone instance (it uses several dbs, which Valkey Cluster does not allow).
 
 Bump VERSION whenever this file changes: clients refuse an instance whose
 loaded library differs, and the deploy reloads it when the version differs.
 ]]
 
-local VERSION = '3'
+local VERSION = '4'
 
 -- Arguments ------------------------------------------------------------------
 -- Every function checks all its keys and arguments (and the type of every key
@@ -136,6 +143,56 @@ local function lru_trim(zset, cap)
   end
 end
 
+-- The touch log of an LRU set, and the lease a reader holds while it fills a record.
+local function touches_of(zset)
+  return zset .. ':touches'
+end
+
+-- One hash of leases per LRU set (field: record key, value: the reader's token), so
+-- the db's key count stays cap + a fixed number of structural keys. A lease that is
+-- never used (the source had no such record, the reader died) stays until the key is
+-- written or filled, or until the drain clears a hash grown past MAX_LEASES, which
+-- only refuses the fills then in flight.
+local MAX_LEASES = 1000
+
+local function leases_of(zset)
+  return zset .. ':leases'
+end
+
+-- Apply the logged reads in order: each key's last read gets the next clock values,
+-- keys read but gone (expired, evicted by memory) leave the set. INCRBY is the first
+-- write (it fails on a clock that is no integer before anything changes); members
+-- not in the set are left out (ZADD XX), so junk in the log changes nothing.
+local function lru_drain(zset, clock)
+  local log = touches_of(zset)
+  local n = redis.call('LLEN', log)
+  if n == 0 then
+    return
+  end
+  local logged = redis.call('LRANGE', log, 0, n - 1)
+  local last, order = {}, {}
+  for i = 1, #logged do
+    last[logged[i]] = i
+  end
+  for i = 1, #logged do
+    if last[logged[i]] == i then
+      order[#order + 1] = logged[i]
+    end
+  end
+  local top = redis.call('INCRBY', clock, #order)
+  if redis.call('HLEN', leases_of(zset)) > MAX_LEASES then
+    redis.call('DEL', leases_of(zset))
+  end
+  redis.call('DEL', log)
+  for i, key in ipairs(order) do
+    if redis.call('EXISTS', key) == 1 then
+      redis.call('ZADD', zset, 'XX', string.format('%d', top - #order + i), key)
+    else
+      redis.call('ZREM', zset, key)
+    end
+  end
+end
+
 local function lru_get_one(zset, clock, key)
   local value = redis.call('GET', key)
   if value then
@@ -155,11 +212,28 @@ local function lru_put_one(zset, clock, key, value, ttl_ms, cap)
   lru_trim(zset, cap)
 end
 
+-- The LRU set and its touch log must be of their types before anything is written.
+local function lru_types(fname, zset)
+  key_type(fname, zset, 'zset')
+  key_type(fname, touches_of(zset), 'list')
+  key_type(fname, leases_of(zset), 'hash')
+end
+
 -- KEYS: lru zset, clock, record    ARGV: -
 local function vp_lru_get(keys, args)
   arity('vp_lru_get', keys, args, 3, 0)
-  key_type('vp_lru_get', keys[1], 'zset')
+  lru_types('vp_lru_get', keys[1])
+  lru_drain(keys[1], keys[2])
   return lru_get_one(keys[1], keys[2], keys[3])
+end
+
+-- KEYS: lru zset, clock    ARGV: -
+-- Apply the touch log now (clients do it every few hundred hits, so it stays short).
+local function vp_lru_drain(keys, args)
+  arity('vp_lru_drain', keys, args, 2, 0)
+  lru_types('vp_lru_drain', keys[1])
+  lru_drain(keys[1], keys[2])
+  return redis.call('ZCARD', keys[1])
 end
 
 -- KEYS: lru zset, clock, record...  ARGV: -    (touches in the order given)
@@ -168,8 +242,9 @@ end
 local CHUNK = 500  -- stays well under Lua's unpack() limit
 local function vp_lru_mget(keys, args)
   arity('vp_lru_mget', keys, args, 2, 0, true)
-  key_type('vp_lru_mget', keys[1], 'zset')
+  lru_types('vp_lru_mget', keys[1])
   local zset, clock, out = keys[1], keys[2], {}
+  lru_drain(zset, clock)
   for first = 3, #keys, CHUNK do
     local last = math.min(first + CHUNK - 1, #keys)
     local values = redis.call('MGET', unpack(keys, first, last))
@@ -195,14 +270,43 @@ local function vp_lru_mget(keys, args)
   return out
 end
 
+-- A write (put) and an invalidation (del) end any fill in flight: they drop its lease.
+local function lru_store(zset, clock, key, value, ttl_ms, cap)
+  lru_drain(zset, clock)
+  redis.call('HDEL', leases_of(zset), key)
+  lru_put_one(zset, clock, key, value, ttl_ms, cap)
+end
+
 -- KEYS: lru zset, clock, record    ARGV: value, ttl_ms, cap
 local function vp_lru_put(keys, args)
   arity('vp_lru_put', keys, args, 3, 3)
   json_object('vp_lru_put', 'value', args[1])
   ms_arg('vp_lru_put', 'ttl_ms', args[2], 1)
   local cap = cap_arg('vp_lru_put', args[3])
-  key_type('vp_lru_put', keys[1], 'zset')
-  lru_put_one(keys[1], keys[2], keys[3], args[1], args[2], cap)
+  lru_types('vp_lru_put', keys[1])
+  lru_store(keys[1], keys[2], keys[3], args[1], args[2], cap)
+  return 1
+end
+
+-- KEYS: lru zset, clock, record    ARGV: value, ttl_ms, cap, lease token
+-- A read-through fill: stores the value only while the reader's lease
+-- (field <record> of `<zset>:leases`, HSET before it read the source) still holds its
+-- token. A put or a del of the record since then dropped the lease, so a value read
+-- before a newer write was applied here is never stored. Returns 1 stored, 0 refused.
+local function vp_lru_fill(keys, args)
+  local fname = 'vp_lru_fill'
+  arity(fname, keys, args, 3, 4)
+  json_object(fname, 'value', args[1])
+  ms_arg(fname, 'ttl_ms', args[2], 1)
+  local cap = cap_arg(fname, args[3])
+  if args[4] == '' then
+    refuse(fname, 'token', args[4], 'a non-empty lease token')
+  end
+  lru_types(fname, keys[1])
+  if redis.call('HGET', leases_of(keys[1]), keys[3]) ~= args[4] then
+    return 0
+  end
+  lru_store(keys[1], keys[2], keys[3], args[1], args[2], cap)
   return 1
 end
 
@@ -210,20 +314,19 @@ end
 local function vp_lru_del(keys, args)
   arity('vp_lru_del', keys, args, 2, 0)
   key_type('vp_lru_del', keys[1], 'zset')
+  key_type('vp_lru_del', leases_of(keys[1]), 'hash')
   redis.call('ZREM', keys[1], keys[2])
+  redis.call('HDEL', leases_of(keys[1]), keys[2])
   return redis.call('DEL', keys[2])
 end
 
 -- Sessions -------------------------------------------------------------------
 -- A session is a hash {owner, data, index}; `index` names the owner's set of
--- session keys. A session counts only while its owner's set still lists it, so
--- losing the set (expiry, eviction) revokes rather than orphans its sessions.
-
-local function extend_ttl(key, ttl, ttl_text)
-  if redis.call('PTTL', key) < ttl then
-    redis.call('PEXPIRE', key, ttl_text)
-  end
-end
+-- session keys. The set carries no TTL, so `volatile-lru` can never evict it and
+-- revoke_all always finds every live session of its owner: a session is live while
+-- its hash exists, which is what lets clients read it with one native HMGET. Each
+-- create drops the members whose session has expired, so a set holds at most the
+-- owner's sessions created since its last create plus its live ones.
 
 -- KEYS: session, owner's session set    ARGV: owner, data, ttl_ms
 -- Every argument and key type is checked first: from the DEL on, nothing can fail,
@@ -234,13 +337,18 @@ local function vp_session_create(keys, args)
     refuse('vp_session_create', 'owner', args[1], 'a non-empty record key')
   end
   json_object('vp_session_create', 'data', args[2])
-  local ttl = ms_arg('vp_session_create', 'ttl_ms', args[3], 1)
+  ms_arg('vp_session_create', 'ttl_ms', args[3], 1)
   key_type('vp_session_create', keys[2], 'set')
   redis.call('DEL', keys[1])
   redis.call('HSET', keys[1], 'owner', args[1], 'data', args[2], 'index', keys[2])
   redis.call('PEXPIRE', keys[1], args[3])
+  for _, session in ipairs(redis.call('SMEMBERS', keys[2])) do
+    if redis.call('EXISTS', session) == 0 then
+      redis.call('SREM', keys[2], session)
+    end
+  end
   redis.call('SADD', keys[2], keys[1])
-  extend_ttl(keys[2], ttl, args[3])
+  redis.call('PERSIST', keys[2])  -- a set made by version 3 had a TTL
   return 1
 end
 
@@ -260,7 +368,6 @@ local function vp_session_get(keys, args)
   end
   if slide > 0 then
     redis.call('PEXPIRE', keys[1], args[1])
-    extend_ttl(fields[3], slide, args[1])
   end
   return {fields[1], fields[2]}
 end
@@ -292,9 +399,28 @@ end
 -- The pending list carries whole envelopes (key and body), so a message can
 -- never be lost to the msg: LRU bound; the msg: record is the readable copy.
 -- Workers BLMOVE pending -> processing (RIGHT -> LEFT: first in, first out).
+-- Each delivery is a distinct envelope: recovery puts a job back with its retry
+-- count in it (`{"key":..,"body":..,"retry":N}`), so a late ack by the worker it
+-- was taken from matches nothing. `<msg zset>:deliveries` counts, per message, its
+-- envelopes in pending and processing; an ack drops the msg: record only when it
+-- removes the last one.
 
 local function envelope_head(key)
   return '{"key":"' .. key .. '","body":'
+end
+
+local function deliveries_of(zset)
+  return zset .. ':deliveries'
+end
+
+-- The next delivery of an envelope: its retry count one up.
+local function redelivered(envelope)
+  local retry = string.match(envelope, ',"retry":(%d+)}$')
+  if retry == nil then
+    return string.sub(envelope, 1, -2) .. ',"retry":1}'
+  end
+  local head = string.sub(envelope, 1, -(#retry + 2))
+  return head .. string.format('%d', tonumber(retry) + 1) .. '}'
 end
 
 -- KEYS: lru zset, clock, msg record, pending    ARGV: envelope, body, ttl_ms, cap
@@ -309,13 +435,17 @@ local function vp_queue_enqueue(keys, args)
   end
   ms_arg(fname, 'ttl_ms', args[3], 1)
   local cap = cap_arg(fname, args[4])
-  key_type(fname, keys[1], 'zset')
+  lru_types(fname, keys[1])
   key_type(fname, keys[4], 'list')
-  lru_put_one(keys[1], keys[2], keys[3], args[2], args[3], cap)
+  key_type(fname, deliveries_of(keys[1]), 'hash')
+  lru_store(keys[1], keys[2], keys[3], args[2], args[3], cap)
+  redis.call('HINCRBY', deliveries_of(keys[1]), keys[3], 1)
   return redis.call('LPUSH', keys[4], args[1])
 end
 
 -- KEYS: processing, taken stamps, lru zset, msg record    ARGV: envelope
+-- Removes this delivery only (0 when recovery already put it back: the job comes
+-- again); the msg: record goes with the message's last delivery.
 local function vp_queue_ack(keys, args)
   local fname = 'vp_queue_ack'
   arity(fname, keys, args, 4, 1)
@@ -326,10 +456,18 @@ local function vp_queue_ack(keys, args)
   key_type(fname, keys[1], 'list')
   key_type(fname, keys[2], 'hash')
   key_type(fname, keys[3], 'zset')
+  local deliveries = deliveries_of(keys[3])
+  key_type(fname, deliveries, 'hash')
   local removed = redis.call('LREM', keys[1], 1, args[1])
+  if removed == 0 then
+    return 0
+  end
   redis.call('HDEL', keys[2], args[1])
-  redis.call('ZREM', keys[3], keys[4])
-  redis.call('DEL', keys[4])
+  if redis.call('HINCRBY', deliveries, keys[4], -1) <= 0 then
+    redis.call('HDEL', deliveries, keys[4])
+    redis.call('ZREM', keys[3], keys[4])
+    redis.call('DEL', keys[4])
+  end
   return removed
 end
 
@@ -353,7 +491,7 @@ local function vp_queue_recover(keys, args)
     elseif seen == nil or now - seen >= min_idle then
       redis.call('LREM', keys[1], 1, envelope)
       redis.call('HDEL', keys[2], envelope)
-      redis.call('RPUSH', keys[3], envelope)
+      redis.call('RPUSH', keys[3], redelivered(envelope))
       moved = moved + 1
     end
   end
@@ -365,6 +503,8 @@ redis.register_function{function_name = 'vp_version', flags = {'no-writes'},
 redis.register_function('vp_lru_get', vp_lru_get)
 redis.register_function('vp_lru_mget', vp_lru_mget)
 redis.register_function('vp_lru_put', vp_lru_put)
+redis.register_function('vp_lru_fill', vp_lru_fill)
+redis.register_function('vp_lru_drain', vp_lru_drain)
 redis.register_function('vp_lru_del', vp_lru_del)
 redis.register_function('vp_session_create', vp_session_create)
 redis.register_function('vp_session_get', vp_session_get)

@@ -29,6 +29,15 @@ fi
 set -- "$candidate" "$@" --daemonize no --port 0 --unixsocket "$scratch/check.sock" \
     --dir "$scratch" --pidfile "$scratch/check.pid" --logfile "$scratch/check.log" \
     --save "" --appendonly no --cluster-config-file "$scratch/nodes.conf"
+# Cluster mode binds its bus at port + 10000 even with TCP off (so 10000, where another
+# program, an exporter say, may listen): give the throwaway server a free bus port.
+if grep -q '^cluster-enabled yes' "$candidate"; then
+    bus=$((20000 + $$ % 20000))
+    while command -v ss >/dev/null 2>&1 && [ -n "$(ss -Hltn "sport = :$bus" 2>/dev/null)" ]; do
+        bus=$((bus + 1))
+    done
+    set -- "$@" --cluster-port "$bus"
+fi
 # TLS: no listener, but tls-replication makes Valkey load and check the certificates.
 if grep -q '^tls-port' "$candidate"; then set -- "$@" --tls-port 0 --tls-replication yes; fi
 # Every word stays one argument (paths may hold spaces): the command is "$@", never a
