@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from tests.valkey_server import free_port
 from valkey_plans.plan import Plan
+from valkey_plans.plan.app_settings import app_environment
 from valkey_plans.plan.render import acl_file, app_files
 from valkey_plans.plan.secrets import ACL_USERS
 
@@ -93,7 +94,7 @@ def test_iovalkey_connects_every_workload_without_noperm(valkey_factory, tmp_pat
     aclfile.write_text(acl_file(plan, plan.instance("hosted"), passwords))
     admin = ("admin", passwords["admin"].get_secret_value())
     valkey_factory("hosted", port=port, login=admin, aclfile=str(aclfile), databases="1")
-    env = env_variables(app_files(plan, passwords)["shop.env"])
+    env = env_variables(app_files(plan, app_environment(plan, passwords))["shop.env"])
     assert env["VALKEY_PORT"] == str(port) and env["VALKEY_API_USER"] == "api"
     script = tmp_path / "connect.js"
     script.write_text(SCRIPT)
