@@ -1,13 +1,15 @@
 """In front of a managed Valkey: app hosts whose hosted tier is a service they do not deploy.
 
-The second lab host plays the managed service, twice over, both TLS only with a
+The second lab host plays the managed service, three times over, all TLS only with a
 throwaway CA made here: (b) a `primary` with ACL users per workload and `default` off,
 deployed by its own inventory (tests/lab/inventories/hosted_service.py), and (a) a plain
 `valkey-server` with a `requirepass` AUTH token, started by hand over SSH (the plan
-refuses `requirepass`, as it should). The first lab host's plan names (b) as an
+refuses `requirepass`, as it should), and (c) a three-node Valkey Cluster with one
+token, also started by hand, which the third host then names in cluster mode. The first lab host's plan names (b) as an
 external tier, per workload, reached by address with the certificate's name as
 `tls_server_name`; the third host's names (a) with a token. After the deploy: verify
-passes on both, the client built only from the rendered env file writes and reads,
+passes on both, valkey-py and the README's iovalkey recipe, built only from the rendered env file,
+write and read,
 the store's invalidation crosses two store nodes through each tier, a rotated hosted
 password reaches the settings with no restart of the local cache, and a wrong
 password, an untrusted certificate and an unreachable endpoint each fail their check.
@@ -22,8 +24,10 @@ import time
 from pathlib import Path
 
 import pytest
+import valkey
 
 from tests.deploy.pyinfra_run import BIN, PROJECT_DIR, pyinfra
+from tests.iovalkey_node import env_of, readme_round_trip
 from tests.pki import Pki, make_pki
 from tests.valkey_server import ValkeyProcess
 from valkey_plans.client import functions
@@ -37,6 +41,8 @@ pytestmark = pytest.mark.lab
 SERVICE = "tests/lab/inventories/hosted_service.py"
 APPS = "tests/lab/inventories/hosted_apps.py"
 TLS_DIR, TLS_PORT, TOKEN_PORT = "/etc/ssl/vp-hosted", 6391, 6395
+#: (c): the cluster-mode service's three nodes (TLS ports; each bus at +100).
+CLUSTER_PORTS = (7391, 7392, 7393)
 NAME = "hosted.lab"
 TOKEN = "lab-token-0123456789"
 #: The service's ACL users for each workload's hosted secret.
@@ -92,6 +98,38 @@ def start_token_service(lab, host, pki: Pki) -> None:
     lab.check(host, "runuser -u valkey -- valkey-server /etc/vp-token/valkey.conf")
 
 
+def start_cluster_service(lab, host) -> None:
+    """(c): three cluster nodes, TLS only on the client port and the bus, one AUTH token.
+
+    A managed cluster as providers hand it out: every node answers on its own address,
+    a client reaches the others through the seed list and MOVED.
+    """
+    nodes = []
+    for port in CLUSTER_PORTS:
+        home = f"/var/lib/vp-cluster/{port}"
+        config = [
+            f"bind 127.0.0.1 {host.address}", "port 0", f"tls-port {port}",
+            f"cluster-port {port + 100}", "cluster-enabled yes", "tls-cluster yes",
+            f"cluster-config-file {home}/nodes.conf", f"tls-cert-file {TLS_DIR}/server.crt",
+            f"tls-key-file {TLS_DIR}/server.key", f"tls-ca-cert-file {TLS_DIR}/ca.crt",
+            "tls-auth-clients no", f"requirepass {TOKEN}", f"masterauth {TOKEN}",
+            f"dir {home}", "save ''", "appendonly no", "daemonize yes",
+            f"pidfile {home}/valkey.pid", f"logfile {home}/valkey.log",
+        ]  # fmt: skip
+        lab.check(host, f"mkdir -p {home} && chown valkey:valkey {home}")
+        put(lab, host, f"{home}/valkey.conf", "\n".join(config) + "\n", mode="640")
+        lab.check(host, f"chgrp valkey {home}/valkey.conf")
+        lab.check(host, f"runuser -u valkey -- valkey-server {home}/valkey.conf")
+        nodes.append(f"{host.address}:{port}")
+    cli = f"REDISCLI_AUTH={TOKEN} valkey-cli --tls --cacert {TLS_DIR}/ca.crt --sni {NAME}"
+    lab.check(host, f"sleep 1; {cli} --cluster create {' '.join(nodes)} --cluster-yes")
+    lab.check(
+        host,
+        f"for i in $(seq 100); do {cli} -h {host.address} -p {CLUSTER_PORTS[-1]} cluster info"
+        " | grep -q cluster_state:ok && exit 0; sleep 0.2; done; exit 1",
+    )
+
+
 @pytest.fixture(scope="module")
 def service(lab_hosts, pki) -> dict[str, str]:
     """Both services up on the second host; returns (b)'s passwords by ACL user."""
@@ -103,6 +141,7 @@ def service(lab_hosts, pki) -> dict[str, str]:
     run = pyinfra(SERVICE)
     assert run.returncode == 0, run.output[-5000:]
     start_token_service(lab, host, good)
+    start_cluster_service(lab, host)
     secrets = Path(lab.state.lab_dir) / "hosted-service-secrets.json"
     return json.loads(secrets.read_text())
 
@@ -123,6 +162,20 @@ def hosted_data(lab, pki: Pki, tls_port: int = TLS_PORT) -> dict[str, dict]:
             "tls_ca_file": str(pki.ca),
             "tls_server_name": NAME,
         },
+    }
+
+
+def cluster_data(lab, pki: Pki) -> dict:
+    """(c) for the third host: cluster mode, the first node as url, the others as seeds."""
+    address = lab.hosts[1].address
+    first, *others = CLUSTER_PORTS
+    return {
+        "url": f"valkeys://{address}:{first}",
+        "mode": "cluster",
+        "seeds": [f"{address}:{port}" for port in others],
+        "login": "token",
+        "tls_ca_file": str(pki.ca),
+        "tls_server_name": NAME,
     }
 
 
@@ -209,6 +262,7 @@ def test_client_and_store_from_the_rendered_settings(lab_hosts, apps, tmp_path, 
             a.delete_user(key)
     finally:
         ca.close(), cb.close(), pa.stop(), pb.stop()
+    readme_round_trip(env_of(env_file), tmp_path, f"vp:canary:node:{index}")
 
 
 def cache_pid(lab, host) -> str:
@@ -234,6 +288,29 @@ def test_a_rotated_password_reaches_the_settings_without_restarting_the_cache(
     assert cache_pid(lab, host) == before
     rows = verify(env)
     assert rows[(host.name, "test_hosted_workloads_log_in")]["status"] == "pass"
+
+
+def test_a_cluster_mode_service_from_the_rendered_settings(lab_hosts, pki, service, tmp_path):
+    """(c): the third host names the cluster; verify, valkey-py and iovalkey reach it."""
+    lab, host = lab_hosts, lab_hosts.hosts[2]
+    hosted = hosted_data(lab, pki[0]) | {host.name: cluster_data(lab, pki[0])}
+    env = app_env(hosted, service)
+    run = pyinfra(APPS, env=env)
+    assert run.returncode == 0, run.output[-5000:]
+    rows = verify(env)
+    for check in HOSTED_CHECKS:
+        assert rows[(host.name, check)]["status"] == "pass", rows[(host.name, check)]
+    env_file = settings_from(lab, host, tmp_path)
+    keys = [f"usr:{n:012x}" for n in range(20)]  # spread over the three nodes' slots
+    with Clients(load_settings(env={}, env_file=env_file).hosted) as clients:
+        assert isinstance(clients.api, valkey.ValkeyCluster), clients.api
+        for key in keys:
+            clients.api.set(key, key, ex=60)
+        assert [clients.api.get(key) for key in keys] == [key.encode() for key in keys]
+        owners = {clients.api.get_node_from_key(key).port for key in keys}
+        assert owners == set(CLUSTER_PORTS), owners
+        assert sum(clients.background.delete(key) for key in keys) == len(keys)
+    readme_round_trip(env_of(env_file), tmp_path, "vp:canary:node:cluster")
 
 
 def only_failure(rows: dict, host: str) -> tuple[str, str]:

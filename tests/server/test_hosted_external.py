@@ -16,6 +16,7 @@ import pytest
 import valkey
 from pydantic import SecretStr
 
+from tests.iovalkey_node import env_of, readme_round_trip
 from tests.pki import Pki, make_pki
 from tests.valkey_server import free_port
 from valkey_plans.client import functions
@@ -128,6 +129,19 @@ def prove_store(valkey_factory, path: Path) -> None:
     a_clients.close(), b_clients.close()
 
 
+def test_the_readme_node_recipe_reaches_a_token_tier_by_server_name(tmp_path, token_tier, named):
+    _, port = token_tier
+    path = env_file(tmp_path, token_hosted(named, port), port, {"hosted": TOKEN})
+    readme_round_trip(env_of(path), tmp_path, "vp:canary:node:token")
+
+
+def test_the_readme_node_recipe_logs_in_per_workload(tmp_path, users_tier, pki):
+    _, port = users_tier
+    hosted, secrets = per_workload(pki, port)
+    path = env_file(tmp_path, hosted, port, secrets)
+    readme_round_trip(env_of(path), tmp_path, "vp:canary:node:users")
+
+
 def test_token_login_with_a_ca_file_and_server_name(tmp_path, token_tier, named, valkey_factory):
     _, port = token_tier
     path = env_file(tmp_path, token_hosted(named, port), port, {"hosted": TOKEN})
@@ -153,6 +167,23 @@ def test_a_user_per_workload_logs_in_as_its_own_user(tmp_path, users_tier, pki, 
     assert steps["login"]["whoami"]["blocking"] == "queue"
     settings = load_settings(env={}, env_file=path).hosted
     assert settings.credentials("blocking").user == "queue"
+    prove_store(valkey_factory, path)
+
+
+def test_one_user_with_every_permission_serves_every_workload(tmp_path, pki, valkey_factory):
+    """A typical managed service: one ACL user granted everything, `default` off."""
+    tls = tls_config(pki)
+    admin = valkey_factory("one-user", **tls).client()
+    admin.execute_command("ACL", "SETUSER", "app", "on", ">app-password-1", "~*", "&*", "+@all")
+    admin.execute_command("ACL", "SETUSER", "default", "off")
+    port = int(tls["tls_port"])
+    hosted = {"url": f"valkeys://127.0.0.1:{port}", "login": "user", "user": "app"}
+    hosted["tls_ca_file"] = str(pki.ca)
+    path = env_file(tmp_path, hosted, port, {"hosted": "app-password-1"})
+    steps = hosted_probe.main(str(path), "vp:canary:hosted:one")
+    assert all(step["ok"] for step in steps.values()), steps
+    assert steps["login"]["whoami"] == dict.fromkeys(hosted_probe.WORKLOADS, "app")
+    readme_round_trip(env_of(path), tmp_path, "vp:canary:node:one")
     prove_store(valkey_factory, path)
 
 
@@ -250,6 +281,7 @@ def test_a_cluster_mode_service_with_a_token(tmp_path, valkey_factory):
         "cluster",
         cluster_enabled="yes",
         cluster_port=str(free_port()),
+        cluster_announce_ip="127.0.0.1",  # a lone node never learns its address from a peer
         requirepass=TOKEN,
         login=("default", TOKEN),
     )
@@ -271,3 +303,4 @@ def test_a_cluster_mode_service_with_a_token(tmp_path, valkey_factory):
     path = env_file(tmp_path, hosted, node.port, {"hosted": TOKEN})
     steps = hosted_probe.main(str(path), "vp:canary:hosted:cluster")
     assert all(step["ok"] for step in steps.values()), steps
+    readme_round_trip(env_of(path), tmp_path, "vp:canary:node:cluster")

@@ -5,29 +5,21 @@ check runs INFO on every connection; a user without INFO makes it log "Skipping 
 ready check because INFO command fails: NOPERM" and never wait for a loading server.
 This starts a real valkey-server with the aclfile the deploy renders, gives a Node.js
 script the variables of the rendered env file, and fails on that warning or any NOPERM.
-iovalkey is installed with npm once into the venv (`.venv/iovalkey-test/`) and reused.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import shutil
-import subprocess
-import sys
-from pathlib import Path
 
-import pytest
 from pydantic import SecretStr
 
+from tests.iovalkey_node import run_node
 from tests.valkey_server import free_port
 from valkey_plans.plan import Plan
 from valkey_plans.plan.app_settings import app_environment
 from valkey_plans.plan.render import acl_file, app_files
 from valkey_plans.plan.secrets import ACL_USERS
-
-NODE_DIR = Path(sys.prefix) / "iovalkey-test"
 
 #: Each workload as the application connects it: ready check on, the recipe's retries.
 SCRIPT = r"""
@@ -55,21 +47,6 @@ main().then(() => process.exit(0), (err) => { console.error("FAILED", err); proc
 """
 
 
-def iovalkey() -> Path:
-    """node_modules with iovalkey, installed by npm on first use (the registry is public)."""
-    if shutil.which("node") is None or shutil.which("npm") is None:
-        pytest.skip("node and npm are needed (./vp installs nodejs npm on CI)")
-    if not (NODE_DIR / "node_modules" / "iovalkey").is_dir():
-        NODE_DIR.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--prefix", str(NODE_DIR), "iovalkey"],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return NODE_DIR
-
-
 def env_variables(text: str) -> dict[str, str]:
     """KEY=VALUE lines of the rendered env file (values may be JSON-quoted)."""
     found = {}
@@ -81,7 +58,6 @@ def env_variables(text: str) -> dict[str, str]:
 
 
 def test_iovalkey_connects_every_workload_without_noperm(valkey_factory, tmp_path) -> None:
-    node_dir = iovalkey()
     port = free_port()
     data = {
         "valkey_instances": [{"name": "hosted", "role": "primary", "port": port}],
@@ -96,17 +72,7 @@ def test_iovalkey_connects_every_workload_without_noperm(valkey_factory, tmp_pat
     valkey_factory("hosted", port=port, login=admin, aclfile=str(aclfile), databases="1")
     env = env_variables(app_files(plan, app_environment(plan, passwords))["shop.env"])
     assert env["VALKEY_PORT"] == str(port) and env["VALKEY_API_USER"] == "api"
-    script = tmp_path / "connect.js"
-    script.write_text(SCRIPT)
-    run = subprocess.run(
-        ["node", str(script)],
-        env={**os.environ, **env, "NODE_PATH": str(node_dir / "node_modules")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    output = run.stdout + run.stderr
-    assert run.returncode == 0, output
+    output = run_node(SCRIPT, env, tmp_path)
     assert "Skipping the ready check" not in output, output
     assert "NOPERM" not in output, output
     for workload in ("API", "BLOCKING", "BACKGROUND"):
