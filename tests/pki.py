@@ -35,7 +35,7 @@ def make_pki(directory: Path, name: str, dns: tuple[str, ...], ips: tuple[str, .
     _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={dns[0]}",
              "-keyout", str(key), "-out", str(csr))  # fmt: skip
     names = [f"DNS:{n}" for n in dns] + [f"IP:{ip}" for ip in ips]
-    ext.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth\n")
+    ext.write_text(f"subjectAltName={','.join(names)}\nextendedKeyUsage=serverAuth,clientAuth\n")
     _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
              "-CAcreateserial", "-days", "2", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
     key.chmod(0o644)  # the valkey user (a lab host) must read it; the key is a throwaway
