@@ -41,8 +41,10 @@ pytestmark = pytest.mark.lab
 SERVICE = "tests/lab/inventories/hosted_service.py"
 APPS = "tests/lab/inventories/hosted_apps.py"
 TLS_DIR, TLS_PORT, TOKEN_PORT = "/etc/ssl/vp-hosted", 6391, 6395
-#: (c): the cluster-mode service's three nodes (TLS ports; each bus at +100).
+#: (c): the cluster-mode service's three nodes (TLS ports; each bus at +100), and their
+#: certificate, which names the host's address: cluster clients check each node by it.
 CLUSTER_PORTS = (7391, 7392, 7393)
+CLUSTER_TLS_DIR = "/etc/ssl/vp-cluster"
 NAME = "hosted.lab"
 TOKEN = "lab-token-0123456789"
 #: The service's ACL users for each workload's hosted secret.
@@ -98,20 +100,31 @@ def start_token_service(lab, host, pki: Pki) -> None:
     lab.check(host, "runuser -u valkey -- valkey-server /etc/vp-token/valkey.conf")
 
 
-def start_cluster_service(lab, host) -> None:
+@pytest.fixture(scope="module")
+def cluster_pki(lab_hosts, tmp_path_factory) -> Pki:
+    directory = tmp_path_factory.mktemp("cluster-pki")
+    return make_pki(directory, "cluster", (NAME,), (lab_hosts.hosts[1].address,))
+
+
+def start_cluster_service(lab, host, pki: Pki) -> None:
     """(c): three cluster nodes, TLS only on the client port and the bus, one AUTH token.
 
     A managed cluster as providers hand it out: every node answers on its own address,
     a client reaches the others through the seed list and MOVED.
     """
+    put(lab, host, f"{CLUSTER_TLS_DIR}/ca.crt", pki.ca.read_text())
+    put(lab, host, f"{CLUSTER_TLS_DIR}/server.crt", pki.cert.read_text())
+    put(lab, host, f"{CLUSTER_TLS_DIR}/server.key", pki.key.read_text())
     nodes = []
     for port in CLUSTER_PORTS:
         home = f"/var/lib/vp-cluster/{port}"
         config = [
             f"bind 127.0.0.1 {host.address}", "port 0", f"tls-port {port}",
             f"cluster-port {port + 100}", "cluster-enabled yes", "tls-cluster yes",
-            f"cluster-config-file {home}/nodes.conf", f"tls-cert-file {TLS_DIR}/server.crt",
-            f"tls-key-file {TLS_DIR}/server.key", f"tls-ca-cert-file {TLS_DIR}/ca.crt",
+            f"cluster-config-file {home}/nodes.conf",
+            f"tls-cert-file {CLUSTER_TLS_DIR}/server.crt",
+            f"tls-key-file {CLUSTER_TLS_DIR}/server.key",
+            f"tls-ca-cert-file {CLUSTER_TLS_DIR}/ca.crt",
             "tls-auth-clients no", f"requirepass {TOKEN}", f"masterauth {TOKEN}",
             f"dir {home}", "save ''", "appendonly no", "daemonize yes",
             f"pidfile {home}/valkey.pid", f"logfile {home}/valkey.log",
@@ -121,7 +134,7 @@ def start_cluster_service(lab, host) -> None:
         lab.check(host, f"chgrp valkey {home}/valkey.conf")
         lab.check(host, f"runuser -u valkey -- valkey-server {home}/valkey.conf")
         nodes.append(f"{host.address}:{port}")
-    cli = f"REDISCLI_AUTH={TOKEN} valkey-cli --tls --cacert {TLS_DIR}/ca.crt --sni {NAME}"
+    cli = f"REDISCLI_AUTH={TOKEN} valkey-cli --tls --cacert {CLUSTER_TLS_DIR}/ca.crt"
     lab.check(host, f"sleep 1; {cli} --cluster create {' '.join(nodes)} --cluster-yes")
     lab.check(
         host,
@@ -131,7 +144,7 @@ def start_cluster_service(lab, host) -> None:
 
 
 @pytest.fixture(scope="module")
-def service(lab_hosts, pki) -> dict[str, str]:
+def service(lab_hosts, pki, cluster_pki) -> dict[str, str]:
     """Both services up on the second host; returns (b)'s passwords by ACL user."""
     lab, (good, _) = lab_hosts, pki
     host = lab.hosts[1]
@@ -141,7 +154,7 @@ def service(lab_hosts, pki) -> dict[str, str]:
     run = pyinfra(SERVICE)
     assert run.returncode == 0, run.output[-5000:]
     start_token_service(lab, host, good)
-    start_cluster_service(lab, host)
+    start_cluster_service(lab, host, cluster_pki)
     secrets = Path(lab.state.lab_dir) / "hosted-service-secrets.json"
     return json.loads(secrets.read_text())
 
@@ -166,7 +179,8 @@ def hosted_data(lab, pki: Pki, tls_port: int = TLS_PORT) -> dict[str, dict]:
 
 
 def cluster_data(lab, pki: Pki) -> dict:
-    """(c) for the third host: cluster mode, the first node as url, the others as seeds."""
+    """(c) for the third host: cluster mode, the first node as url, the others as seeds;
+    no server name (refused with cluster mode): the certificate names the address."""
     address = lab.hosts[1].address
     first, *others = CLUSTER_PORTS
     return {
@@ -175,7 +189,6 @@ def cluster_data(lab, pki: Pki) -> dict:
         "seeds": [f"{address}:{port}" for port in others],
         "login": "token",
         "tls_ca_file": str(pki.ca),
-        "tls_server_name": NAME,
     }
 
 
@@ -290,10 +303,12 @@ def test_a_rotated_password_reaches_the_settings_without_restarting_the_cache(
     assert rows[(host.name, "test_hosted_workloads_log_in")]["status"] == "pass"
 
 
-def test_a_cluster_mode_service_from_the_rendered_settings(lab_hosts, pki, service, tmp_path):
+def test_a_cluster_mode_service_from_the_rendered_settings(
+    lab_hosts, pki, cluster_pki, service, tmp_path
+):
     """(c): the third host names the cluster; verify, valkey-py and iovalkey reach it."""
     lab, host = lab_hosts, lab_hosts.hosts[2]
-    hosted = hosted_data(lab, pki[0]) | {host.name: cluster_data(lab, pki[0])}
+    hosted = hosted_data(lab, pki[0]) | {host.name: cluster_data(lab, cluster_pki)}
     env = app_env(hosted, service)
     run = pyinfra(APPS, env=env)
     assert run.returncode == 0, run.output[-5000:]
