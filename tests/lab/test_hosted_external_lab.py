@@ -254,20 +254,16 @@ def store_node(directory: Path, env_file: Path, name: str) -> tuple[Store, Clien
     return Store(clients.api, local, subscriber=clients.subscriber, node=name), clients, cache
 
 
-@pytest.mark.parametrize("index", [0, 2], ids=["per-workload-users", "token"])
-def test_client_and_store_from_the_rendered_settings(lab_hosts, apps, tmp_path, index):
-    env_file = settings_from(lab_hosts, lab_hosts.hosts[index], tmp_path)
-    with Clients(load_settings(env={}, env_file=env_file).hosted) as clients:
-        clients.api.set("usr:0000000000ab", "{}", ex=60)
-        assert clients.api.get("usr:0000000000ab") == b"{}"
-        assert clients.background.delete("usr:0000000000ab") == 1
-    (a, ca, pa), (b, cb, pb) = (store_node(tmp_path, env_file, n) for n in ("a", "b"))
+def store_invalidation_crosses(env_file: Path, directory: Path, email: str) -> None:
+    """Two store nodes on clients built from `env_file` alone: a save on one drops the
+    other's copy through the hosted tier's pub/sub."""
+    (a, ca, pa), (b, cb, pb) = (store_node(directory, env_file, n) for n in ("a", "b"))
     try:
         with a.running(), b.running():
             assert a.subscribed.wait(10) and b.subscribed.wait(10)
-            key = a.save_user({"email": f"lab{index}@example.com", "name": "Ann"})
-            assert b.get_user(key) == {"email": f"lab{index}@example.com", "name": "Ann"}
-            a.save_user({"email": f"lab{index}@example.com", "name": "Bea"}, key=key)
+            key = a.save_user({"email": email, "name": "Ann"})
+            assert b.get_user(key) == {"email": email, "name": "Ann"}
+            a.save_user({"email": email, "name": "Bea"}, key=key)
             deadline = time.monotonic() + 10
             while b.local.users.client.exists(key) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -275,6 +271,16 @@ def test_client_and_store_from_the_rendered_settings(lab_hosts, apps, tmp_path, 
             a.delete_user(key)
     finally:
         ca.close(), cb.close(), pa.stop(), pb.stop()
+
+
+@pytest.mark.parametrize("index", [0, 2], ids=["per-workload-users", "token"])
+def test_client_and_store_from_the_rendered_settings(lab_hosts, apps, tmp_path, index):
+    env_file = settings_from(lab_hosts, lab_hosts.hosts[index], tmp_path)
+    with Clients(load_settings(env={}, env_file=env_file).hosted) as clients:
+        clients.api.set("usr:0000000000ab", "{}", ex=60)
+        assert clients.api.get("usr:0000000000ab") == b"{}"
+        assert clients.background.delete("usr:0000000000ab") == 1
+    store_invalidation_crosses(env_file, tmp_path, f"lab{index}@example.com")
     readme_round_trip(env_of(env_file), tmp_path, f"vp:canary:node:{index}")
 
 
@@ -306,7 +312,8 @@ def test_a_rotated_password_reaches_the_settings_without_restarting_the_cache(
 def test_a_cluster_mode_service_from_the_rendered_settings(
     lab_hosts, pki, cluster_pki, service, tmp_path
 ):
-    """(c): the third host names the cluster; verify, valkey-py and iovalkey reach it."""
+    """(c): the third host names the cluster; verify, valkey-py, the store (one slot at a
+    time, client/store.py) and iovalkey reach it."""
     lab, host = lab_hosts, lab_hosts.hosts[2]
     hosted = hosted_data(lab, pki[0]) | {host.name: cluster_data(lab, cluster_pki)}
     env = app_env(hosted, service)
@@ -325,6 +332,7 @@ def test_a_cluster_mode_service_from_the_rendered_settings(
         owners = {clients.api.get_node_from_key(key).port for key in keys}
         assert owners == set(CLUSTER_PORTS), owners
         assert sum(clients.background.delete(key) for key in keys) == len(keys)
+    store_invalidation_crosses(env_file, tmp_path, "cluster@example.com")
     readme_round_trip(env_of(env_file), tmp_path, "vp:canary:node:cluster")
 
 
