@@ -17,6 +17,13 @@ or another node's invalidation) is served once and not cached; one applied later
 deletes the fill. (Sessions are still filled without a lease: a revocation racing a
 session fill can leave the old session cached until its TTL.)
 
+On a cluster hosted tier a MULTI cannot span slots, so a write that touches a record
+and an index goes one slot at a time, in an order after which a crash leaves only
+what the store ignores and repairs: an email entry whose record is gone or carries
+another email (ignored, and cleaned by the next lookup), a session-index member
+whose session is gone (inert; the set expires). Each record write stays one MULTI
+with its invalidation, on the record's node.
+
 Hosted unreachable: whatever the local cache holds keeps being served; a miss or a
 write raises `HostedUnavailable`, so nothing is silently dropped.
 """
@@ -87,9 +94,19 @@ def _stored_email(email: Any) -> str | None:
         return None
 
 
-def _where(client: valkey.Valkey) -> str:
+def _text(raw: bytes | str | None) -> str | None:
+    return raw.decode() if isinstance(raw, bytes) else raw
+
+
+def _where(client: valkey.Valkey | valkey.ValkeyCluster) -> str:
+    if isinstance(client, valkey.ValkeyCluster):
+        return ",".join(node.name for node in client.get_primaries()) or "cluster"
     kwargs = client.connection_pool.connection_kwargs
     return f"{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+
+
+#: Tries of a one-slot transaction whose slot moved (MOVED/ASK) before the map refreshed.
+SLOT_TRIES = 3
 
 
 class Store:
@@ -128,14 +145,24 @@ class Store:
                 f"hosted tier {_where(self.hosted)} unreachable, {what} not done: {exc}"
             ) from None
 
+    @property
+    def clustered(self) -> bool:
+        """A cluster hosted tier: no MULTI across slots, so writes go one slot at a time."""
+        return isinstance(self.hosted, valkey.ValkeyCluster)
+
     def _commit(
         self,
         what: str,
         build: Callable[[Any], None],
         watch: str | None = None,
         before: Callable[[Any], None] | None = None,
+        slot_of: str | None = None,
     ) -> None:
-        """One MULTI on hosted; `before` reads under WATCH when the write depends on it."""
+        """One MULTI on hosted; `before` reads under WATCH when the write depends on it.
+
+        On a cluster the MULTI runs on the node that owns `watch` (or `slot_of`): every
+        key `build` writes must be in that key's slot.
+        """
 
         def transaction(pipe: Any) -> None:
             if before is not None:
@@ -143,9 +170,25 @@ class Store:
             pipe.multi()
             build(pipe)
 
-        self._hosted(
-            what, lambda: self.hosted.transaction(transaction, *([watch] if watch else []))
-        )
+        watched = [watch] if watch else []
+        if not self.clustered:
+            self._hosted(what, lambda: self.hosted.transaction(transaction, *watched))
+            return
+        self._hosted(what, lambda: self._on_slot(watch or slot_of or "", transaction, watched))
+
+    def _on_slot(self, key: str, transaction: Callable[[Any], None], watched: list[str]) -> None:
+        """`transaction` on the node that owns `key`'s slot, following a moved slot."""
+        cluster: Any = self.hosted
+        for attempt in range(SLOT_TRIES):
+            node = cluster.get_valkey_connection(cluster.get_node_from_key(key))
+            try:
+                node.transaction(transaction, *watched)
+                return
+            except valkey.ResponseError as exc:
+                moved = str(exc).startswith(("MOVED", "ASK"))
+                if not moved or attempt == SLOT_TRIES - 1:
+                    raise
+                cluster.nodes_manager.initialize()
 
     def _message(self, **fields: Any) -> str:
         return json.dumps({"node": self.node, **fields})
@@ -177,8 +220,40 @@ class Store:
         if raw is None:
             return None
         key = raw.decode() if isinstance(raw, bytes) else raw
+        if self.clustered and not self._index_holds(normalise_email(email), key):
+            return None
         self.local.index.link(email, key)
         return key
+
+    def _index_holds(self, index: str, key: str) -> bool:
+        """On a cluster, an index entry stands only while its record carries its email.
+
+        Writes there go one slot at a time, so a crash can leave an entry whose record is
+        gone or has moved to another email: that entry is ignored and cleaned (WATCHed:
+        a save re-linking it meanwhile wins, see `_save_clustered`).
+        """
+        raw = self._hosted(f"reading {key}", lambda: self.hosted.get(key))
+        if raw is not None and _stored_email(loads(raw).get("email")) == index:
+            return True
+        self._unlink_email(index, key, unless_record_holds=True)
+        return False
+
+    def _unlink_email(self, index: str, key: str, unless_record_holds: bool = False) -> None:
+        """Delete the hosted index entry `index` if it still names `key` (one slot)."""
+        ekey = f"{EMAIL_PREFIX}{index}"
+        doomed = {"yes": False}
+
+        def read(pipe: Any) -> None:
+            doomed["yes"] = _text(pipe.get(ekey)) == key
+            if doomed["yes"] and unless_record_holds:
+                raw = self.hosted.get(key)  # another slot: the cluster client reads it
+                doomed["yes"] = raw is None or _stored_email(loads(raw).get("email")) != index
+
+        def write(pipe: Any) -> None:
+            if doomed["yes"]:
+                pipe.delete(ekey)
+
+        self._commit(f"unlinking {ekey}", write, watch=ekey, before=read)
 
     def save_user(self, record: Mapping[str, Any], key: str | None = None) -> str:
         """Write a user to hosted (its `email`, if any, indexed), then here; others drop theirs.
@@ -198,14 +273,17 @@ class Store:
 
         def write(pipe: Any) -> None:
             stale = old["email"]
-            if old["index"] not in (None, new_email):
+            if not self.clustered and old["index"] not in (None, new_email):
                 pipe.delete(f"{EMAIL_PREFIX}{old['index']}")
-            if new_email is not None:
+            if not self.clustered and new_email is not None:
                 pipe.set(email_key(new_email), key)
             pipe.set(key, payload)
             pipe.publish(USERS_CHANNEL, self._message(key=key, emails=[stale] if stale else []))
 
-        self._commit(f"saving {key}", write, watch=key, before=read_old)
+        if self.clustered:
+            self._save_clustered(key, new_email, lambda: old["index"], write, read_old)
+        else:
+            self._commit(f"saving {key}", write, watch=key, before=read_old)
         if old["index"] not in (None, new_email):
             self.local.index.unlink(old["index"])
         if new_email is not None:
@@ -223,14 +301,41 @@ class Store:
             emails.extend([email] if email else [])
 
         def write(pipe: Any) -> None:
-            for email in emails:
-                if (index := _stored_email(email)) is not None:
-                    pipe.delete(f"{EMAIL_PREFIX}{index}")
+            if not self.clustered:
+                for email in emails:
+                    if (index := _stored_email(email)) is not None:
+                        pipe.delete(f"{EMAIL_PREFIX}{index}")
             pipe.delete(key)
             pipe.publish(USERS_CHANNEL, self._message(key=key, emails=emails))
 
         self._commit(f"deleting {key}", write, watch=key, before=read_old)
+        if self.clustered:  # the record first: an entry left by a crash here is ignored
+            for index in filter(None, map(_stored_email, emails)):
+                self._unlink_email(index, key)
         self._drop_user(key, emails)
+
+    def _save_clustered(
+        self,
+        key: str,
+        new_email: str | None,
+        old_index: Callable[[], str | None],
+        write: Callable[[Any], None],
+        read_old: Callable[[Any], None],
+    ) -> None:
+        """A user save on a cluster: index, record + invalidation, index again, old index.
+
+        Each step is one slot. A crash after the first leaves an entry whose record does
+        not carry its email yet (ignored, cleaned); after the second, the old email's
+        entry (ignored, cleaned). The second link undoes a cleanup that raced the save.
+        """
+        link = (lambda: self.hosted.set(email_key(new_email), key)) if new_email else None
+        if link:
+            self._hosted(f"linking {new_email!r}", link)
+        self._commit(f"saving {key}", write, watch=key, before=read_old)
+        if link:
+            self._hosted(f"linking {new_email!r}", link)
+        if (index := old_index()) not in (None, new_email):
+            self._unlink_email(index, key)
 
     def _drop_user(self, key: str, emails: list[str]) -> None:
         self.local.users.delete(key)
@@ -252,13 +357,19 @@ class Store:
         payload = f'{{"owner":{json.dumps(owner)},"data":{encode(data, "session.data")}}}'
         index = sessions_of(owner)
 
-        def write(pipe: Any) -> None:
-            pipe.set(key, payload, px=ttl_ms)
+        def link(pipe: Any) -> None:
             pipe.sadd(index, key)
             pipe.pexpire(index, ttl_ms, gt=True)
             pipe.pexpire(index, ttl_ms, nx=True)
 
-        self._commit(f"creating a session of {owner}", write)
+        def write(pipe: Any) -> None:
+            pipe.set(key, payload, px=ttl_ms)
+            if not self.clustered:
+                link(pipe)
+
+        if self.clustered:  # the owner's index first: a member without its session is inert
+            self._commit(f"indexing a session of {owner}", link, slot_of=index)
+        self._commit(f"creating a session of {owner}", write, slot_of=key)
         return self.local.sessions.run(local_create)
 
     def get_session(self, key: str) -> Session | None:
@@ -286,7 +397,7 @@ class Store:
             pipe.delete(key)
             pipe.publish(SESSIONS_CHANNEL, self._message(key=key))
 
-        self._commit(f"revoking {key}", write)
+        self._commit(f"revoking {key}", write, slot_of=key)
         self.local.sessions.revoke(key)
 
     def revoke_sessions(self, owner: str) -> None:
@@ -295,10 +406,12 @@ class Store:
         members: list[bytes] = []
 
         def read_members(pipe: Any) -> None:
-            members.extend(pipe.smembers(index))
+            members[:] = pipe.smembers(index)
+            if self.clustered and members:  # other slots: deleted before the index goes
+                self.hosted.delete(*members)
 
         def write(pipe: Any) -> None:
-            if members:
+            if members and not self.clustered:
                 pipe.delete(*members)
             pipe.delete(index)
             pipe.publish(SESSIONS_CHANNEL, self._message(owner=owner))

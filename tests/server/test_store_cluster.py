@@ -1,0 +1,182 @@
+"""The store on a real three-node Valkey Cluster: no CROSSSLOT, and crashes between writes.
+
+On a cluster a record and its email entry (or a session and its owner's index) live in
+different slots, so the store writes them one slot at a time (client/store.py). These
+tests run every store operation on a cluster whose keys spread over all three nodes,
+and kill a real writer process between its writes: the writer is held in its second
+step by CLIENT PAUSE WRITE on the node that owns that step's slot, then SIGKILLed.
+What it leaves must be ignored and cleaned by the next lookup, never served.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import pytest
+import valkey
+
+from tests.valkey_server import ValkeyProcess, free_port
+from valkey_plans.client import functions
+from valkey_plans.client.cache import LocalCache
+from valkey_plans.client.store import EMAIL_PREFIX, Store, email_key
+from valkey_plans.keys import new_key
+
+PORTS = 3
+
+
+@pytest.fixture
+def cluster(valkey_factory) -> Iterator[valkey.ValkeyCluster]:
+    """Three primaries on loopback, slots split by valkey-cli, as a cluster client."""
+    nodes = [
+        valkey_factory(f"node{n}", cluster_enabled="yes", cluster_port=str(free_port()))
+        for n in range(PORTS)
+    ]
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    subprocess.run(
+        ["valkey-cli", "--cluster", "create", *addresses, "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 30
+    while any(n.client().cluster("info")["cluster_state"] != "ok" for n in nodes):
+        assert time.monotonic() < deadline, "cluster never reached cluster_state:ok"
+        time.sleep(0.1)
+    client = valkey.ValkeyCluster(host="127.0.0.1", port=nodes[0].port)
+    yield client
+    client.close()
+
+
+def store_node(valkey_factory, cluster: valkey.ValkeyCluster, name: str) -> Store:
+    cache = valkey_factory(name, databases="4", maxmemory_policy="volatile-lru")
+    functions.ensure_loaded(cache.client())
+    local = LocalCache.from_clients(*(cache.client(db=n) for n in range(4)))
+    return Store(cluster, local, subscriber=cluster, node=name)
+
+
+def node_of(cluster: valkey.ValkeyCluster, key: str) -> int:
+    return cluster.get_node_from_key(key).port
+
+
+def apart(cluster: valkey.ValkeyCluster, email: str) -> str:
+    """A user key whose slot is on another node than `email`'s entry (deterministic)."""
+    while node_of(cluster, key := new_key("usr")) == node_of(cluster, email_key(email)):
+        pass
+    return key
+
+
+def test_every_store_operation_works_across_slots(valkey_factory, cluster):
+    a, b = store_node(valkey_factory, cluster, "a"), store_node(valkey_factory, cluster, "b")
+    with a.running(), b.running():
+        assert a.subscribed.wait(10) and b.subscribed.wait(10)
+        key = a.save_user({"email": "ann@example.com", "name": "Ann"})
+        assert b.get_user(key) == {"email": "ann@example.com", "name": "Ann"}
+        assert b.find_user("ann@example.com") == key
+        a.save_user({"email": "bea@example.com", "name": "Bea"}, key=key)
+        deadline = time.monotonic() + 5
+        while b.local.users.client.exists(key) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert b.get_user(key)["name"] == "Bea"
+        assert cluster.get(f"{EMAIL_PREFIX}ann@example.com") is None
+        assert b.find_user("ann@example.com") is None and b.find_user("bea@example.com") == key
+        sessions = [a.create_session(key, {"n": n}, ttl=60) for n in range(6)]
+        assert len({node_of(cluster, s.key) for s in sessions}) > 1  # really across nodes
+        assert b.get_session(sessions[0].key).data == {"n": 0}
+        a.revoke_session(sessions[0].key)
+        assert cluster.exists(sessions[0].key) == 0
+        a.revoke_sessions(key)
+        assert sum(cluster.exists(s.key) for s in sessions) == 0
+        a.delete_user(key)
+        assert cluster.get(key) is None and cluster.get(f"{EMAIL_PREFIX}bea@example.com") is None
+        assert b.find_user("bea@example.com") is None
+
+
+WRITER = textwrap.dedent(
+    """
+    import sys, valkey
+    from valkey_plans.client.cache import LocalCache
+    from valkey_plans.client.store import Store
+    cluster = valkey.ValkeyCluster(host="127.0.0.1", port=int(sys.argv[1]))
+    local = LocalCache.from_clients(*(valkey.Valkey(port=int(sys.argv[2]), db=n) for n in range(4)))
+    store = Store(cluster, local, node="writer")
+    print("ready", flush=True)
+    action, key, email = sys.stdin.readline().split()
+    if action == "save":
+        store.save_user({"email": email, "name": "Killed"}, key=key)
+    else:
+        store.delete_user(key)
+    print("done", flush=True)
+    """
+)
+
+
+def killed_between(cluster, cache: ValkeyProcess, action: str, key: str, email: str, held: str):
+    """Run `action` in a real process, hold it on `held`'s node, SIGKILL it there."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", WRITER, str(cluster.get_primaries()[0].port), str(cache.port)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().strip() == "ready"
+    node = cluster.get_node_from_key(held)
+    direct = valkey.Valkey(host=node.host, port=node.port)
+    direct.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+    try:
+        proc.stdin.write(f"{action} {key} {email}\n")
+        proc.stdin.flush()
+        deadline = time.monotonic() + 10
+        while not blocked_on(direct) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert blocked_on(direct), "the writer never reached its held step"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        direct.execute_command("CLIENT", "UNPAUSE")
+        direct.close()
+
+
+def blocked_on(node: valkey.Valkey) -> bool:
+    """A client is blocked on the paused node (flag b): the writer's held write."""
+    return any("b" in c.get("flags", "") for c in node.client_list())
+
+
+def test_a_save_killed_after_its_index_write_leaves_an_entry_that_is_ignored_and_cleaned(
+    valkey_factory, cluster
+):
+    reader = store_node(valkey_factory, cluster, "reader")
+    cache = valkey_factory("writer-cache", databases="4", maxmemory_policy="volatile-lru")
+    functions.ensure_loaded(cache.client())
+    key = apart(cluster, "new@example.com")
+    killed_between(cluster, cache, "save", key, "new@example.com", held=key)
+    assert cluster.get(email_key("new@example.com")) == key.encode()  # the first step landed
+    assert cluster.get(key) is None  # the record never did
+    assert reader.find_user("new@example.com") is None  # ignored ...
+    assert cluster.get(email_key("new@example.com")) is None  # ... and cleaned
+    assert reader.save_user({"email": "new@example.com", "name": "Again"}, key=key) == key
+    assert reader.find_user("new@example.com") == key
+
+
+def test_a_delete_killed_before_its_index_cleanup_leaves_an_entry_that_is_ignored_and_cleaned(
+    valkey_factory, cluster
+):
+    reader = store_node(valkey_factory, cluster, "reader")
+    cache = valkey_factory("writer-cache", databases="4", maxmemory_policy="volatile-lru")
+    functions.ensure_loaded(cache.client())
+    key = apart(cluster, "gone@example.com")
+    reader.save_user({"email": "gone@example.com", "name": "Gone"}, key=key)
+    killed_between(
+        cluster, cache, "delete", key, "gone@example.com", held="vp:email:gone@example.com"
+    )
+    assert cluster.get(key) is None  # the record went first
+    assert cluster.get(email_key("gone@example.com")) == key.encode()  # its entry stayed
+    reader.local.index.unlink("gone@example.com")  # this node's own copy is not the point
+    assert reader.find_user("gone@example.com") is None
+    assert cluster.get(email_key("gone@example.com")) is None
