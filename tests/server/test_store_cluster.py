@@ -148,12 +148,18 @@ def blocked_on(node: valkey.Valkey) -> bool:
     return any("b" in c.get("flags", "") for c in node.client_list())
 
 
-def test_a_save_killed_after_its_index_write_leaves_an_entry_that_is_ignored_and_cleaned(
-    valkey_factory, cluster
-):
-    reader = store_node(valkey_factory, cluster, "reader")
+@pytest.fixture
+def writer_cache(valkey_factory) -> ValkeyProcess:
+    """The killed writer's own local cache (a cache-role server, library loaded)."""
     cache = valkey_factory("writer-cache", databases="4", maxmemory_policy="volatile-lru")
     functions.ensure_loaded(cache.client())
+    return cache
+
+
+def test_a_save_killed_after_its_index_write_leaves_an_entry_that_is_ignored_and_cleaned(
+    valkey_factory, cluster, writer_cache
+):
+    reader, cache = store_node(valkey_factory, cluster, "reader"), writer_cache
     key = apart(cluster, "new@example.com")
     killed_between(cluster, cache, "save", key, "new@example.com", held=key)
     assert cluster.get(email_key("new@example.com")) == key.encode()  # the first step landed
@@ -165,11 +171,9 @@ def test_a_save_killed_after_its_index_write_leaves_an_entry_that_is_ignored_and
 
 
 def test_a_delete_killed_before_its_index_cleanup_leaves_an_entry_that_is_ignored_and_cleaned(
-    valkey_factory, cluster
+    valkey_factory, cluster, writer_cache
 ):
-    reader = store_node(valkey_factory, cluster, "reader")
-    cache = valkey_factory("writer-cache", databases="4", maxmemory_policy="volatile-lru")
-    functions.ensure_loaded(cache.client())
+    reader, cache = store_node(valkey_factory, cluster, "reader"), writer_cache
     key = apart(cluster, "gone@example.com")
     reader.save_user({"email": "gone@example.com", "name": "Gone"}, key=key)
     killed_between(
