@@ -97,12 +97,18 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
         _teardown(list(NAMES))
 
 
-#: The checks that cannot apply to this plan (no replica, no cluster node): N/A, not PASS.
+#: The checks that cannot apply to this plan (no replica, no cluster node, no external
+#: hosted tier): N/A, not PASS.
 NOT_APPLICABLE = {
     "test_cluster_state_ok_and_every_slot_served",
     "test_cluster_members_are_the_planned_nodes",
     "test_every_primary_has_its_replicas_on_other_hosts",
     "test_replicas_linked_and_close_behind_their_primary",
+    "test_hosted_endpoint_reachable",
+    "test_hosted_tls_verifies_certificate",
+    "test_hosted_workloads_log_in",
+    "test_hosted_canary_key_round_trip",
+    "test_hosted_pubsub_reaches_subscriber",
 }
 
 
