@@ -30,6 +30,7 @@ from pydantic import (
 from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS, MAX_DATABASES, MAX_TTL
 from valkey_plans.domains import DOMAINS
 from valkey_plans.plan import values as rule
+from valkey_plans.plan.backup import Backup
 from valkey_plans.plan.defaults import (
     DEFAULTS,
     INSTANCE_DEFAULTS,
@@ -395,6 +396,7 @@ class Plan(_Strict):
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
     alerts: Alerts = Field(alias="valkey_alerts")
     exporter: Exporter = Field(alias="valkey_exporter")
+    backup: Backup = Field(alias="valkey_backup")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Plan:
@@ -427,6 +429,12 @@ class Plan(_Strict):
             raise ValueError(
                 f"valkey_app.cache_instance = {self.app.cache_instance!r}: allowed: an"
                 " instance with role cache"
+            )
+        unknown = [n for n in self.backup.instances or [] if n not in names]
+        if unknown:
+            raise ValueError(
+                f"valkey_backup.instances: no instance {', '.join(map(repr, unknown))} here;"
+                f" allowed: this host's instances ({', '.join(names) or 'none'})"
             )
         if self.app.hosted_instance and self.app.hosted_url:
             raise ValueError(

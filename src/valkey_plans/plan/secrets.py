@@ -26,6 +26,8 @@ SCALE_OUT_USERS = ("replica", "sentinel")
 #: The Prometheus exporters' login, where the plan runs exporters.
 EXPORTER_USER = "exporter"
 ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,)
+#: Secrets that are no ACL user's password: restic's repository password (plan/backup.py).
+OTHER_SECRETS = ("backup",)
 
 
 def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:
@@ -96,10 +98,11 @@ def _read_file(path: Path) -> dict[str, str]:
         raise SecretsError(f"secrets file {path} is not valid JSON (line {exc.lineno})") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SecretsError(f"secrets file {path}: allowed: a JSON object of user -> password")
-    unknown = set(data) - set(ALL_USERS)
+    unknown = set(data) - set(ALL_USERS + OTHER_SECRETS)
     if unknown:
         raise SecretsError(
-            f"secrets file {path}: unknown users {sorted(unknown)}; allowed: {', '.join(ALL_USERS)}"
+            f"secrets file {path}: unknown users {sorted(unknown)}; allowed:"
+            f" {', '.join(ALL_USERS + OTHER_SECRETS)}"
         )
     return data
 
@@ -142,7 +145,7 @@ def load_secrets(
             _generate(path, users)
         if path.exists():
             found.update(_read_file(path))
-        elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in ACL_USERS):
+        elif not any(f"{ENV_PREFIX}{u.upper()}" in env for u in users):
             raise SecretsError(
                 f"secrets file {path} does not exist; create it (JSON user -> password, mode 0600)"
                 f" or set valkey_secrets_generate: true"
