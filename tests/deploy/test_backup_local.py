@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import os
 import secrets
 import subprocess
@@ -37,6 +38,16 @@ def backed_up(test_plan, tmp_path: Path):
     )
 
 
+def _backup_checks(inventory: Path, env: dict[str, str]) -> dict[str, dict]:
+    """`valkey-plans verify --json`, the backup checks only: {check: row}."""
+    args = ["valkey-plans", "verify", "--json", str(inventory), "--pytest-arg=-kbackup"]
+    _, out = project_command(args, 300, env)
+    start = out.find("[")
+    assert start >= 0, f"no JSON from verify:\n{out[-3000:]}"
+    rows = json.loads(out[start : out.rindex("]") + 1])
+    return {row["check"]: row for row in rows}
+
+
 def _client(env: dict[str, str], port: int) -> valkey.Valkey:
     return valkey.Valkey(port=port, username="admin", password=env[f"{ENV_PREFIX}ADMIN"])
 
@@ -51,6 +62,12 @@ def test_deploy_backup_restore_round_trip(backed_up, test_plan):
     again = pyinfra(inventory, env=env)
     assert again.returncode == 0 and again.changed == 0, again.output[-3000:]
 
+    rows = _backup_checks(inventory, env)
+    fresh = rows["test_backups_reachable_and_fresh"]
+    assert fresh["status"] == "fail" and "holds no backup" in fresh["reason"], rows
+    assert rows["test_backup_timers_active"]["status"] == "n/a"  # no systemd here
+    assert rows["test_backups_leave_the_host"]["status"] == "advisory"
+
     client = _client(env, test_plan.ports[NAME])
     client.flushall()
     client.set("usr:1", "kept")
@@ -58,6 +75,7 @@ def test_deploy_backup_restore_round_trip(backed_up, test_plan):
     client.set("ses:1", "ttl", ex=3600)
     code, out = project_command(["valkey-plans", "backup", str(inventory)], 300, env)
     assert code == 0 and f"@local/{NAME}: ok" in out, out[-2000:]
+    assert _backup_checks(inventory, env)["test_backups_reachable_and_fresh"]["status"] == "pass"
 
     client.flushall()
     client.set("written-after-the-backup", "1")
@@ -72,3 +90,20 @@ def test_deploy_backup_restore_round_trip(backed_up, test_plan):
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     (aside,) = glob.glob(f"/var/lib/valkey/aside-{NAME}-*")
     assert os.listdir(aside), "the previous data was not kept"
+
+
+def test_verify_fails_on_a_stale_backup_and_an_unreadable_repository(backed_up):
+    inventory, env, repos = backed_up
+    assert pyinfra(inventory, env=env).returncode == 0
+    repo = str(repos / NAME)
+    old = ["restic", "-r", repo, "backup", "--quiet", "--stdin", "--stdin-filename", "dump.rdb"]
+    old += ["--tag", f"instance={NAME}", "--time", "2020-01-01 00:00:00"]
+    subprocess.run(
+        [*SUDO, "env", f"RESTIC_PASSWORD_FILE={PASSWORD_FILE}", *old], input=b"x", check=True
+    )
+    stale = _backup_checks(inventory, env)["test_backups_reachable_and_fresh"]
+    assert stale["status"] == "fail" and "more than two intervals" in stale["reason"], stale
+    subprocess.run([*SUDO, "chmod", "000", f"{repo}/config"], check=True)
+    subprocess.run([*SUDO, "mv", f"{repo}/keys", f"{repo}/keys.moved"], check=True)
+    broken = _backup_checks(inventory, env)["test_backups_reachable_and_fresh"]
+    assert broken["status"] == "fail" and "cannot be opened" in broken["reason"], broken
