@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from valkey_plans.backup.host import HostError, HostShell
@@ -43,12 +44,14 @@ INSPECT = (
 
 #: $1 staging dir, $2 file name: load it in a throwaway valkey-server, print its keyspace.
 COUNT = (
-    'd="$1"; s="$d/count.sock"; valkey-server --port 0 --unixsocket "$s" --unixsocketperm 700'
-    ' --dir "$d" --dbfilename "$2" --save "" --appendonly no --databases 16 --daemonize yes'
-    ' --pidfile "$d/count.pid" --logfile "$d/count.log" >/dev/null || exit 1; i=0;'
+    'd="$1"; s="$d/count.sock"; rm -f "$s"; valkey-server --port 0 --unixsocket "$s"'
+    ' --unixsocketperm 700 --dir "$d" --dbfilename "$2" --save "" --appendonly no'
+    ' --databases 16 --daemonize no --logfile "$d/count.log" >/dev/null & pid=$!; i=0;'
     ' until [ "$(valkey-cli -s "$s" PING 2>/dev/null)" = PONG ]; do i=$((i+1));'
-    ' [ $i -le 36000 ] || exit 1; sleep 0.1; done; valkey-cli -s "$s" INFO keyspace;'
-    ' valkey-cli -s "$s" SHUTDOWN NOSAVE >/dev/null 2>&1; rm -f "$s"; true'
+    ' kill -0 "$pid" 2>/dev/null || { tail -n 3 "$d/count.log" >&2; exit 1; };'
+    ' [ $i -le 36000 ] || { kill "$pid"; exit 1; }; sleep 0.1; done;'
+    ' valkey-cli -s "$s" INFO keyspace; valkey-cli -s "$s" SHUTDOWN NOSAVE >/dev/null 2>&1;'
+    ' wait "$pid"; rm -f "$s"; true'
 )
 
 KEYSPACE = re.compile(r"^(db\d+):keys=(\d+)", re.MULTILINE)
@@ -148,9 +151,12 @@ def check_snapshot(
     except HostError as exc:
         raise RestoreError(f"snapshot {sid} refused: {exc}") from None
     path = f"{settings.staging}/restore.rdb"
-    header, version, verdict = (shell.must("reading the file", INSPECT, path) + "\n\n").split("\n")[
-        :3
-    ]
+    # The check and the counting load read the same file: side by side, on two cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        inspecting = pool.submit(shell.must, "reading the file", INSPECT, path)
+        counting = pool.submit(shell.run, COUNT, settings.staging, "restore.rdb")
+        inspected, counted = inspecting.result(), counting.result()
+    header, version, verdict = (inspected + "\n\n").split("\n")[:3]
     fmt = rdb_format(header)
     if fmt > readable_format(version):
         raise RestoreError(
@@ -161,7 +167,9 @@ def check_snapshot(
         )
     if verdict != "check=ok":
         raise RestoreError(f"snapshot {sid} refused: valkey-check-rdb: {verdict}")
-    keys = keyspace(shell.must("the check load", COUNT, settings.staging, "restore.rdb"))
+    if not counted.ok:
+        raise RestoreError(f"snapshot {sid} refused: the check load failed: {counted.err[-300:]}")
+    keys = keyspace(counted.out)
     tagged = tagged_keys(snapshot)
     # Keys whose TTL ran out since the backup are gone from the load; nothing else may be.
     if set(keys) - set(tagged) or any(keys[db] > tagged[db] for db in keys):

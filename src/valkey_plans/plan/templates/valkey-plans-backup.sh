@@ -68,18 +68,23 @@ fresh_save() {
 
 count_keys() {
     # A throwaway valkey-server loads the file (proving this Valkey reads it) and says
-    # how many keys each db holds: the tags a restore is verified against.
+    # how many keys each db holds: the tags a restore is verified against. It stays in
+    # the foreground of a background job, so its death ends the wait at once.
     sock="$VP_STAGING/load.sock"
+    rm -f "$sock"
     valkey-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$VP_STAGING" \
-        --dbfilename dump.rdb --save "" --appendonly no --databases 16 --daemonize yes \
-        --pidfile "$VP_STAGING/load.pid" --logfile "$VP_STAGING/load.log" >/dev/null
+        --dbfilename dump.rdb --save "" --appendonly no --databases 16 --daemonize no \
+        --logfile "$VP_STAGING/load.log" >/dev/null &
+    pid=$!
     i=0
     until [ "$(valkey-cli -s "$sock" PING 2>/dev/null)" = PONG ]; do
-        i=$((i + 1)); [ "$i" -le $((VP_WAIT_S * 10)) ] || die "the check load did not finish"
+        kill -0 "$pid" 2>/dev/null || die "the check load failed: $(tail -n 3 "$VP_STAGING/load.log")"
+        i=$((i + 1)); [ "$i" -le $((VP_WAIT_S * 10)) ] || { kill "$pid"; die "the check load did not finish"; }
         sleep 0.1
     done
     valkey-cli -s "$sock" INFO keyspace | tr -d '\r' | sed -n 's/^\(db[0-9]*\):keys=\([0-9]*\).*/\1=\2/p'
     valkey-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    wait "$pid" || true
     rm -f "$sock"
 }
 
@@ -90,14 +95,20 @@ fresh_save
 # A hard link keeps the checked file: a later save renames a new file over VP_RDB.
 rm -f "$VP_STAGING/dump.rdb"
 ln "$VP_RDB" "$VP_STAGING/dump.rdb" 2>/dev/null || cp "$VP_RDB" "$VP_STAGING/dump.rdb"
-valkey-check-rdb "$VP_STAGING/dump.rdb" >"$VP_STAGING/check.log" 2>&1 \
-    || die "valkey-check-rdb refused the file: $(tail -n 3 "$VP_STAGING/check.log")"
+# The check and the counting load read the same file: side by side, on two cores.
+count_keys >"$VP_STAGING/keys" 2>"$VP_STAGING/count.log" &
+counting=$!
+if ! valkey-check-rdb "$VP_STAGING/dump.rdb" >"$VP_STAGING/check.log" 2>&1; then
+    wait "$counting" || true
+    die "valkey-check-rdb refused the file: $(tail -n 3 "$VP_STAGING/check.log")"
+fi
+wait "$counting" || die "the check load failed: $(tail -n 3 "$VP_STAGING/count.log")"
 header=$(head -c 9 "$VP_STAGING/dump.rdb")
 format=$(echo "$header" | sed -n 's/^\(REDIS\|VALKEY\)0*\([0-9][0-9]*\)$/\2/p')
 [ -n "$format" ] || die "unknown RDB header"
 version=$(info server valkey_version)
 tags="--tag instance=$VP_INSTANCE --tag valkey=$version --tag rdb=$format"
-for db in $(count_keys); do tags="$tags --tag $db"; done
+for db in $(cat "$VP_STAGING/keys"); do tags="$tags --tag $db"; done
 for repo in $VP_REPOSITORIES; do
     # shellcheck disable=SC2086  # $tags: the script's own words, one per tag
     restic -r "$repo" backup --quiet --host "$VP_HOST" --stdin --stdin-filename dump.rdb \
