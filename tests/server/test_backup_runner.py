@@ -175,3 +175,22 @@ def _backup_at(settings, moment: dt.datetime) -> None:
         env={**os.environ, "RESTIC_PASSWORD_FILE": settings.password_file},
         check=True,
     )
+
+
+def test_a_file_valkey_check_rdb_refuses_is_never_backed_up_and_nothing_is_pruned(
+    valkey_factory, tmp_path
+):
+    server, settings = instance_with_repository(valkey_factory, tmp_path)
+    fill(server.client(), 100)
+    assert run_backup(settings, tmp_path).returncode == 0
+    good = Path(settings.rdb).read_bytes()
+    # The runner checks the file at VP_RDB after the save: point it at a truncated copy.
+    cut = tmp_path / "cut.rdb"
+    cut.write_bytes(good[: len(good) // 2])
+    started = time.monotonic()
+    done = run_backup(settings, tmp_path, rdb=str(cut), keep=["--keep-last", "1"])
+    assert done.returncode != 0 and "valkey-check-rdb refused the file" in done.stderr, done.stderr
+    assert time.monotonic() - started < 30, "a refused file waited for the full bound"
+    assert len(snapshots(settings)) == 1, "a refused file was backed up"
+    assert run_backup(settings, tmp_path).returncode == 0
+    assert len(snapshots(settings)) == 2, "the earlier snapshot did not survive the failure"
