@@ -198,3 +198,24 @@ def test_a_newer_format_rdb_is_refused_naming_both_versions(
     repo = _rebackup(settings, tmp_path, newer)
     _refused(tsettings, repo, target, "RDB format 80 (written by Valkey 9.0.0)")
     _refused(tsettings, repo, target, "reads RDB formats up to 11")
+
+
+def _wait(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_a_replica_of_the_restored_primary_resyncs_to_the_restored_data(
+    valkey_factory, tmp_path, conf_instances
+):
+    source, settings, target, tsettings = backed_up(valkey_factory, tmp_path, conf_instances)
+    replica = valkey_factory("replica", replicaof=f"127.0.0.1 {target.port}")
+    link = lambda: replica.client().info("replication")["master_link_status"] == "up"  # noqa: E731
+    _wait(link)
+    assert replica.client().get("before-the-restore") == b"1"
+    restore(LOCAL, tsettings, settings.repositories[0], None, "t3", lambda _: None)
+    _wait(lambda: link() and replica.client().dbsize() == 300)
+    assert replica.client().get("before-the-restore") is None
+    assert dump_all(replica.client()) == dump_all(source.client())
