@@ -56,6 +56,10 @@ def exporter(**over):
     return {"valkey_exporter": over}
 
 
+def backup(**over):
+    return {"valkey_backup": {"enabled": True, **over}}
+
+
 TLS = {"port": 6390, "cert_file": "/etc/ssl/v.crt", "key_file": "/etc/ssl/v.key"}
 TLS["ca_cert_file"] = "/etc/ssl/ca.crt"
 SENTINEL = {"primary": "db-1/main", "bind": ["127.0.0.1"]}
@@ -440,6 +444,40 @@ BAD_PLANS = [
     ("exporter-pattern-twice", exporter(key_patterns=["vp:*", "vp:*"]), ["each pattern once"]),
     ("exporter-pattern-str", exporter(key_patterns="usr:*"), ["key_patterns", "a list"]),
     ("exporter-unknown", exporter(port=9121), ["valkey_exporter.port", "unknown setting"]),
+    # -- backups: simple intervals, a retention that keeps something, restic URLs --------
+    ("backup-enabled-str", backup(enabled="yes"), ["enabled = 'yes'", "true or false"]),
+    ("backup-interval-cron", backup(interval="0 * * * *"), ["interval = '0 * * * *'", "hourly"]),
+    ("backup-interval-7min", backup(interval="7min"), ["interval = '7min'", "dividing 60"]),
+    ("backup-interval-5h", backup(interval="5h"), ["interval = '5h'", "dividing 24"]),
+    ("backup-interval-int", backup(interval=3600), ["interval = 3600", "a string"]),
+    (
+        "backup-retention-none",
+        backup(retention={"hourly": 0, "daily": 0}),
+        ["valkey_backup.retention", "keeps no snapshot", "allowed"],
+    ),
+    (
+        "backup-retention-negative",
+        backup(retention={"hourly": -1, "daily": 30}),
+        ["retention.hourly = -1", "allowed"],
+    ),
+    ("backup-retention-typo", backup(retention={"hours": 24, "daily": 1}), ["hours", "unknown"]),
+    ("backup-repo-relative", backup(repository="backups"), ["repository = 'backups'", "absolute"]),
+    ("backup-repo-dotdot", backup(repository="/var/../tmp"), ["repository", "normalised"]),
+    ("backup-offsite-http", backup(offsite="http://x/y"), ["offsite = 'http://x/y'", "sftp:"]),
+    (
+        "backup-offsite-shell",
+        backup(offsite="sftp:u@h:/srv/$(reboot)"),
+        ["offsite = 'sftp:u@h:/srv/$(reboot)'", "restic repository URL"],
+    ),
+    (
+        "backup-instance-unknown",
+        backup(instances=["main"]),
+        ["valkey_backup.instances", "'main'", "this host's instances"],
+    ),
+    ("backup-instance-bad", backup(instances=["Main"]), ["instances", "lowercase letter"]),
+    ("backup-instance-twice", backup(instances=["cache", "cache"]), ["each instance once"]),
+    ("backup-delay-neg", backup(random_delay_s=-5), ["random_delay_s = -5", "allowed"]),
+    ("backup-unknown", backup(keep=3), ["valkey_backup.keep", "unknown setting"]),
 ]
 
 
@@ -504,6 +542,9 @@ GOOD_PLANS = [
     exporter(enabled=False, port_offset=1),
     exporter(listen="0.0.0.0", port_offset=100, key_patterns=["db1=usr:*", "vp:lru:*"]),
     exporter(listen="fe80::1%eth0"),
+    backup(interval="15min", retention={"hourly": 0, "daily": 7, "weekly": 4}),
+    backup(interval="6h", offsite="s3:s3.amazonaws.com/bucket/valkey", instances=["cache"]),
+    backup(offsite="sftp:backup@vault.example.org:/srv/restic", repository="/srv/backups"),
 ]
 
 

@@ -17,6 +17,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files
 
+from valkey_plans.deploy.backup import converge_backups
 from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
 from valkey_plans.deploy.exporter import converge_exporters
@@ -310,4 +311,5 @@ def valkey_plan() -> None:
                 auth_file=admin_auth(inst, passwords),
             )
     converge_exporters(plan, init, passwords)
+    converge_backups(plans, plan, init)
     app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

@@ -65,6 +65,23 @@ DEFAULTS: dict[str, Any] = {
         # Connections rejected (maxclients) within 5 minutes above this alert.
         "rejected_connections": 0,
     },
+    # restic backups (plan/backup.py, README "Backups"); the repository password is the
+    # secret `backup` (VALKEY_PLANS_SECRET_BACKUP or the secrets file), never generated.
+    "valkey_backup": {
+        "enabled": False,
+        # None: every primary (from its first replica when the inventory has one).
+        "instances": None,
+        # hourly, daily, Nmin (N divides 60) or Nh (N divides 24).
+        "interval": "hourly",
+        # restic forget --keep-hourly/--keep-daily (weekly, monthly: 0 unless set).
+        "retention": {"hourly": 24, "daily": 30},
+        # Local restic repositories, one per instance below this directory.
+        "repository": "/var/backups/valkey-plans",
+        # An off-host restic repository URL (sftp:..., rest:..., s3:...); None: local only.
+        "offsite": None,
+        # The timer's RandomizedDelaySec=: hosts do not all back up on the same second.
+        "random_delay_s": 300,
+    },
     # Debian's prometheus-redis-exporter, one per instance, logging in as the ACL user
     # `exporter`; it serves http://LISTEN:(instance port + port_offset)/metrics.
     "valkey_exporter": {

@@ -30,6 +30,7 @@ from pydantic import (
 from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS, MAX_DATABASES, MAX_TTL
 from valkey_plans.domains import DOMAINS
 from valkey_plans.plan import values as rule
+from valkey_plans.plan.backup import Backup
 from valkey_plans.plan.defaults import (
     DEFAULTS,
     HOSTED_DEFAULTS,
@@ -467,6 +468,7 @@ class Plan(_Strict):
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
     alerts: Alerts = Field(alias="valkey_alerts")
     exporter: Exporter = Field(alias="valkey_exporter")
+    backup: Backup = Field(alias="valkey_backup")
 
     @model_validator(mode="after")
     def _cross_checks(self) -> Plan:
@@ -499,6 +501,12 @@ class Plan(_Strict):
             raise ValueError(
                 f"valkey_app.cache_instance = {self.app.cache_instance!r}: allowed: an"
                 " instance with role cache"
+            )
+        unknown = [n for n in self.backup.instances or [] if n not in names]
+        if unknown:
+            raise ValueError(
+                f"valkey_backup.instances: no instance {', '.join(map(repr, unknown))} here;"
+                f" allowed: this host's instances ({', '.join(names) or 'none'})"
             )
         chosen = [f for f in ("hosted_instance", "hosted_url", "hosted") if getattr(self.app, f)]
         if len(chosen) > 1:

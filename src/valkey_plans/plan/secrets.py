@@ -32,6 +32,8 @@ HOSTED_SHARED = "hosted"
 HOSTED_WORKLOADS = ("api", "blocking", "subscriber", "background")
 HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
 ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,) + HOSTED_SECRETS
+#: Secrets that are no ACL user's password: restic's repository password (plan/backup.py).
+OTHER_SECRETS = ("backup",)
 
 
 def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:
@@ -102,10 +104,11 @@ def _read_file(path: Path) -> dict[str, str]:
         raise SecretsError(f"secrets file {path} is not valid JSON (line {exc.lineno})") from None
     if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
         raise SecretsError(f"secrets file {path}: allowed: a JSON object of user -> password")
-    unknown = set(data) - set(ALL_USERS)
+    unknown = set(data) - set(ALL_USERS + OTHER_SECRETS)
     if unknown:
         raise SecretsError(
-            f"secrets file {path}: unknown users {sorted(unknown)}; allowed: {', '.join(ALL_USERS)}"
+            f"secrets file {path}: unknown users {sorted(unknown)}; allowed:"
+            f" {', '.join(ALL_USERS + OTHER_SECRETS)}"
         )
     return data
 

@@ -1,0 +1,104 @@
+"""`valkey-plans backup` and `valkey-plans restore`: the runner and the restore, on demand.
+
+Both run on the Valkey host as root (over SSH with sudo for a non-root login), where
+the data and the root-only password files are: the controller sends only our own
+scripts and paths, never a secret.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+
+import click
+
+from valkey_plans.backup.host import HostError, HostShell
+from valkey_plans.backup.restore import RestoreError, restore
+from valkey_plans.backup.settings import RUNNER, env_path, for_instance
+from valkey_plans.cli.main import _targets
+from valkey_plans.plan.backup import targets as backup_targets
+
+#: $1 runner, $2 env file: the timer's exact command.
+RUN = 'exec "$1" "$2"'
+
+
+@click.command()
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", "only_host", help="Only this inventory host.")
+@click.option("--instance", "only_instance", help="Only this instance.")
+def backup(inventory: str, only_host: str | None, only_instance: str | None) -> None:
+    """Back up now every instance the plans of INVENTORY back up (what the timers run).
+
+    Exits non-zero when any backup failed; a failed backup never prunes anything.
+    """
+    found = _targets(inventory)
+    plans = [t.plan for t in found]
+    failed = ran = 0
+    for target in found:
+        if only_host and target.name != only_host:
+            continue
+        for inst in backup_targets(target.plan, plans):
+            if only_instance and inst.name != only_instance:
+                continue
+            ran += 1
+            result = HostShell(target.testinfra_url).run(RUN, RUNNER, env_path(inst.name))
+            status = "ok" if result.ok else "FAILED"
+            click.echo(f"{target.name}/{inst.name}: {status}: {result.err.strip()}")
+            failed += not result.ok
+    if not ran:
+        raise click.ClickException("nothing to back up: no instance matches (valkey_backup)")
+    if failed:
+        sys.exit(1)
+
+
+@click.command("restore")
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", "source", required=True, help="Host whose backups to restore.")
+@click.option("--instance", required=True, help="The instance to restore.")
+@click.option("--snapshot", help="Snapshot id (or its short id).")
+@click.option("--latest", is_flag=True, help="The newest snapshot of the instance.")
+@click.option("--onto", help="Restore into this host's instance of that name instead.")
+@click.option(
+    "--from",
+    "where",
+    type=click.Choice(["local", "offsite"]),
+    help="Repository (default: local on the same host, offsite --onto another host).",
+)
+def restore_command(
+    inventory: str,
+    source: str,
+    instance: str,
+    snapshot: str | None,
+    latest: bool,
+    onto: str | None,
+    where: str | None,
+) -> None:
+    """Check a snapshot, move the current data aside, restore it and verify the keys."""
+    from valkey_plans.deploy.backup import instance_control
+
+    if bool(snapshot) == latest:
+        raise click.UsageError("give exactly one of --snapshot ID and --latest")
+    by_name = {t.name: t for t in _targets(inventory)}
+    for name in (source, onto or source):
+        if name not in by_name:
+            raise click.ClickException(f"no host {name!r} in {inventory}")
+    plan, target = by_name[source].plan, by_name[onto or source]
+    where = where or ("offsite" if onto and onto != source else "local")
+    repo = (
+        plan.backup.offsite_repository(instance)
+        if where == "offsite"
+        else plan.backup.local_repository(instance)
+    )
+    if repo is None:
+        raise click.ClickException(f"{source}: valkey_backup.offsite is not set")
+    try:
+        inst = target.plan.instance(instance)
+    except KeyError as exc:
+        raise click.ClickException(str(exc)) from None
+    stop, start = instance_control(inst, target.plan.acl)
+    settings = for_instance(target.plan, inst, stop, start)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    try:
+        restore(HostShell(target.testinfra_url), settings, repo, snapshot, stamp, click.echo)
+    except (RestoreError, HostError) as exc:
+        raise click.ClickException(str(exc)) from None

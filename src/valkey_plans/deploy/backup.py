@@ -1,0 +1,210 @@
+"""restic backups on the host: the package, the password, repositories, runner and timers.
+
+Per backed-up instance (plan/backup.py `targets`): a root-only env file the runner
+reads (0600 in the 0700 state directory), its restic repositories initialised once
+(a second deploy finds them and changes nothing), and on systemd hosts a timer
+`valkey-plans-backup@NAME.timer` (Persistent=true: a missed run happens at boot;
+RandomizedDelaySec) kept running through the one service runner. Hosts without systemd
+get no timer: `valkey-plans backup` runs the same runner on demand. The repository
+password is the secret `backup`, written to one root-only file restic reads
+(RESTIC_PASSWORD_FILE): it is never an argument, and `checked_file` never prints it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from pydantic import SecretStr
+from pyinfra import host
+from pyinfra.api import FactBase, QuoteString, StringCommand, operation
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import apt, files, systemd
+
+from valkey_plans.backup.settings import PASSWORD_FILE, RUNNER, STATE_DIR, env_path, for_instance
+from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.service import (
+    Init,
+    Service,
+    _daemon_start,
+    _daemon_stop,
+    _socket_wait,
+    service_runner,
+)
+from valkey_plans.plan import Instance, Plan
+from valkey_plans.plan.backup import BACKUP_SECRET, on_calendar, targets
+from valkey_plans.plan.layout import DEBIAN
+from valkey_plans.plan.render import MANAGED_HEADER, TEMPLATE_DIR
+from valkey_plans.plan.secrets import SecretsError, load_secrets
+
+PACKAGE = "restic"
+UNIT = "valkey-plans-backup@.service"
+TIMER = "valkey-plans-backup@.timer"
+SYSTEMD_DIR = "/etc/systemd/system"
+
+
+def backup_password(plan: Plan) -> SecretStr:
+    """The repository password from the controller's secrets; generated only where the
+    plan generates its secrets (dev), never silently in production."""
+    try:
+        found = load_secrets(plan.secrets_file, plan.secrets_generate, users=(BACKUP_SECRET,))
+    except SecretsError as exc:
+        raise DeployError(f"host {plan.host}: valkey_backup: {exc}") from None
+    return found[BACKUP_SECRET]
+
+
+def instance_control(inst: Instance, acl: bool) -> tuple[str, str]:
+    """Shell text that stops and starts `inst` under whichever init the host runs: what
+    restore needs, without a pyinfra run. Both are the deploy's own text."""
+    paths = inst.paths
+    unit = QuoteString(inst.unit)
+    stop = StringCommand(
+        "if [ -d /run/systemd/system ]; then systemctl stop",
+        unit,
+        "; else",
+        _daemon_stop(paths.pidfile, "/usr/bin/valkey-server"),
+        "; fi",
+    )
+    start = StringCommand(
+        "if [ -d /run/systemd/system ]; then systemctl start",
+        unit,
+        "; else",
+        _daemon_start(
+            paths.config, paths.pidfile, paths.run_dir, "valkey", "", "/usr/bin/valkey-server"
+        ),
+        _socket_wait(paths.unixsocket, paths.logfile),
+        "; fi",
+    )
+    return stop.get_raw_value(), start.get_raw_value()
+
+
+def unit_file() -> str:
+    """The oneshot service the timers start: the runner on the instance's env file."""
+    return (
+        f"# {MANAGED_HEADER}\n[Unit]\nDescription=valkey-plans restic backup of %i\n"
+        f"After=valkey-server@%i.service network-online.target\n\n[Service]\nType=oneshot\n"
+        f"ExecStart={RUNNER} {STATE_DIR}/%i.env\nNice=10\nIOSchedulingClass=idle\n"
+        "UMask=0077\n"
+    )
+
+
+def timer_file(plan: Plan) -> str:
+    b = plan.backup
+    return (
+        f"# {MANAGED_HEADER}\n[Unit]\nDescription=valkey-plans restic backup of %i ({b.interval})"
+        f"\n\n[Timer]\nOnCalendar={on_calendar(b.interval)}\nPersistent=true\n"
+        f"RandomizedDelaySec={b.timer_delay_s}\n\n[Install]\nWantedBy=timers.target\n"
+    )
+
+
+class ResticRepository(FactBase[bool]):
+    """Whether a restic repository exists at `repo` (its config opens with the password).
+
+    + repo: the repository (a path or a restic URL)
+    + password_file: root-only file with its password
+    """
+
+    def command(self, repo: str, password_file: str) -> StringCommand:
+        return StringCommand(
+            _password_env(password_file),
+            "restic -r",
+            QuoteString(repo),
+            "cat config >/dev/null 2>&1 && echo yes || echo no",
+        )
+
+    def process(self, output: list[str]) -> bool:
+        return bool(output) and output[0].strip() == "yes"
+
+
+@operation()
+def restic_repository(repo: str, password_file: str) -> Generator[StringCommand, None, None]:
+    """
+    A restic repository at `repo`, initialised once; an existing one is left alone.
+
+    + repo: a local path or a restic URL
+    + password_file: root-only file restic reads the password from
+
+    **Example:** ``restic_repository("/var/backups/valkey-plans/main", PASSWORD_FILE)``
+    """
+    if host.get_fact(ResticRepository, repo=repo, password_file=password_file):
+        host.noop(f"restic repository {repo} exists")
+        return
+    yield StringCommand(_password_env(password_file), "restic -r", QuoteString(repo), "init")
+
+
+def _password_env(password_file: str) -> StringCommand:
+    """`RESTIC_PASSWORD_FILE='PATH'`: restic reads the password there, never from argv."""
+    return StringCommand("RESTIC_PASSWORD_FILE=", QuoteString(password_file), _separator="")
+
+
+def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
+    """Every backed-up instance with its repositories, env file and timer."""
+    chosen = targets(plan, plans)
+    if not chosen:
+        return
+    password = backup_password(plan)
+    apt.packages(name="Install restic", packages=[PACKAGE], cache_time=plan.apt_cache_time)
+    for path in (DEBIAN.state, STATE_DIR, plan.backup.repository):
+        files.directory(
+            name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
+        )
+    checked_file(
+        name="restic repository password (root only)",
+        content=password.get_secret_value(),
+        dest=PASSWORD_FILE,
+        user="root",
+        group="root",
+        mode="600",
+    )
+    files.put(
+        name="Backup runner",
+        src=str(TEMPLATE_DIR / "valkey-plans-backup.sh"),
+        dest=RUNNER,
+        mode="755",
+    )
+    units = _units(plan) if init is Init.SYSTEMD else []
+    for inst in chosen:
+        settings = for_instance(plan, inst)
+        for repo in settings.repositories:
+            restic_repository(
+                name=f"restic repository {repo}", repo=repo, password_file=PASSWORD_FILE
+            )
+        checked_file(
+            name=f"Backup settings of {inst.name} (root only)",
+            content=settings.env_file(),
+            dest=env_path(inst.name),
+            user="root",
+            group="root",
+            mode="600",
+        )
+        if init is Init.SYSTEMD:
+            timer = TIMER.replace("@", f"@{inst.name}")
+            runner = service_runner(
+                Service(
+                    label=f"Backup timer of {inst.name}",
+                    config=env_path(inst.name),
+                    pidfile="",
+                    unit=timer,
+                ),
+                init,
+            )
+            runner.running()
+            runner.restart_if(units)
+
+
+def _units(plan: Plan) -> list:
+    """The template service and timer units, and systemd reading them when they change."""
+    ops = [
+        checked_file(
+            name=f"Backup unit {name}",
+            content=content,
+            dest=f"{SYSTEMD_DIR}/{name}",
+            user="root",
+            group="root",
+            mode="644",
+        )
+        for name, content in ((UNIT, unit_file()), (TIMER, timer_file(plan)))
+    ]
+    systemd.daemon_reload(
+        name="systemd reads the backup units", _if=lambda: any(op.did_change() for op in ops)
+    )
+    return ops

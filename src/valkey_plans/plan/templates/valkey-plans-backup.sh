@@ -1,0 +1,123 @@
+#!/bin/sh
+# valkey-plans: one restic backup of one Valkey instance. Managed by valkey-plans.
+#
+#   valkey-plans-backup ENV_FILE
+#
+# ENV_FILE (root only, 0600, written by the deploy) holds the instance's settings:
+#   VP_INSTANCE VP_HOST VP_SOCKET VP_AUTH_FILE VP_USER VP_RDB VP_STAGING VP_WAIT_S
+#   VP_REPOSITORIES (one or two restic repositories, blank-separated) VP_KEEP
+#   RESTIC_PASSWORD_FILE (restic reads the password there: never on a command line)
+# VP_TIME (optional, from the caller's environment) backdates the snapshot (tests).
+#
+# Steps, each one fatal: BGSAVE (after any save already running), wait for it and for
+# rdb_last_bgsave_status:ok, valkey-check-rdb, a throwaway load that counts the keys per
+# db, `restic backup` of that file tagged instance=, valkey=, rdb=, dbN=; only when every
+# repository holds the new snapshot, `restic forget --prune` per the plan. A failure at
+# any step leaves every earlier snapshot and the retention untouched.
+set -eu
+umask 077
+[ $# -eq 1 ] || { echo "usage: $0 ENV_FILE" >&2; exit 2; }
+set -a
+. "$1"
+set +a
+log() { echo "valkey-plans-backup[$VP_INSTANCE]: $*" >&2; }
+die() { log "FAILED: $*"; exit 1; }
+
+cli() {
+    if [ -n "${VP_AUTH_FILE:-}" ]; then
+        REDISCLI_AUTH="$(cat "$VP_AUTH_FILE")" valkey-cli --no-auth-warning --user "$VP_USER" \
+            -s "$VP_SOCKET" "$@"
+    else
+        valkey-cli -s "$VP_SOCKET" "$@"
+    fi
+}
+# One INFO field of the instance (empty when it is missing).
+info() { cli INFO "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
+
+wait_idle() {
+    # A BGSAVE already running (a save rule, another backup) finishes first: a second
+    # one would be refused, and its file may predate our request.
+    i=0
+    while [ "$(info persistence rdb_bgsave_in_progress)" = 1 ]; do
+        i=$((i + 1)); [ "$i" -le $((VP_WAIT_S * 10)) ] || die "a BGSAVE ran longer than ${VP_WAIT_S}s"
+        sleep 0.1
+    done
+}
+
+fresh_save() {
+    # BGSAVE SCHEDULE: while an AOF rewrite runs, Valkey starts the save right after it.
+    # rdb_saves counts the saves started; one more than before, no longer in progress,
+    # status ok: the file on disk was written after this run asked for it.
+    wait_idle
+    before=$(info persistence rdb_saves)
+    reply=$(cli BGSAVE SCHEDULE)
+    case "$reply" in
+        *"already in progress"*) fresh_save; return ;;
+        "Background saving started"|"Background saving scheduled") ;;
+        *) die "BGSAVE refused: $reply" ;;
+    esac
+    i=0
+    while [ "$(info persistence rdb_saves)" = "$before" ] \
+        || [ "$(info persistence rdb_bgsave_in_progress)" = 1 ]; do
+        i=$((i + 1)); [ "$i" -le $((VP_WAIT_S * 10)) ] || die "BGSAVE did not finish within ${VP_WAIT_S}s"
+        sleep 0.1
+    done
+    status=$(info persistence rdb_last_bgsave_status)
+    [ "$status" = ok ] || die "rdb_last_bgsave_status:$status (see the instance's log)"
+}
+
+count_keys() {
+    # A throwaway valkey-server loads the file (proving this Valkey reads it) and says
+    # how many keys each db holds: the tags a restore is verified against. It stays in
+    # the foreground of a background job, so its death ends the wait at once.
+    sock="$VP_STAGING/load.sock"
+    rm -f "$sock"
+    valkey-server --port 0 --unixsocket "$sock" --unixsocketperm 700 --dir "$VP_STAGING" \
+        --dbfilename dump.rdb --save "" --appendonly no --databases 16 --daemonize no \
+        --logfile "$VP_STAGING/load.log" >/dev/null &
+    pid=$!
+    i=0
+    until [ "$(valkey-cli -s "$sock" PING 2>/dev/null)" = PONG ]; do
+        kill -0 "$pid" 2>/dev/null || die "the check load failed: $(tail -n 3 "$VP_STAGING/load.log")"
+        i=$((i + 1)); [ "$i" -le $((VP_WAIT_S * 10)) ] || { kill "$pid"; die "the check load did not finish"; }
+        sleep 0.1
+    done
+    valkey-cli -s "$sock" INFO keyspace | tr -d '\r' | sed -n 's/^\(db[0-9]*\):keys=\([0-9]*\).*/\1=\2/p'
+    valkey-cli -s "$sock" SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    wait "$pid" || true
+    rm -f "$sock"
+}
+
+install -d -m 700 "$VP_STAGING"
+exec 9>"$VP_STAGING/lock"
+flock -n 9 || die "another backup of $VP_INSTANCE is running"
+fresh_save
+# A hard link keeps the checked file: a later save renames a new file over VP_RDB.
+rm -f "$VP_STAGING/dump.rdb"
+ln "$VP_RDB" "$VP_STAGING/dump.rdb" 2>/dev/null || cp "$VP_RDB" "$VP_STAGING/dump.rdb"
+# The check and the counting load read the same file: side by side, on two cores.
+count_keys >"$VP_STAGING/keys" 2>"$VP_STAGING/count.log" &
+counting=$!
+if ! valkey-check-rdb "$VP_STAGING/dump.rdb" >"$VP_STAGING/check.log" 2>&1; then
+    wait "$counting" || true
+    die "valkey-check-rdb refused the file: $(tail -n 3 "$VP_STAGING/check.log")"
+fi
+wait "$counting" || die "the check load failed: $(tail -n 3 "$VP_STAGING/count.log")"
+header=$(head -c 9 "$VP_STAGING/dump.rdb")
+format=$(echo "$header" | sed -n 's/^\(REDIS\|VALKEY\)0*\([0-9][0-9]*\)$/\2/p')
+[ -n "$format" ] || die "unknown RDB header"
+version=$(info server valkey_version)
+tags="--tag instance=$VP_INSTANCE --tag valkey=$version --tag rdb=$format"
+for db in $(cat "$VP_STAGING/keys"); do tags="$tags --tag $db"; done
+for repo in $VP_REPOSITORIES; do
+    # shellcheck disable=SC2086  # $tags: the script's own words, one per tag
+    restic -r "$repo" backup --quiet --host "$VP_HOST" --stdin --stdin-filename dump.rdb \
+        ${VP_TIME:+--time "$VP_TIME"} $tags <"$VP_STAGING/dump.rdb" || die "restic backup to $repo"
+done
+for repo in $VP_REPOSITORIES; do
+    # shellcheck disable=SC2086  # $VP_KEEP: --keep-* words rendered from the plan
+    restic -r "$repo" forget --quiet --prune --group-by paths --tag "instance=$VP_INSTANCE" \
+        $VP_KEEP || die "restic forget --prune in $repo"
+done
+rm -f "$VP_STAGING/dump.rdb"
+log "ok: $(echo "$tags" | sed 's/--tag //g')"

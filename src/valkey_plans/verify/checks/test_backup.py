@@ -1,0 +1,79 @@
+"""After a rollout and every day after: each planned backup runs, is fresh, can be read.
+
+restic runs on the host as root (its password stays in the deploy's root-only file) and
+reads the repository's newest snapshot of the instance: it must open (the repository is
+reachable and the password right), and be younger than two backup intervals. A plan
+with no off-host repository is advised: one disk holds both the data and its backups.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+
+from valkey_plans.backup.settings import PASSWORD_FILE
+from valkey_plans.plan.backup import targets
+from valkey_plans.verify.report import advise, not_applicable
+
+NEWEST = "RESTIC_PASSWORD_FILE=%s restic -r %s snapshots --json --latest 1 --tag %s"
+
+
+def backed_up(plan, plans) -> list:
+    if not plan.backup.enabled:
+        not_applicable("valkey_backup.enabled is false")
+    chosen = targets(plan, plans)
+    if not chosen:
+        not_applicable("no instance of this host is backed up (valkey_backup.instances)")
+    return chosen
+
+
+def snapshot_time(text: str) -> dt.datetime:
+    """restic's RFC 3339 time with nanoseconds, as an aware datetime."""
+    trimmed = re.sub(r"(\.\d{6})\d*", r"\1", text).replace("Z", "+00:00")
+    return dt.datetime.fromisoformat(trimmed)
+
+
+def test_backup_timers_active(host, plan, plans):
+    chosen = backed_up(plan, plans)
+    if not host.file("/run/systemd/system").is_directory:
+        not_applicable("no systemd: run `valkey-plans backup` from cron or by hand")
+    for inst in chosen:
+        timer = host.service(f"valkey-plans-backup@{inst.name}.timer")
+        assert timer.is_running, (
+            f"{inst.name}: valkey-plans-backup@{inst.name}.timer is not active: no backup"
+            f" runs (systemctl status valkey-plans-backup@{inst.name}.timer)"
+        )
+
+
+def test_backups_reachable_and_fresh(host, plan, plans):
+    chosen = backed_up(plan, plans)
+    limit = 2 * plan.backup.interval_s
+    now = int(host.check_output("date +%s"))
+    for inst in chosen:
+        repos = [plan.backup.local_repository(inst.name), plan.backup.offsite_repository(inst.name)]
+        for repo in filter(None, repos):
+            out = host.run_expect(
+                [0, 1, 10, 12], NEWEST, PASSWORD_FILE, repo, f"instance={inst.name}"
+            )
+            assert out.rc == 0, (
+                f"{inst.name}: repository {repo} cannot be opened (unreachable, or the password"
+                f" in {PASSWORD_FILE} is not its own): {out.stderr.strip()[-300:]}"
+            )
+            snaps = json.loads(out.stdout or "[]") or []
+            assert snaps, f"{inst.name}: repository {repo} holds no backup of {inst.name} yet"
+            age = now - int(snapshot_time(snaps[-1]["time"]).timestamp())
+            assert age <= limit, (
+                f"{inst.name}: the newest backup in {repo} is {age} s old, more than two"
+                f" intervals ({limit} s for {plan.backup.interval!r}): see journalctl -u"
+                f" valkey-plans-backup@{inst.name}.service"
+            )
+
+
+def test_backups_leave_the_host(plan, plans):
+    backed_up(plan, plans)
+    if not plan.backup.offsite:
+        advise(
+            "valkey_backup.offsite is not set: the backups live on the same disk as the data"
+            " (a dead disk loses both); set a restic URL (sftp:, rest:, s3:...)"
+        )
