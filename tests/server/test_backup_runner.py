@@ -194,3 +194,27 @@ def test_a_file_valkey_check_rdb_refuses_is_never_backed_up_and_nothing_is_prune
     assert len(snapshots(settings)) == 1, "a refused file was backed up"
     assert run_backup(settings, tmp_path).returncode == 0
     assert len(snapshots(settings)) == 2, "the earlier snapshot did not survive the failure"
+
+
+def test_a_good_backup_publishes_its_time_for_the_alert_and_a_failed_one_does_not(
+    valkey_factory, tmp_path
+):
+    server, settings = instance_with_repository(valkey_factory, tmp_path)
+    fill(server.client(), 10)
+    metrics = tmp_path / "textfile" / "valkey-plans-backup-main.prom"
+    before = int(time.time())
+    assert run_backup(settings, tmp_path, metrics_file=str(metrics)).returncode == 0
+    sample = metrics.read_text().splitlines()[-1]
+    series, stamp = sample.rsplit(" ", 1)
+    assert series == (
+        'valkey_plans_backup_last_success_timestamp_seconds{valkey_host="db-1",'
+        'valkey_instance="main"}'
+    ), sample
+    assert before <= int(stamp) <= time.time() + 1, sample
+    assert metrics.stat().st_mode & 0o777 == 0o644
+    published = metrics.read_text()
+    cut = tmp_path / "cut.rdb"
+    cut.write_bytes(Path(settings.rdb).read_bytes()[:40])
+    failed = run_backup(settings, tmp_path, metrics_file=str(metrics), rdb=str(cut))
+    assert failed.returncode != 0, failed.stderr
+    assert metrics.read_text() == published, "a failed backup moved the last-success time"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from valkey_plans.plan import Plan, topology
+from valkey_plans.plan.alerts import rule_groups
 from valkey_plans.plan.backup import interval_seconds, on_calendar, targets
 
 PRIMARY = {"name": "main", "role": "primary", "port": 6380}
@@ -71,3 +72,33 @@ def test_a_primary_with_a_replica_is_backed_up_from_its_first_replica_only():
 
 def test_named_instances_are_exactly_those():
     assert [i.name for i in targets(plan(**ON, instances=["cache"]))] == ["cache"]
+
+
+def _backup_alerts(p: Plan, plans: list[Plan]) -> dict[str, str]:
+    """Instance name -> the ValkeyBackupTooOld expression on that host (if any)."""
+    return {
+        group.name.rsplit("/", 1)[1]: rule.expr
+        for group in rule_groups(p, plans)
+        for rule in group.rules
+        if rule.alert == "ValkeyBackupTooOld"
+    }
+
+
+def test_the_backup_alert_watches_exactly_what_this_host_backs_up_at_two_intervals():
+    """With backups on, the alert follows `targets`: the replica's host alerts, the
+    primary's does not (its runner never writes the metric), after 2 x the interval."""
+    bind = {"bind": ["127.0.0.1", "10.0.0.1"]}
+    primary = plan("db-1", {**PRIMARY, **bind}, interval="30min", **ON)
+    replica = plan(
+        "db-2",
+        {**PRIMARY, "role": "replica", "replicaof": "db-1/main", **bind},
+        interval="30min",
+        **ON,
+    )
+    plans = [primary, replica]
+    assert _backup_alerts(primary, plans) == {}
+    (expr,) = _backup_alerts(replica, plans).values()
+    assert expr.startswith("time() - valkey_plans_backup_last_success_timestamp_seconds{")
+    assert 'valkey_host="db-2"' in expr and "> 3600 or absent(" in expr, expr
+    alone = plan("db-1", CACHE, {**PRIMARY}, **ON)
+    assert set(_backup_alerts(alone, [alone])) == {"main"}  # the cache is not backed up

@@ -48,6 +48,9 @@ class BackupSettings:
     start: str = ""
     #: The account the instance runs as (None: the caller's, in tests).
     valkey_user: str | None = "valkey"
+    #: Where the runner publishes the time of its last good backup for Prometheus (the
+    #: node exporter's textfile collector reads *.prom there); empty: nowhere (tests).
+    metrics_file: str = ""
 
     def env_file(self) -> str:
         """The runner's env file: KEY='value' lines, sourced by a root shell."""
@@ -63,9 +66,14 @@ class BackupSettings:
             "VP_REPOSITORIES": " ".join(self.repositories),
             "VP_KEEP": " ".join(self.keep),
             "RESTIC_PASSWORD_FILE": self.password_file,
+            "VP_METRICS_FILE": self.metrics_file,
         }
         lines = [f"{key}={shlex.quote(value)}" for key, value in values.items()]
         return "# Managed by valkey-plans: backup settings (root only)\n" + "\n".join(lines) + "\n"
+
+
+#: Debian's prometheus-node-exporter reads its textfile collector's files here.
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 
 
 def for_instance(plan: Plan, inst: Instance, stop: str = "", start: str = "") -> BackupSettings:
@@ -89,6 +97,7 @@ def for_instance(plan: Plan, inst: Instance, stop: str = "", start: str = "") ->
         aof_dir=f"{paths.data_dir}/appendonlydir-{inst.name}" if inst.appendonly else None,
         stop=stop,
         start=start,
+        metrics_file=f"{TEXTFILE_DIR}/valkey-plans-backup-{inst.name}.prom",
     )
 
 

@@ -310,6 +310,6 @@ def valkey_plan() -> None:
                 socket=inst.paths.unixsocket,
                 auth_file=admin_auth(inst, passwords),
             )
-    converge_exporters(plan, init, passwords)
+    converge_exporters(plan, init, passwords, plans)
     converge_backups(plans, plan, init)
     app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

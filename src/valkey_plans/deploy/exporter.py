@@ -12,6 +12,7 @@ env files removed.
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 
 from pydantic import SecretStr
 from pyinfra import host
@@ -59,17 +60,23 @@ def exporter_service(inst: Instance) -> Service:
     )
 
 
-def converge_exporters(plan: Plan, init: Init, passwords: dict[str, SecretStr] | None) -> None:
+def converge_exporters(
+    plan: Plan,
+    init: Init,
+    passwords: dict[str, SecretStr] | None,
+    plans: Sequence[Plan] = (),
+) -> None:
     """Every exported instance's exporter running with its current settings; the rest off.
 
-    The package itself is installed with Valkey's (`_install_debian_family`).
+    The package itself is installed with Valkey's (`_install_debian_family`); `plans`
+    (the inventory) tell the alert rules which host backs a primary up.
     """
     exported = plan.exported
     off = [inst for inst in plan.instances if inst not in exported]
     if exported:
         package_service_off(PACKAGE, init, " (it would scrape 6379 with no password)")
         _env_dir()
-        _alert_rules(plan)
+        _alert_rules(plan, plans)
     template = None
     if exported and init is Init.SYSTEMD:
         template = checked_file(
@@ -98,7 +105,7 @@ def converge_exporters(plan: Plan, init: Init, passwords: dict[str, SecretStr] |
         _exporter_off(inst, init)
 
 
-def _alert_rules(plan: Plan) -> None:
+def _alert_rules(plan: Plan, plans: Sequence[Plan]) -> None:
     """The plan's Prometheus alert rules beside the exporters, for the user's Prometheus
     (`rule_files: [/etc/valkey-plans-exporter/*.rules.yml]`)."""
     files.directory(
@@ -110,7 +117,7 @@ def _alert_rules(plan: Plan) -> None:
     )
     checked_file(
         name="Prometheus alert rules of this host (rendered from the plan)",
-        content=alert_rules(plan),
+        content=alert_rules(plan, plans),
         dest=RULES_FILE,
         user="root",
         group="root",

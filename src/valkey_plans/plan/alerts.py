@@ -18,18 +18,20 @@ it): every exporter target carries `valkey_host` (the inventory host name) and
 Sentinel called NAME) - `target_labels()` gives them. Each rule selects by them and each
 alert carries them with `valkey_role` and `severity`.
 
-The backup job (another issue) is to publish `BACKUP_METRIC`, the Unix time of the last
-backup that completed and verified, with the same two labels (the textfile collector
-or a pushgateway both work).
+The backup runner (plan/backup.py, `valkey_backup`) publishes `BACKUP_METRIC`, the Unix
+time of the last backup that completed and verified, with the same two labels, as a
+node exporter textfile (`BACKUP_TEXTFILE_DIR`); an outside backup job may publish it
+the same way (or through a pushgateway) with `backup_max_age_s` set.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from valkey_plans.client.schema import STRUCTURAL_KEYS
+from valkey_plans.plan.backup import targets as backup_targets
 from valkey_plans.plan.model import Instance, Plan
 from valkey_plans.plan.render import render
 
@@ -90,6 +92,8 @@ class _Ctx:
 
     plan: Plan
     inst: Instance
+    #: With `valkey_backup` on: whether this host's runner backs the instance up.
+    backed_up: bool = False
 
     @property
     def labels(self) -> dict[str, str]:
@@ -184,7 +188,13 @@ def _cluster(c: _Ctx) -> list[AlertRule]:
 
 
 def _backup(c: _Ctx) -> list[AlertRule]:
+    """With `valkey_backup` on, for the instances this host backs up, at two intervals
+    unless `backup_max_age_s` says otherwise; with it off, for an outside backup job."""
     age = c.plan.alerts.backup_max_age_s
+    if c.plan.backup.enabled:
+        if not c.backed_up:
+            return []
+        age = age or 2 * c.plan.backup.interval_s
     if age is None:
         return []
     metric = f"{BACKUP_METRIC}{c.sel()}"
@@ -298,7 +308,10 @@ def _replicates(plan: Plan, inst: Instance) -> bool:
 
 
 def _backed_up(plan: Plan, inst: Instance) -> bool:
-    """The instances a backup holds the data of: persisting caches and primaries."""
+    """The instances a backup holds the data of: persisting caches and primaries (with
+    `valkey_backup` on, `_backup` narrows them to what this host's runner backs up)."""
+    if plan.backup.enabled:
+        return True
     return inst.role in ("cache", "primary") and bool(inst.save or inst.appendonly)
 
 
@@ -369,11 +382,15 @@ def _sentinel_rules(plan: Plan) -> list[AlertRule]:
     ]
 
 
-def rule_groups(plan: Plan) -> list[RuleGroup]:
-    """One group per instance (and one for the Sentinel), holding the rules that apply."""
+def rule_groups(plan: Plan, plans: Iterable[Plan] = ()) -> list[RuleGroup]:
+    """One group per instance (and one for the Sentinel), holding the rules that apply.
+
+    `plans` (the whole inventory) tells which host backs a primary up: its replica's.
+    """
     groups = []
+    backed = {i.name for i in backup_targets(plan, plans)}
     for inst in plan.instances:
-        ctx = _Ctx(plan, inst)
+        ctx = _Ctx(plan, inst, backed_up=inst.name in backed)
         rules = [r for applies, build in INSTANCE_RULES if applies(plan, inst) for r in build(ctx)]
         groups.append(RuleGroup(f"valkey-plans/{plan.host}/{inst.name}", rules))
     if plan.sentinel:
@@ -393,6 +410,6 @@ def yaml_quoted(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def alert_rules(plan: Plan) -> str:
+def alert_rules(plan: Plan, plans: Iterable[Plan] = ()) -> str:
     """The Prometheus rules file (YAML) of `plan`'s host, for the user's Prometheus."""
-    return render(TEMPLATE, plan=plan, groups=rule_groups(plan), q=yaml_quoted)
+    return render(TEMPLATE, plan=plan, groups=rule_groups(plan, plans), q=yaml_quoted)

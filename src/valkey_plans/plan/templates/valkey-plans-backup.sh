@@ -7,6 +7,7 @@
 #   VP_INSTANCE VP_HOST VP_SOCKET VP_AUTH_FILE VP_USER VP_RDB VP_STAGING VP_WAIT_S
 #   VP_REPOSITORIES (one or two restic repositories, blank-separated) VP_KEEP
 #   RESTIC_PASSWORD_FILE (restic reads the password there: never on a command line)
+#   VP_METRICS_FILE (optional: where the time of the last good backup is published)
 # VP_TIME (optional, from the caller's environment) backdates the snapshot (tests).
 #
 # Steps, each one fatal: BGSAVE (after any save already running), wait for it and for
@@ -120,4 +121,17 @@ for repo in $VP_REPOSITORIES; do
         $VP_KEEP || die "restic forget --prune in $repo"
 done
 rm -f "$VP_STAGING/dump.rdb"
+if [ -n "${VP_METRICS_FILE:-}" ]; then
+    # For the ValkeyBackupTooOld alert: written whole, then renamed, so the textfile
+    # collector never reads half a file. Readable by all: a time and two names.
+    metric=valkey_plans_backup_last_success_timestamp_seconds
+    install -d -m 755 "$(dirname "$VP_METRICS_FILE")"
+    {
+        echo "# HELP $metric Unix time of the last backup that completed and verified."
+        echo "# TYPE $metric gauge"
+        echo "$metric{valkey_host=\"$VP_HOST\",valkey_instance=\"$VP_INSTANCE\"} $(date +%s)"
+    } >"$VP_METRICS_FILE.tmp"
+    chmod 644 "$VP_METRICS_FILE.tmp"
+    mv -f "$VP_METRICS_FILE.tmp" "$VP_METRICS_FILE"
+fi
 log "ok: $(echo "$tags" | sed 's/--tag //g')"
