@@ -77,9 +77,3 @@ def check(plan: Plan) -> None:
                 f"{where}.spare_port = {spare}: {what}; allowed: a free port 1..65535 that no"
                 " instance, TLS, cluster bus, exporter or sentinel port, nor Redis, uses"
             )
-        if adopt.password_secret and not plan.acl and not plan.secrets_file:
-            raise ValueError(
-                f"{where}.password_secret = {adopt.password_secret!r}: no secrets to read it"
-                " from; allowed: with valkey_secrets_file, or VALKEY_PLANS_SECRET_<NAME> set"
-                " and valkey_acl: true"
-            )
