@@ -94,9 +94,17 @@ def _field_ttls(redis: Conn, keys: list[bytes], values: list[Reply]) -> list[boo
 
 
 def copy_keys(
-    redis: Conn, valkey: Conn, db: int, keys: list[bytes], refused: Refused, field_ttls: bool
+    redis: Conn,
+    valkey: Conn,
+    db: int,
+    keys: list[bytes],
+    refused: Refused,
+    field_ttls: bool,
+    fresh: bool = False,
 ) -> int:
-    """Copy `keys` of the selected db as they are now (a gone key is deleted); the count."""
+    """Copy `keys` of the selected db as they are now (a gone key is deleted); the count.
+
+    `fresh`: the keys of the first pass over an emptied Valkey (no DEL first)."""
     meta = redis.pipeline([c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))])
     kinds = [m.decode() for m in meta[::2]]
     expires = meta[1::2]
@@ -112,10 +120,17 @@ def copy_keys(
         refused += [(db, wanted[i][0], "hash fields with their own TTL") for i in bad]
         wanted = [w for i, w in enumerate(wanted) if i not in bad]
         values = [v for i, v in enumerate(values) if i not in bad]
-    cmds: list[tuple[Any, ...]] = [("DEL", k) for k in keys]
+    # A recopy replaces or removes. The first pass over an emptied Valkey writes over
+    # nothing, except where SCAN returns a key twice: a list or stream would grow.
+    cmds: list[tuple[Any, ...]] = []
+    if not fresh:
+        copied = {w[0] for w in wanted}
+        cmds += [("DEL", k) for k in keys if k not in copied]
     for (key, kind, expire), value in zip(wanted, values, strict=True):
         if isinstance(value, ReplyError):
             raise AdoptError(f"reading {key!r} (db {db}) from Redis: {value}")
+        if not fresh or kind in ("list", "stream"):
+            cmds.append(("DEL", key))
         cmds += value_writes(kind, key, value)
         if isinstance(expire, int) and expire > 0:
             cmds.append(("PEXPIREAT", key, expire))

@@ -54,32 +54,35 @@ class Conn:
 
     def send(self, commands: list[tuple[Any, ...]]) -> None:
         """Write commands without reading their replies (a pipeline's first half)."""
-        out = bytearray()
+        parts: list[bytes] = []
+        add = parts.append
         for args in commands:
-            out += b"*%d\r\n" % len(args)
+            add(b"*%d\r\n" % len(args))
             for arg in args:
-                raw = arg if isinstance(arg, bytes) else str(arg).encode()
-                out += b"$%d\r\n%s\r\n" % (len(raw), raw)
-        self.sock.sendall(out)
+                raw = arg if type(arg) is bytes else str(arg).encode()
+                add(b"$%d\r\n" % len(raw))
+                add(raw)
+                add(b"\r\n")
+        self.sock.sendall(b"".join(parts))
 
     def read(self) -> Reply:
         """One reply; an error reply is returned as a ReplyError, not raised."""
         line = self.file.readline()
-        if not line:
-            raise ConnectionError("the server closed the connection")
-        kind, rest = line[:1], line[1:-2]
-        if kind == b"+":
-            return rest
-        if kind == b"-":
-            return ReplyError(rest.decode(errors="replace"))
-        if kind == b":":
-            return int(rest)
+        kind = line[:1]
         if kind == b"$":
-            size = int(rest)
+            size = int(line[1:-2])
             return None if size < 0 else self.file.read(size + 2)[:-2]
         if kind == b"*":
-            size = int(rest)
+            size = int(line[1:-2])
             return None if size < 0 else [self.read() for _ in range(size)]
+        if kind == b":":
+            return int(line[1:-2])
+        if kind == b"+":
+            return line[1:-2]
+        if kind == b"-":
+            return ReplyError(line[1:-2].decode(errors="replace"))
+        if not line:
+            raise ConnectionError("the server closed the connection")
         raise ConnectionError(f"unexpected reply {line[:40]!r}")
 
     def pipeline(self, commands: list[tuple[Any, ...]]) -> list[Reply]:

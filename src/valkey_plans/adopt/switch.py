@@ -107,7 +107,12 @@ def _replicated(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[float, i
 
 
 def _copy_pass(
-    adoption: Adoption, redis: Conn, valkey: Conn, by_db: dict[int, list[bytes]], ttls: bool
+    adoption: Adoption,
+    redis: Conn,
+    valkey: Conn,
+    by_db: dict[int, list[bytes]],
+    ttls: bool,
+    fresh: bool = False,
 ) -> int:
     """Copy the given keys per db (after the first pass: the keys changed meanwhile)."""
     refused = logical.Refused()
@@ -116,9 +121,8 @@ def _copy_pass(
         redis.call("SELECT", db)
         valkey.call("SELECT", db)
         for i in range(0, len(keys), adoption.batch):
-            copied += logical.copy_keys(
-                redis, valkey, db, keys[i : i + adoption.batch], refused, ttls
-            )
+            batch = keys[i : i + adoption.batch]
+            copied += logical.copy_keys(redis, valkey, db, batch, refused, ttls, fresh)
     _refuse(refused)
     return copied
 
@@ -174,7 +178,7 @@ def _copied(adoption: Adoption, redis: Conn, valkey: Conn, version: str) -> tupl
         for db in sorted(keyspace(redis)):
             redis.call("SELECT", db)
             for keys in logical.scan(redis, adoption.batch):
-                copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls)
+                copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls, fresh=True)
                 if copied // (adoption.batch * 20) != (copied - len(keys)) // (adoption.batch * 20):
                     adoption.progress(f"copied {copied} of about {total} keys")
         adoption.progress(f"copied {copied} keys; copying the keys changed meanwhile")
