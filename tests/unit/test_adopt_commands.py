@@ -47,3 +47,15 @@ def test_a_running_redis_without_adopt_is_refused_before_any_operation():
     data = {"valkey_instances": [{"name": "cache", "role": "cache", "port": 6379}]}
     with pytest.raises(DeployError, match=r'add "adopt": \{"from": "redis"\}'):
         planned_commands(valkey_plan, linux_facts(**REDIS_ON_6379), data)
+
+
+def test_with_acls_the_adoption_logs_in_as_admin_from_a_root_only_file(monkeypatch):
+    for user in ("api", "queue", "subscriber", "background", "checks", "admin"):
+        monkeypatch.setenv(f"VALKEY_PLANS_SECRET_{user.upper()}", f"{user}-password-0123456789")
+    data = plan() | {"valkey_acl": True}
+    planned = planned_commands(valkey_plan, linux_facts(**REDIS_ON_6379), data)
+    names = [name for name, _ in planned]
+    text = "\n".join(c for _, commands in planned for c in commands)
+    login = next(i for i, n in enumerate(names) if "admin for the adoption into cache" in n)
+    assert login < next(i for i, n in enumerate(names) if "Adopt Redis on port 6379" in n)
+    assert "password-0123456789" not in text

@@ -9,6 +9,7 @@ Use it from a deploy file (`deploy.py` at the repository root does exactly this)
 from __future__ import annotations
 
 import posixpath
+from functools import partial
 
 from pydantic import SecretStr
 from pyinfra import host, inventory
@@ -261,9 +262,8 @@ def valkey_plan() -> None:
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     for inst in plan.instances:
-        if not adopting(
-            plan, plans, inst, lambda i: _converge_instance(plans, plan, i, init, passwords)
-        ):
+        converge = partial(_converge_instance, plans, plan, init=init, passwords=passwords)
+        if not adopting(plan, plans, inst, converge, passwords):
             _converge_instance(plans, plan, inst, init, passwords)
     if passwords:
         _auth_files(plan, passwords)

@@ -20,6 +20,7 @@ from importlib import resources
 from io import StringIO
 from pathlib import Path
 
+from pydantic import SecretStr
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
@@ -102,7 +103,13 @@ def redis_password(plan: Plan, secret: str | None) -> str | None:
 Converge = Callable[[Instance], None]
 
 
-def adopting(plan: Plan, plans: list[Plan], inst: Instance, converge: Converge) -> bool:
+def adopting(
+    plan: Plan,
+    plans: list[Plan],
+    inst: Instance,
+    converge: Converge,
+    passwords: dict[str, SecretStr] | None = None,
+) -> bool:
     """Run the adoption of `inst` if it is due; False: converge it the usual way."""
     if inst.adopt is None or host.get_fact(File, path=marker(inst)):
         return False
@@ -122,7 +129,7 @@ def adopting(plan: Plan, plans: list[Plan], inst: Instance, converge: Converge) 
         dest=final,
         checker=f"{HELPER_DIR}/check-config",
     )
-    spec = _spec(plan, inst, final)
+    spec = _spec(plan, inst, final, passwords)
     _package()
     redis_adopted(
         name=f"Adopt Redis on port {rport} into {inst.name} (Redis keeps serving until the switch)",
@@ -132,7 +139,7 @@ def adopting(plan: Plan, plans: list[Plan], inst: Instance, converge: Converge) 
     return True
 
 
-def _spec(plan: Plan, inst: Instance, final: str) -> str:
+def _spec(plan: Plan, inst: Instance, final: str, passwords: dict[str, SecretStr] | None) -> str:
     """The adoption's spec on the host (no secret in it), and Redis's password file."""
     files.directory(name="Adoption state directory", path=STATE_DIR, mode="700")
     password_file = None
@@ -148,10 +155,22 @@ def _spec(plan: Plan, inst: Instance, final: str) -> str:
             mode="600",
         )
     admin = None
-    if plan.acl:
+    if passwords:
+        # The login valkey-cli uses too (written again, unchanged, with the others later).
         admin = inst.paths.auth_file("admin")
-        for path in (posixpath.dirname(posixpath.dirname(admin)), posixpath.dirname(admin)):
+        for path in (DEBIAN.state, posixpath.dirname(posixpath.dirname(admin))):
             files.directory(name=f"Root-only directory {path}", path=path, mode="700")
+        files.directory(
+            name=f"Root-only {posixpath.dirname(admin)}", path=posixpath.dirname(admin), mode="700"
+        )
+        checked_file(
+            name=f"Password of ACL user admin for the adoption into {inst.name}",
+            content=passwords["admin"].get_secret_value(),
+            dest=admin,
+            user="root",
+            group="root",
+            mode="600",
+        )
     spec = {
         "redis_port": redis_port(inst.port, inst.adopt),  # type: ignore[arg-type]
         "redis_password_file": password_file,
