@@ -62,7 +62,7 @@ class RedisService:
         else:
             os.kill(self.pid, 15)
         deadline = time.monotonic() + 60
-        while Path(f"/proc/{self.pid}").exists() and time.monotonic() < deadline:
+        while _alive(self.pid) and time.monotonic() < deadline:
             time.sleep(0.002)
 
     def disable(self) -> None:
@@ -70,6 +70,15 @@ class RedisService:
             subprocess.run(["systemctl", "disable", "--quiet", self.unit], check=True)
         elif os.path.exists(INIT_SCRIPT):
             subprocess.run(["update-rc.d", "redis-server", "disable"], capture_output=True)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` still runs (an exited child its parent has not reaped yet is not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _pidfile_pid() -> int | None:
@@ -96,6 +105,7 @@ def main(spec_path: str) -> int:
         port=spec["port"],
         databases=spec["databases"],
         stop_redis=redis.stop,
+        method=spec.get("method", "auto"),
         state_file=spec["state_file"],
     )
     try:
