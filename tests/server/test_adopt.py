@@ -157,3 +157,19 @@ def test_the_change_feed_sees_writes_in_every_db(pair, tmp_path):
         assert feed.take() == {3: [b"x:1"], 0: [b"k:4"]}
     finally:
         feed.close()
+
+
+def test_keys_expiring_during_the_copy_do_not_stop_it_nor_come_back(pair, tmp_path):
+    redis, spare = pair
+    client = redis.client()
+    for i in range(500):
+        client.set(f"short:{i}", "x", px=200 + i)
+
+    def progress(message: str) -> None:
+        if "meanwhile" in message:
+            time.sleep(1.0)  # every short key expires between the passes
+
+    adopt(adoption(redis, spare, tmp_path, method="copy", progress=progress))
+    moved = valkey.Valkey(port=redis.port)
+    assert list(moved.scan_iter(match="short:*", count=1000)) == []
+    assert moved.dbsize() == KEYS
