@@ -5,7 +5,8 @@ Run: .venv/bin/python bench/adopt.py [--keys 1000000]
 Seeds a throwaway redis-server (this machine's Redis 7: every type, a third with TTLs),
 then, each against a fresh Valkey and the same data:
 - raw: REPLICAOF, until the initial sync is done and the link up;
-- adoption by replication (valkey_plans.adopt, a client writing all the while);
+- adoption by replication (valkey_plans.adopt, a client writing all the while), with
+  and without the BGSAVE on Redis that keeps its data dir current (`final_snapshot`);
 - a prebuilt stream of the same writes as the logical copy, fed by `valkey-cli --pipe`;
 - the logical copy (the Redis 8 path, run here against Redis 7, a client writing).
 Redis is restarted from its RDB between runs (an adoption stops it). Prints the times,
@@ -83,7 +84,9 @@ def run_pipe(valkey: ValkeyProcess, path: Path) -> float:
     return time.monotonic() - start
 
 
-def run_adoption(redis: RedisProcess, valkey: ValkeyProcess, method: str) -> tuple[float, ...]:
+def run_adoption(
+    redis: RedisProcess, valkey: ValkeyProcess, method: str, snapshot: bool = True
+) -> tuple[float, ...]:
     """(total s, pause the adoption measured, longest gap between the client's writes)."""
     writer = Writer(redis.port)
     writer.start()
@@ -97,6 +100,7 @@ def run_adoption(redis: RedisProcess, valkey: ValkeyProcess, method: str) -> tup
             databases=16,
             stop_redis=redis.stop,
             method=method,
+            final_snapshot=snapshot,
             progress=lambda m: None,
         )
     )
@@ -130,6 +134,9 @@ def main() -> None:
         spare = valkey()
         adopted, pause_r, gap_r = run_adoption(redis, spare, "auto")
         redis.start()
+        spare = valkey()
+        bare, _, _ = run_adoption(redis, spare, "auto", snapshot=False)
+        redis.start()
         stream = base / "writes.resp"
         pipe_stream(redis, stream)
         spare = valkey()
@@ -140,6 +147,7 @@ def main() -> None:
         print(f"keys: {args.keys}")
         print(f"raw REPLICAOF full sync   {raw:8.2f} s")
         print(f"adoption by replication   {adopted:8.2f} s  ratio {adopted / raw:.2f}x (goal 1.3x)")
+        print(f"  without Redis's BGSAVE  {bare:8.2f} s  ratio {bare / raw:.2f}x")
         print(f"valkey-cli --pipe stream  {piped:8.2f} s")
         print(f"logical copy adoption     {copied:8.2f} s  ratio {copied / piped:.2f}x (goal 2x)")
         print(
