@@ -27,6 +27,9 @@ def free_port() -> int:
 class ValkeyProcess:
     """One valkey-server child process; `restart()` keeps port and data directory."""
 
+    #: The server program (tests.adopt_servers runs redis-server the same way).
+    server = VALKEY_SERVER
+
     def __init__(
         self,
         workdir: Path,
@@ -59,7 +62,7 @@ class ValkeyProcess:
         return valkey.Valkey(host="127.0.0.1", port=self.port, **kwargs)
 
     def start(self, timeout: float = 10.0) -> ValkeyProcess:
-        args = [VALKEY_SERVER, "--daemonize", "no"]
+        args = [self.server, "--daemonize", "no"]
         for key, value in self.config.items():
             args += [f"--{key}", *value.split(" ")] if value else [f"--{key}", ""]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

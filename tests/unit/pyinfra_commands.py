@@ -34,6 +34,7 @@ from pyinfra.facts.server import LinuxDistribution, Os, TmpDir
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.facts.sysvinit import InitdStatus
 
+from valkey_plans.deploy.adoption import ListeningPrograms
 from valkey_plans.deploy.backup import ResticRepository
 from valkey_plans.deploy.cluster import ClusterView
 from valkey_plans.deploy.facts import HasSystemd, RunningPid
@@ -75,6 +76,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         ValkeyLibraryVersion: lambda **kwargs: None,
         ClusterView: lambda **kwargs: dict(LONE_NODE),
         ResticRepository: lambda **kwargs: False,
+        ListeningPrograms: {},
     }
     by_name = {cls.__name__: cls for cls in facts}
     for name, value in overrides.items():

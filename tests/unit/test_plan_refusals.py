@@ -63,6 +63,7 @@ def backup(**over):
 TLS = {"port": 6390, "cert_file": "/etc/ssl/v.crt", "key_file": "/etc/ssl/v.key"}
 TLS["ca_cert_file"] = "/etc/ssl/ca.crt"
 SENTINEL = {"primary": "db-1/main", "bind": ["127.0.0.1"]}
+ADOPT = {"from": "redis"}
 
 #: (id, host data, substrings the one error line must hold).
 BAD_PLANS = [
@@ -368,6 +369,37 @@ BAD_PLANS = [
         ["valkey_app.hosted.password = 'hunter2'", "unknown setting"],
     ),
     ("app-cache-ref", app(cache_instance="nope"), ["cache_instance = 'nope'", "allowed: one of"]),
+    # -- adopt: a running Redis taken over, only when the plan says so -------------------
+    ("adopt-from", instances(cache(adopt={"from": "memcached"})), ["adopt.from = 'memcached'"]),
+    ("adopt-str", instances(cache(adopt="redis")), ["[cache].adopt = 'redis'", "a mapping"]),
+    ("adopt-port-str", instances(cache(adopt=ADOPT | {"port": "6379"})), ["port = '6379'"]),
+    ("adopt-typo", instances(cache(adopt=ADOPT | {"pasword_secret": "r"})), ["unknown setting"]),
+    (
+        "adopt-replica",
+        instances(primary(role="replica", replicaof="db-1/main", bind=["10.0.0.2"], adopt=ADOPT)),
+        ["[main].adopt: a replica cannot adopt", "allowed: adopt on role cache or primary"],
+    ),
+    (
+        "adopt-port-of-another",
+        instances(cache(adopt=ADOPT | {"port": 6380}), primary()),
+        ["[cache].adopt.port = 6380: main is planned there", "allowed: Redis's port"],
+    ),
+    (
+        "adopt-spare-taken",
+        instances(cache(adopt=ADOPT | {"spare_port": 6380}), primary()),
+        ["[cache].adopt.spare_port = 6380: taken (main)", "allowed: a free port"],
+    ),
+    (
+        "adopt-spare-high",
+        instances(cache(port=60000, adopt=ADOPT)),
+        ["adopt.spare_port = 70000: above 65535", "allowed"],
+    ),
+    (
+        "adopt-spare-is-redis",
+        instances(cache(adopt=ADOPT | {"port": 6390, "spare_port": 6390})),
+        ["adopt.spare_port = 6390: taken (Redis)", "allowed"],
+    ),
+    ("adopt-secret-name", instances(cache(adopt=ADOPT | {"password_secret": "a b"})), ["a b"]),
     # -- top-level settings: typos are refused with the closest name ----------------------
     ("typo-instances", {"valkey_instance": [cache()]}, ["did you mean valkey_instances?"]),
     ("typo-acl", {"valkey_acls": True}, ["valkey_acls: unknown setting", "valkey_acl?"]),

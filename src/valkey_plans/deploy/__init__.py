@@ -9,6 +9,7 @@ Use it from a deploy file (`deploy.py` at the repository root does exactly this)
 from __future__ import annotations
 
 import posixpath
+from functools import partial
 
 from pydantic import SecretStr
 from pyinfra import host, inventory
@@ -17,6 +18,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import apt, files
 
+from valkey_plans.deploy.adoption import ListeningPrograms, adopting, refusal
 from valkey_plans.deploy.backup import converge_backups
 from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
@@ -292,11 +294,16 @@ def valkey_plan() -> None:
 
         converge_macos(plan, passwords)
         return
+    refused = refusal(plan, host.get_fact(ListeningPrograms))
+    if refused:
+        raise DeployError(refused)
     _install_debian_family(plan, host.get_fact(LinuxDistribution))
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     for inst in plan.instances:
-        _converge_instance(plans, plan, inst, init, passwords)
+        converge = partial(_converge_instance, plans, plan, init=init, passwords=passwords)
+        if not adopting(plan, plans, inst, converge, passwords):
+            _converge_instance(plans, plan, inst, init, passwords)
     if passwords:
         _auth_files(plan, passwords)
     _clusters(plans, plan, passwords)

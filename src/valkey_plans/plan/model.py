@@ -29,6 +29,7 @@ from pydantic import (
 
 from valkey_plans.client.schema import CACHE_DB_NAMES, CACHE_DBS, MAX_DATABASES, MAX_TTL
 from valkey_plans.domains import DOMAINS
+from valkey_plans.plan import adoption
 from valkey_plans.plan import values as rule
 from valkey_plans.plan.backup import Backup
 from valkey_plans.plan.defaults import (
@@ -136,6 +137,8 @@ class Instance(_Strict):
     #: Address other hosts reach this instance at (default: first non-loopback bind).
     announce_ip: Annotated[str, AfterValidator(rule.announce_ip)] | None = None
     cluster_node_timeout: int = Field(ge=500, le=600_000, description="ms")
+    #: A running Redis this instance takes over (README "Coming from Redis").
+    adopt: adoption.Adopt | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -480,6 +483,7 @@ class Plan(_Strict):
                 f" {', '.join(sorted(known))}, or declare it in valkey_custom_domains"
             )
         self._unique_names_and_ports()
+        adoption.check(self)
         exposed = [i.name for i in self.instances if not i.loopback_only]
         if self.sentinel and not self.sentinel.loopback_only:
             exposed.append("sentinel")

@@ -1,0 +1,204 @@
+"""From Redis 8 by a logical copy: Valkey cannot load Redis 8's RDB or DUMP payloads.
+
+Every key is read with the commands of its type and written again, with its expiry as
+an absolute time (PEXPIRETIME, so the TTL does not drift while the copy runs). Keys
+changed while the copy runs are known from Redis's keyspace notifications (switched on
+for the adoption, restored after) and copied again; the last of them during the write
+pause. Types Valkey cannot hold (module types, vector sets, hash fields with their own
+TTL) are refused, naming the keys.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from .core import AdoptError, Adoption
+from .resp import Conn, Reply, ReplyError
+
+#: Types copied as such; anything else is refused by name.
+COPIED = ("string", "hash", "list", "set", "zset", "stream")
+READ = {
+    "string": lambda k: ("GET", k),
+    "hash": lambda k: ("HGETALL", k),
+    "list": lambda k: ("LRANGE", k, 0, -1),
+    "set": lambda k: ("SMEMBERS", k),
+    "zset": lambda k: ("ZRANGE", k, 0, -1, "WITHSCORES"),
+    "stream": lambda k: ("XINFO", "STREAM", k, "FULL", "COUNT", 0),
+}
+
+
+class Refused(list):
+    """Keys that cannot be copied, as (db, key, why)."""
+
+
+def _pairs(flat: list[Reply]) -> dict[bytes, Reply]:
+    return dict(zip(flat[::2], flat[1::2], strict=True))
+
+
+def stream_writes(key: bytes, full: list[Reply]) -> list[tuple[Any, ...]]:
+    """The commands that rebuild a stream: entries, ids, groups, consumers, pending."""
+    info = _pairs(full)
+    cmds: list[tuple[Any, ...]] = []
+    for entry_id, fields in info[b"entries"]:
+        cmds.append(("XADD", key, entry_id, *fields))
+    if not info[b"entries"]:
+        cmds += [("XGROUP", "CREATE", key, "vp-adopt", "$", "MKSTREAM")]
+        cmds += [("XGROUP", "DESTROY", key, "vp-adopt")]
+    setid = ("XSETID", key, info[b"last-generated-id"])
+    if b"entries-added" in info:
+        setid += ("ENTRIESADDED", info[b"entries-added"])
+        setid += ("MAXDELETEDID", info[b"max-deleted-entry-id"])
+    cmds.append(setid)
+    for raw in info[b"groups"]:
+        group = _pairs(raw)
+        name = group[b"name"]
+        create = ("XGROUP", "CREATE", key, name, group[b"last-delivered-id"])
+        if group.get(b"entries-read") is not None:
+            create += ("ENTRIESREAD", group[b"entries-read"])
+        cmds.append(create)
+        for consumer in map(_pairs, group[b"consumers"]):
+            cmds.append(("XGROUP", "CREATECONSUMER", key, name, consumer[b"name"]))
+        for entry_id, consumer, delivered_at, count in group[b"pending"]:
+            cmds.append(
+                ("XCLAIM", key, name, consumer, 0, entry_id, "TIME", delivered_at)
+                + ("RETRYCOUNT", count, "FORCE", "JUSTID")
+            )
+    return cmds
+
+
+def value_writes(kind: str, key: bytes, value: Reply) -> list[tuple[Any, ...]]:
+    """The commands that write `value` (as READ returned it) under `key`."""
+    if kind == "string":
+        return [("SET", key, value)]
+    if kind == "stream":
+        return stream_writes(key, value)
+    if not value:  # removed between TYPE and the read: nothing to write
+        return []
+    verb = {"hash": "HSET", "list": "RPUSH", "set": "SADD"}.get(kind)
+    if verb:
+        return [(verb, key, *value)]
+    scored = [x for pair in zip(value[1::2], value[::2], strict=True) for x in pair]
+    return [("ZADD", key, *scored)]
+
+
+def _field_ttls(redis: Conn, keys: list[bytes], values: list[Reply]) -> list[bool]:
+    """Whether each hash has a field with its own TTL (Redis 7.4+; Valkey 8 has none)."""
+    cmds = [
+        ("HPEXPIRETIME", k, "FIELDS", len(v) // 2, *v[::2])
+        for k, v in zip(keys, values, strict=True)
+    ]
+    replies = redis.pipeline(cmds)
+    return [isinstance(r, list) and any(t > 0 for t in r) for r in replies]
+
+
+def copy_keys(
+    redis: Conn,
+    valkey: Conn,
+    db: int,
+    keys: list[bytes],
+    refused: Refused,
+    field_ttls: bool,
+    fresh: bool = False,
+) -> int:
+    """Copy `keys` of the selected db as they are now (a gone key is deleted); the count.
+
+    `fresh`: the keys of the first pass over an emptied Valkey (no DEL first)."""
+    meta = redis.pipeline([c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))])
+    kinds = [m.decode() for m in meta[::2]]
+    expires = meta[1::2]
+    wanted = [(k, t, e) for k, t, e in zip(keys, kinds, expires, strict=True) if t in COPIED]
+    refused += [
+        (db, k, f"type {t}") for k, t in zip(keys, kinds, strict=True) if t not in (*COPIED, "none")
+    ]
+    values = redis.pipeline([READ[t](k) for k, t, _ in wanted])
+    hashes = [(i, w[0]) for i, w in enumerate(wanted) if w[1] == "hash" and values[i]]
+    if hashes and field_ttls:
+        flags = _field_ttls(redis, [k for _, k in hashes], [values[i] for i, _ in hashes])
+        bad = {i for (i, _), flag in zip(hashes, flags, strict=True) if flag}
+        refused += [(db, wanted[i][0], "hash fields with their own TTL") for i in bad]
+        wanted = [w for i, w in enumerate(wanted) if i not in bad]
+        values = [v for i, v in enumerate(values) if i not in bad]
+    # A recopy replaces or removes. The first pass over an emptied Valkey writes over
+    # nothing, except where SCAN returns a key twice: a list or stream would grow.
+    cmds: list[tuple[Any, ...]] = []
+    if not fresh:
+        copied = {w[0] for w in wanted}
+        cmds += [("DEL", k) for k in keys if k not in copied]
+    for (key, kind, expire), value in zip(wanted, values, strict=True):
+        if isinstance(value, ReplyError):
+            raise AdoptError(f"reading {key!r} (db {db}) from Redis: {value}")
+        if not fresh or kind in ("list", "stream"):
+            cmds.append(("DEL", key))
+        cmds += value_writes(kind, key, value)
+        if isinstance(expire, int) and expire > 0:
+            cmds.append(("PEXPIREAT", key, expire))
+    errors = [r for r in valkey.pipeline(cmds) if isinstance(r, ReplyError)]
+    if errors:
+        raise AdoptError(f"writing db {db} to Valkey: {errors[0]} ({len(errors)} errors)")
+    return len(wanted)
+
+
+class ChangeFeed:
+    """Keys Redis changed, from its keyspace notifications, gathered by a thread."""
+
+    def __init__(self, adoption: Adoption) -> None:
+        self.conn = adoption.redis.connect(timeout=None)  # type: ignore[arg-type]
+        self.conn.call("PSUBSCRIBE", "__keyspace@*__:*")
+        self.dirty: set[tuple[int, bytes]] = set()
+        self.lock = threading.Lock()
+        self.cut = False
+        self.pong = threading.Event()
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+
+    def _read(self) -> None:
+        try:
+            while True:
+                msg = self.conn.read()
+                if isinstance(msg, list) and msg and msg[0] == b"pmessage":
+                    head, _, key = msg[2].partition(b"__:")
+                    with self.lock:
+                        self.dirty.add((int(head.rsplit(b"@", 1)[1]), key))
+                elif isinstance(msg, list) and msg and msg[0] == b"pong":
+                    self.pong.set()
+        except (OSError, ValueError):
+            self.cut = True
+            self.pong.set()
+
+    def synced(self, timeout: float = 5.0) -> None:
+        """Wait until every notification sent before now has been read (a PING's pong
+        comes after them on the same connection)."""
+        self.pong.clear()
+        self.conn.send([("PING",)])
+        if not self.pong.wait(timeout) or self.cut:
+            raise AdoptError("the change feed from Redis was cut: nothing was switched")
+
+    def take(self) -> dict[int, list[bytes]]:
+        """The keys changed since the last take, by db."""
+        with self.lock:
+            taken, self.dirty = self.dirty, set()
+        if self.cut:
+            raise AdoptError(
+                "the change feed from Redis was cut (its pubsub output buffer limit?):"
+                " nothing was switched; run the adoption again"
+            )
+        by_db: dict[int, list[bytes]] = {}
+        for db, key in taken:
+            by_db.setdefault(db, []).append(key)
+        return by_db
+
+    def close(self) -> None:
+        self.conn.sock.close()
+
+
+def scan(redis: Conn, batch: int) -> Iterable[list[bytes]]:
+    """Every key of the selected db, `batch` at a time (SCAN, never KEYS)."""
+    cursor = b"0"
+    while True:
+        cursor, keys = redis.call("SCAN", cursor, "COUNT", batch)
+        if keys:
+            yield keys
+        if cursor == b"0":
+            return

@@ -1,0 +1,131 @@
+"""Adopting a real redis-server on real hosts: Redis 7.0 on bookworm (by replication),
+Redis 8.0 on trixie (by the logical copy), while a client on the host keeps writing.
+
+Debian's redis-server runs under its own systemd unit, moved to port 6390; the plan adds
+an instance `adopted` (primary) on 6390 with `adopt`. After the deploy: every key, value
+and TTL (within 2 s) and every acknowledged write is in Valkey, redis-server.service is
+inactive and disabled, /var/lib/redis and /etc/redis/redis.conf are kept, and a rerun
+changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import pytest
+
+from tests.lab.pyinfra_lab import deploy, plan_env
+from tests.lab.test_deploy_lab import INSTANCES
+
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
+
+PORT = 6390
+KEYS = 100_000
+ADOPTED = {"name": "adopted", "role": "primary", "port": PORT, "maxmemory": "512mb"}
+ADOPTED["adopt"] = {"from": "redis", "spare_port": 16390}
+#: Seeds KEYS keys of every type (a third with TTLs) through redis-cli --pipe, then
+#: prints a JSON digest of every key: type, value and PEXPIRETIME (the host's python3).
+DIGEST = r"""
+import json, subprocess, sys
+port = sys.argv[1]
+def cli(*a):
+    return subprocess.run(["redis-cli", "-p", port, "--no-raw", *a], capture_output=True,
+                          text=True, check=True).stdout
+keys = subprocess.run(["redis-cli", "-p", port, "--scan", "--pattern", "k:*"],
+                      capture_output=True, text=True, check=True).stdout.split()
+out = {}
+for k in keys:
+    t = cli("TYPE", k).strip()
+    read = {"string": ["GET"], "hash": ["HGETALL"], "list": ["LRANGE", k, "0", "-1"],
+            "set": ["SMEMBERS"], "zset": ["ZRANGE", k, "0", "-1", "WITHSCORES"],
+            "stream": ["XRANGE", k, "-", "+"]}[t]
+    args = read if len(read) > 1 else [read[0], k]
+    value = cli(*args).splitlines()
+    if t in ("set", "hash"):
+        value = sorted(value)
+    out[k] = [t, value, int(cli("PEXPIRETIME", k).split()[-1])]
+print(json.dumps(out))
+"""
+SEED = r"""
+import sys
+n = int(sys.argv[1])
+w = sys.stdout.write
+def cmd(*a):
+    w("*%d\r\n" % len(a) + "".join("$%d\r\n%s\r\n" % (len(x.encode()), x) for x in a))
+for i in range(n):
+    k, kind = "k:%d" % i, i % 6
+    if kind == 0: cmd("SET", k, "v%d" % i)
+    elif kind == 1: cmd("HSET", k, "a", str(i), "b", "x")
+    elif kind == 2: cmd("RPUSH", k, "e1", "e2", str(i))
+    elif kind == 3: cmd("SADD", k, "m1", str(i))
+    elif kind == 4: cmd("ZADD", k, "1.5", "a", str(i), "b")
+    else: cmd("XADD", k, "*", "n", str(i))
+    if i % 3 == 0: cmd("EXPIRE", k, str(600 + i % 3000))
+"""
+#: Writes w:N = N to the port, retrying through the switch; prints the acknowledged count.
+WRITER = r"""
+import socket, sys, time
+port, seconds = int(sys.argv[1]), float(sys.argv[2])
+n, end, s = 0, time.monotonic() + seconds, None
+while time.monotonic() < end:
+    try:
+        if s is None:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10); f = s.makefile("rb")
+        s.sendall(b"*3\r\n$3\r\nSET\r\n$%d\r\nw:%d\r\n$%d\r\n%d\r\n" % (len(b"w:%d" % n), n, len(b"%d" % n), n))
+        if f.readline() == b"+OK\r\n":
+            n += 1
+        else:
+            s = None
+    except OSError:
+        s = None; time.sleep(0.01)
+print(n)
+"""
+
+
+def _python(script: str, *args: object) -> str:
+    return f"python3 -c {shlex.quote(script)} {' '.join(shlex.quote(str(a)) for a in args)}"
+
+
+def _redis_on_6390(lab, host) -> None:
+    lab.check(host, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server", 900)
+    lab.check(host, f"sed -i 's/^port .*/port {PORT}/' /etc/redis/redis.conf")
+    lab.check(host, "systemctl restart redis-server && sleep 1")
+    lab.check(host, f"redis-cli -p {PORT} FLUSHALL")
+    lab.check(host, _python(SEED, KEYS) + f" | redis-cli -p {PORT} --pipe", 600)
+
+
+@pytest.mark.parametrize(("release", "method"), [("bookworm", "replication"), ("trixie", "copy")])
+def test_a_running_redis_is_adopted_with_every_key_and_every_write(lab_hosts, release, method):
+    host = lab_hosts.host(release)
+    _redis_on_6390(lab_hosts, host)
+    version = lab_hosts.check(host, f"redis-cli -p {PORT} INFO server | grep redis_version")
+    assert version.split(":")[1].startswith("7." if release == "bookworm" else "8.")
+    before = json.loads(lab_hosts.check(host, _python(DIGEST, PORT), 900))
+    env = plan_env(per_host={host.name: {"valkey_instances": [*INSTANCES, ADOPTED]}})
+    lab_hosts.check(host, f"nohup {_python(WRITER, PORT, 60)} > /root/writer.out 2>&1 &")
+    run = deploy(env)
+    assert run.returncode == 0, run.tail()
+    acked = int(lab_hosts.check(host, "sleep 65; cat /root/writer.out").strip())
+    record = json.loads(lab_hosts.check(host, "cat /var/lib/valkey-plans/adopt/adopted.done.json"))
+    assert record["method"] == method and record["pause_s"] < 1.0
+    assert "valkey_version" in lab_hosts.check(host, f"valkey-cli -p {PORT} INFO server")
+    after = json.loads(lab_hosts.check(host, _python(DIGEST, PORT), 900))
+    for key, (kind, value, expire) in before.items():
+        got = after[key]
+        assert got[:2] == [kind, value] and abs(got[2] - expire) <= 2000, key
+    missing = lab_hosts.check(
+        host,
+        f"for i in $(seq 0 {acked - 1}); do echo GET w:$i; done | valkey-cli -p {PORT}"
+        " | grep -c '^$' || true",
+    )
+    assert missing.strip() == "0"
+    state = lab_hosts.run(
+        host, "systemctl is-active redis-server; systemctl is-enabled redis-server"
+    )
+    assert state.stdout.split() == ["inactive", "disabled"]
+    lab_hosts.check(host, "test -d /var/lib/redis && test -f /etc/redis/redis.conf")
+    again = deploy(env)
+    assert again.returncode == 0 and again.changed(host.name) == 0, again.changed_operations(
+        host.name
+    )

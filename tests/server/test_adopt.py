@@ -1,0 +1,175 @@
+"""Adoption against real servers: redis-server 7 as the source, valkey-server adopting it.
+
+Both paths run here: replication (Redis 7's own path) and the logical copy (Redis 8's
+path, which works from Redis 7 as well, so it is tested on every machine; the lab runs it
+against Redis 8). A client keeps writing through every switch: every seeded key, value
+and TTL (within 2 s) and every acknowledged write must be in Valkey afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import valkey
+
+from tests.adopt_servers import RedisProcess, Writer, differences, seed, snapshot
+from tests.valkey_server import ValkeyProcess
+from valkey_plans.adopt import AdoptError, Adoption, Endpoint, adopt
+from valkey_plans.adopt.logical import ChangeFeed
+
+KEYS = 3000
+
+
+@pytest.fixture
+def pair(tmp_path: Path):
+    """A seeded Redis on a free port and an empty Valkey on another (the spare port)."""
+    redis = RedisProcess(tmp_path / "redis").start()
+    spare = ValkeyProcess(tmp_path / "valkey").start()
+    seed(redis.client(), KEYS)
+    yield redis, spare
+    spare.stop()
+    redis.stop()
+
+
+def adoption(redis: RedisProcess, spare: ValkeyProcess, tmp_path: Path, **over) -> Adoption:
+    given = {
+        "redis": Endpoint(redis.port),
+        "valkey": Endpoint(spare.port),
+        "port": redis.port,
+        "databases": 16,
+        "stop_redis": redis.stop,
+        "state_file": str(tmp_path / "adopt.state"),
+    }
+    return Adoption(**{**given, **over})
+
+
+@pytest.mark.parametrize("method", ["auto", "copy"])
+def test_every_key_and_every_acknowledged_write_survives_the_switch(pair, tmp_path, method):
+    redis, spare = pair
+    writer = Writer(redis.port)
+    writer.start()
+    time.sleep(0.3)
+    before = snapshot(redis.client())
+    report = adopt(adoption(redis, spare, tmp_path, method=method))
+    time.sleep(0.3)
+    writer.stop.set()
+    writer.join(10)
+    assert report.method == ("replication" if method == "auto" else "copy")
+    assert redis.proc is None, "Redis must be stopped after the switch"
+    moved = valkey.Valkey(port=redis.port)
+    assert moved.info("server")["server_name"] == "valkey"
+    after = snapshot(moved)
+    assert len(before) == KEYS and differences(before, after) == []
+    pipe = moved.pipeline(transaction=False)
+    for n in writer.acked:
+        pipe.get(f"w:{n}")
+    got = pipe.execute()
+    missing = [n for n, v in zip(writer.acked, got, strict=True) if v != str(n).encode()]
+    assert writer.acked and missing == []
+    assert report.pause_s < 1.0, f"writes paused {report.pause_s:.3f} s"
+    assert not (tmp_path / "adopt.state").exists()
+
+
+def test_keys_changed_during_the_copy_are_copied_again(pair, tmp_path):
+    redis, spare = pair
+    client = redis.client()
+    changes: list[str] = []
+
+    def progress(message: str) -> None:
+        # Change keys between the first pass and the switch: deleted, rewritten, retyped.
+        if message.startswith("copied") and "meanwhile" in message:
+            client.delete("k:1")
+            client.set("k:2", "rewritten")
+            client.delete("k:7")
+            client.set("k:7", "now a string")
+            client.persist("k:0")
+            changes.append(message)
+
+    want = None
+    report = adopt(adoption(redis, spare, tmp_path, method="copy", progress=progress))
+    assert changes and report.passes >= 2
+    moved = valkey.Valkey(port=redis.port)
+    want = moved.get("k:2"), moved.exists("k:1"), moved.get("k:7"), moved.pttl("k:0")
+    assert want == (b"rewritten", 0, b"now a string", -1)
+
+
+def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
+    redis, spare = pair
+
+    def refuse() -> None:
+        raise RuntimeError("the init system said no")
+
+    client = redis.client()
+    client.config_set("save", "900 1")
+    with pytest.raises(AdoptError, match="could not be stopped"):
+        adopt(adoption(redis, spare, tmp_path, stop_redis=refuse))
+    client.set("after", "1")  # writes go through: no pause left behind
+    assert client.config_get("save")["save"] == "900 1"
+    assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
+    assert client.dbsize() == KEYS + 1
+    # The next run completes.
+    adopt(adoption(redis, spare, tmp_path))
+    assert valkey.Valkey(port=redis.port).get("after") == b"1"
+
+
+def test_settings_left_by_a_killed_run_are_restored_and_the_copy_restarts(pair, tmp_path):
+    redis, spare = pair
+    client = redis.client()
+    # A killed run: notifications on, the state file holding the user's own values.
+    (tmp_path / "adopt.state").write_text('{"save": "900 1", "notify-keyspace-events": "Ex"}')
+    client.config_set("notify-keyspace-events", "KA")
+    spare.client().set("half-copied", "x")
+    redis_port = redis.port
+    seen: list[tuple[str, str]] = []
+
+    def progress(message: str) -> None:
+        if message.startswith("Redis "):  # after the restore, before any change
+            config = client.config_get("*")
+            seen.append((config["save"], "".join(sorted(config["notify-keyspace-events"]))))
+
+    runner = adoption(redis, spare, tmp_path, method="copy", progress=progress)
+    adopt(runner)
+    assert seen == [("900 1", "Ex")]
+    moved = valkey.Valkey(port=redis_port)
+    assert moved.exists("half-copied") == 0
+    assert moved.dbsize() == KEYS
+
+
+def test_keys_of_types_valkey_cannot_hold_are_refused_by_name(pair, tmp_path):
+    redis, spare = pair
+    with pytest.raises(AdoptError, match=r"db 15.*databases 4"):
+        redis.client().execute_command("SELECT", 15)
+        redis.client(db=15).set("far", "away")
+        adopt(adoption(redis, spare, tmp_path, databases=4))
+    assert redis.client().ping()
+
+
+def test_the_change_feed_sees_writes_in_every_db(pair, tmp_path):
+    redis, _ = pair
+    redis.client().config_set("notify-keyspace-events", "KA")
+    feed = ChangeFeed(adoption(redis, _, tmp_path))
+    try:
+        redis.client(db=3).set("x:1", "1")
+        redis.client().delete("k:4")
+        feed.synced()
+        assert feed.take() == {3: [b"x:1"], 0: [b"k:4"]}
+    finally:
+        feed.close()
+
+
+def test_keys_expiring_during_the_copy_do_not_stop_it_nor_come_back(pair, tmp_path):
+    redis, spare = pair
+    client = redis.client()
+    for i in range(500):
+        client.set(f"short:{i}", "x", px=200 + i)
+
+    def progress(message: str) -> None:
+        if "meanwhile" in message:
+            time.sleep(1.0)  # every short key expires between the passes
+
+    adopt(adoption(redis, spare, tmp_path, method="copy", progress=progress))
+    moved = valkey.Valkey(port=redis.port)
+    assert list(moved.scan_iter(match="short:*", count=1000)) == []
+    assert moved.dbsize() == KEYS
