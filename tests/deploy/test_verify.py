@@ -98,7 +98,7 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
 
 
 #: The checks that cannot apply to this plan (no replica, no cluster node, no external
-#: hosted tier): N/A, not PASS.
+#: hosted tier, backups off): N/A, not PASS.
 NOT_APPLICABLE = {
     "test_cluster_state_ok_and_every_slot_served",
     "test_cluster_members_are_the_planned_nodes",
@@ -109,6 +109,9 @@ NOT_APPLICABLE = {
     "test_hosted_workloads_log_in",
     "test_hosted_canary_key_round_trip",
     "test_hosted_pubsub_reaches_subscriber",
+    "test_backup_timers_active",
+    "test_backups_reachable_and_fresh",
+    "test_backups_leave_the_host",
 }
 
 
