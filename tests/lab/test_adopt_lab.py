@@ -24,27 +24,47 @@ PORT = 6390
 KEYS = 100_000
 ADOPTED = {"name": "adopted", "role": "primary", "port": PORT, "maxmemory": "512mb"}
 ADOPTED["adopt"] = {"from": "redis", "spare_port": 16390}
-#: Seeds KEYS keys of every type (a third with TTLs) through redis-cli --pipe, then
-#: prints a JSON digest of every key: type, value and PEXPIRETIME (the host's python3).
+#: Prints a JSON digest of every `k:*` key: type, value and PEXPIRETIME (the host's
+#: python3, pipelined 1000 keys at a time over one connection: Redis and Valkey alike).
 DIGEST = r"""
-import json, subprocess, sys
-port = sys.argv[1]
-def cli(*a):
-    return subprocess.run(["redis-cli", "-p", port, "--no-raw", *a], capture_output=True,
-                          text=True, check=True).stdout
-keys = subprocess.run(["redis-cli", "-p", port, "--scan", "--pattern", "k:*"],
-                      capture_output=True, text=True, check=True).stdout.split()
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def enc(*a):
+    a = [x.encode() for x in a]
+    return b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a)
+def read():
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind in (b"+", b"-"):
+        return rest.decode()
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        return None if int(rest) < 0 else f.read(int(rest) + 2)[:-2].decode()
+    if kind == b"*":
+        return None if int(rest) < 0 else [read() for _ in range(int(rest))]
+    raise ValueError(line)
+def many(cmds):
+    s.sendall(b"".join(enc(*c) for c in cmds))
+    return [read() for _ in cmds]
+keys, cursor = [], "0"
+while True:
+    cursor, batch = many([("SCAN", cursor, "MATCH", "k:*", "COUNT", "1000")])[0]
+    keys += batch
+    if cursor == "0":
+        break
+READ = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", "0", "-1"),
+        "set": ("SMEMBERS",), "zset": ("ZRANGE", "0", "-1", "WITHSCORES"),
+        "stream": ("XRANGE", "-", "+")}
 out = {}
-for k in keys:
-    t = cli("TYPE", k).strip()
-    read = {"string": ["GET"], "hash": ["HGETALL"], "list": ["LRANGE", k, "0", "-1"],
-            "set": ["SMEMBERS"], "zset": ["ZRANGE", k, "0", "-1", "WITHSCORES"],
-            "stream": ["XRANGE", k, "-", "+"]}[t]
-    args = read if len(read) > 1 else [read[0], k]
-    value = cli(*args).splitlines()
-    if t in ("set", "hash"):
-        value = sorted(value)
-    out[k] = [t, value, int(cli("PEXPIRETIME", k).split()[-1])]
+for i in range(0, len(keys), 1000):
+    chunk = keys[i : i + 1000]
+    types = many([("TYPE", k) for k in chunk])
+    values = many([(READ[t][0], k, *READ[t][1:]) for k, t in zip(chunk, types)])
+    expires = many([("PEXPIRETIME", k) for k in chunk])
+    for k, t, v, e in zip(chunk, types, values, expires):
+        out[k] = [t, sorted(v) if t in ("set", "hash") else v, e]
 print(json.dumps(out))
 """
 SEED = r"""
