@@ -39,6 +39,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import valkey
+from valkey.exceptions import ValkeyClusterException, ValkeyError
 
 from valkey_plans.client.cache import (
     MAX_MS,
@@ -493,7 +494,9 @@ class Store:
                             message["data"],
                         )
                 pubsub.close()
-            except (valkey.ConnectionError, valkey.TimeoutError) as exc:
+            except (ValkeyError, ValkeyClusterException) as exc:
+                # Any error of the client (a lost connection, a cluster in change): a
+                # subscriber thread that died would leave this node serving stale copies.
                 self.subscribed.clear()
                 log.warning(
                     "invalidation subscriber lost hosted %s: %s; retrying",
