@@ -29,7 +29,7 @@ from valkey.exceptions import ValkeyError
 from tests.lab.conftest import RELEASES
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
 from valkey_plans import lab
-from valkey_plans.client.clients import Clients
+from valkey_plans.client.clients import DEFAULT_MAX_BLOCK, Clients, profile
 from valkey_plans.client.settings import load_settings
 from valkey_plans.deploy import cluster_nodes
 from valkey_plans.deploy.cluster_nodes import Member
@@ -49,6 +49,9 @@ INITIAL_KEYS = 10_000
 WRITES_PER_PHASE = 20
 #: WAIT 1 <ms> after each durable write: the api client accepts barriers up to 1 s.
 WAIT_MS = 500
+#: Seconds the lab may add to README's stall bound: each slot-map refresh during the cut
+#: can meet the cut host's other node on an idle connection (one socket timeout).
+STALL_SLACK = 10.0
 #: Bounds on waiting for the cluster to change, so a broken cluster fails the test
 #: instead of hanging it (not performance limits: the figures are printed).
 PATIENCE = 240.0
@@ -131,6 +134,8 @@ class Writer:
 
     clients: Clients
     durable: bool
+    #: Makes each written key; by default fresh `usr:` keys all over the slots.
+    make_key: Callable[[], str] = field(default=partial(new_key, "usr"))
     acked: list[tuple[str, float]] = field(default_factory=list)
     unconfirmed: list[str] = field(default_factory=list)
     errors: int = 0
@@ -154,7 +159,7 @@ class Writer:
     def _run(self) -> None:
         rc = self.clients.api
         while not self.stop.is_set():
-            key = new_key("usr")
+            key = self.make_key()
             started = time.monotonic()
             try:
                 if self.durable:
@@ -177,6 +182,21 @@ class Writer:
                     except (ValkeyError, OSError):
                         time.sleep(0.1)
             self.longest_call = max(self.longest_call, time.monotonic() - started)
+
+
+def keys_in(member: Member, clients: Clients) -> Callable[[], str]:
+    """Fresh `usr:` keys whose slots `member` serves, to time its shard's failover."""
+    bounds = [entry.partition("-") for entry in member.slots if "[" not in entry]
+    ranges = [(int(lo), int(hi or lo)) for lo, _, hi in bounds]
+
+    def make() -> str:
+        while True:
+            key = new_key("usr")
+            slot = clients.api.keyslot(key)
+            if any(lo <= slot <= hi for lo, hi in ranges):
+                return key
+
+    return make
 
 
 def missing(clients: Clients, keys: list[str]) -> int:
@@ -319,9 +339,10 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
         assert missing(clients, initial) == 0
 
         plain, durable = Writer(clients, durable=False), Writer(clients, durable=True)
-        for writer in (plain, durable):
+        shard = Writer(clients, durable=False, make_key=keys_in(victim, clients))
+        for writer in (plain, durable, shard):
             writer.start()
-        wait_for("writes before the cut", lambda: plain.acked and durable.acked)
+        wait_for("writes before the cut", lambda: plain.acked and durable.acked and shard.acked)
 
         cut = time.monotonic()
         net.cut_off(victim_host.veth)
@@ -355,8 +376,13 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
             wait_for(
                 "writes while the host is cut off",
                 lambda: all(
-                    w.acked_since(promoted_at) >= WRITES_PER_PHASE for w in (plain, durable)
+                    w.acked_since(promoted_at) >= WRITES_PER_PHASE for w in (plain, durable, shard)
                 ),
+            )
+            first = min(t for _, t in shard.acked if t > cut)
+            figure(
+                f"cut -> first write to the lost primary's slots through the client:"
+                f" {first - cut:.2f} s ({first - promoted_at:+.2f} s after the promotion)"
             )
             during = {w.durable: w.acked_since(cut) for w in (plain, durable)}
         finally:
@@ -396,7 +422,7 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
             "writes after the restore",
             lambda: all(w.acked_since(after_restore) >= WRITES_PER_PHASE for w in (plain, durable)),
         )
-        for writer in (plain, durable):
+        for writer in (plain, durable, shard):
             writer.finish()
 
         lost_initial = missing(clients, initial)
@@ -414,6 +440,18 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
         f" the cut), {len(durable.unconfirmed)} acknowledged without a replica,"
         f" {durable.errors} errors, longest call {durable.longest_call:.1f} s"
     )
+    figure(
+        f"writes to the lost primary's slots: {len(shard.acked)} acknowledged,"
+        f" {shard.errors} errors, longest call {shard.longest_call:.1f} s"
+    )
+    # The stall bound README states ("Bounded stalls"): one read's socket timeout, the
+    # retry budget, one connect; the lab gets STALL_SLACK on top for its slot-map
+    # refreshes that meet the cut host's other node. A hang, not a speed, fails this.
+    tier = settings.hosted
+    bound = profile("api", DEFAULT_MAX_BLOCK).socket_timeout + tier.retry_budget
+    bound += tier.connect_timeout + STALL_SLACK
+    for writer in (plain, shard):
+        assert writer.longest_call < bound, f"a call stalled {writer.longest_call:.1f} s"
     figure(
         f"lost: {lost_initial} of {INITIAL_KEYS} initial keys, {lost_plain} of"
         f" {len(plain.acked)} plain acknowledged writes, {lost_unconfirmed} of"

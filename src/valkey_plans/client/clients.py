@@ -16,11 +16,14 @@ is the one piece of I/O written per flavour.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import inspect
+import itertools
 import math
 import socket
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
@@ -30,7 +33,7 @@ from typing import Any, ClassVar, Generic, NoReturn, Self, TypeVar, overload
 import valkey
 import valkey.asyncio
 from valkey.backoff import ExponentialBackoff
-from valkey.exceptions import AuthenticationError, AuthorizationError
+from valkey.exceptions import AuthenticationError, AuthorizationError, ClusterDownError
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
@@ -52,11 +55,11 @@ __all__ = [
 
 #: Seconds the blocking client's socket waits beyond its longest permitted block.
 BLOCK_MARGIN = 5.0
-#: Reconnect attempts after a connection loss; with the backoff below they ride out
-#: about 9 s of a server restart before the error reaches the application.
-RETRIES = 8
+#: Backoff between reconnect attempts; how long they go on is the tier's `retry_budget`.
 BACKOFF_BASE = 0.05
 BACKOFF_CAP = 2.0
+#: A cluster call retries sooner: the slot's new owner is one topology refresh away.
+CLUSTER_BACKOFF_CAP = 0.5
 #: Idle seconds before a pooled connection is PINGed before use.
 HEALTH_CHECK_INTERVAL = 30.0
 #: TCP keepalive so a silently dropped peer (NAT, failover) is noticed within about a
@@ -74,17 +77,27 @@ PERMANENT_ERRORS = (AuthenticationError, AuthorizationError)
 
 
 class FailFast:
-    """Mixin for valkey-py's Retry, either flavour: a rejected login is raised at once."""
+    """Mixin for valkey-py's Retry, either flavour: retries end when the budget (seconds
+    from the first failure's call) is spent, and a rejected login is raised at once.
+
+    valkey-py counts attempts; a count cannot bound a stall, because one attempt on a
+    vanished host costs a whole connect timeout while one on a restarting server costs
+    nothing. The count is left unlimited (-1) and the time decides.
+    """
+
+    budget: float = 0.0
 
     def call_with_retry(self, do: Callable[[], Any], fail: Callable[[Exception], Any]) -> Any:
-        return super().call_with_retry(do, partial(_fail_fast, fail))  # type: ignore[misc]
+        deadline = time.monotonic() + self.budget
+        return super().call_with_retry(do, partial(_fail_fast, fail, deadline))  # type: ignore[misc]
 
 
-def _fail_fast(fail: Callable[[Exception], Any], error: Exception) -> Any:
+def _fail_fast(fail: Callable[[Exception], Any], deadline: float, error: Exception) -> Any:
     """Run valkey-py's failure handler (it drops the connection), then stop on a permanent
-    error; the asyncio Retry awaits what this returns, so there the raise is awaited too."""
+    error or a spent budget; the asyncio Retry awaits what this returns, so there the
+    raise is awaited too."""
     outcome = fail(error)
-    if not isinstance(error, PERMANENT_ERRORS):
+    if not isinstance(error, PERMANENT_ERRORS) and time.monotonic() < deadline:
         return outcome
     if inspect.isawaitable(outcome):
         return _raise_after(outcome, error)
@@ -96,12 +109,64 @@ async def _raise_after(outcome: Awaitable[Any], error: Exception) -> NoReturn:
     raise error
 
 
+#: What a cluster call rides out within the budget: a lost node (valkey-py has already
+#: refreshed the slot map when it raises) or a slot with no serving primary yet. Timeouts
+#: are not retried: a timed-out command may have run on the server.
+CLUSTER_RETRIED = (ValkeyConnectionError, ClusterDownError)
+
+
+def _cluster_pause(failures: int, deadline: float) -> float:
+    """The wait before the next cluster attempt, or 0 when the budget is spent."""
+    pause = min(CLUSTER_BACKOFF_CAP, BACKOFF_BASE * 2**failures)
+    return pause if time.monotonic() + pause < deadline else 0.0
+
+
+class BudgetedCluster:
+    """Mixin for the sync cluster client: a call retries a lost node for `vp_budget` s.
+
+    valkey-py's own loop retries a fixed count with no pause, so a failover of a few
+    seconds either outlasts it or, with a node's connect retries underneath, stalls for
+    their product; here each node gets one connect attempt and the time decides.
+    """
+
+    vp_budget: float = 0.0
+
+    def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.vp_budget
+        for failures in itertools.count(1):
+            try:
+                return super().execute_command(*args, **kwargs)  # type: ignore[misc]
+            except CLUSTER_RETRIED:
+                pause = _cluster_pause(failures, deadline)
+                if not pause:
+                    raise
+                time.sleep(pause)
+        raise AssertionError("unreachable")
+
+
+class AsyncBudgetedCluster:
+    """`BudgetedCluster` for valkey.asyncio's cluster client."""
+
+    vp_budget: float = 0.0
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + self.vp_budget
+        for failures in itertools.count(1):
+            try:
+                return await super().execute_command(*args, **kwargs)  # type: ignore[misc]
+            except CLUSTER_RETRIED:
+                pause = _cluster_pause(failures, deadline)
+                if not pause:
+                    raise
+                await asyncio.sleep(pause)
+        raise AssertionError("unreachable")
+
+
 @dataclass(frozen=True)
 class WorkloadProfile:
     """Timeouts of one workload (seconds; None waits as long as the socket stays up)."""
 
     socket_timeout: float | None
-    connect_timeout: float = 5.0
 
 
 def profile(workload: Workload, max_block: float) -> WorkloadProfile:
@@ -136,7 +201,7 @@ def workload_options(tier: TierSettings, workload: Workload, max_block: float) -
         "password": login.password.get_secret_value() if login.password else None,
         "client_name": client_name(tier.app, workload),
         "socket_timeout": timeouts.socket_timeout,
-        "socket_connect_timeout": timeouts.connect_timeout,
+        "socket_connect_timeout": tier.connect_timeout,
         "socket_keepalive": True,
         "socket_keepalive_options": KEEPALIVE_OPTIONS,
         "health_check_interval": HEALTH_CHECK_INTERVAL,
@@ -264,17 +329,19 @@ class Flavour:
 
 
 def flavour(
-    library: ModuleType, checkout: type, close: str, prefix: str, named_ssl: type
+    library: ModuleType, checkout: type, budgeted: type, close: str, prefix: str, named_ssl: type
 ) -> Flavour:
-    """Our classes on `library`'s: the guard on the clients, `checkout` on the pools and
-    fail-fast on the Retry, written once for both flavours (named `<prefix>WorkloadValkey`...).
+    """Our classes on `library`'s: the guard on the clients, `checkout` on the pools,
+    `budgeted` on the cluster client and fail-fast on the Retry, written once for both
+    flavours (named `<prefix>WorkloadValkey`...).
     """
 
     class WorkloadValkey(GuardedMixin, library.Valkey):
         """A standalone valkey-py client that enforces its workload's guard."""
 
-    class WorkloadValkeyCluster(GuardedMixin, library.ValkeyCluster):
-        """A cluster valkey-py client that enforces its workload's guard."""
+    class WorkloadValkeyCluster(GuardedMixin, budgeted, library.ValkeyCluster):
+        """A cluster valkey-py client that enforces its workload's guard and retries a
+        lost node within the tier's budget."""
 
     class RetryingConnectionPool(checkout, library.ConnectionPool):
         """A standalone pool that retries while handing out a connection."""
@@ -292,8 +359,15 @@ def flavour(
     return Flavour(library, *made, WorkloadRetry, close, named_ssl)
 
 
-SYNC = flavour(valkey, RetryOnCheckout, "close", "", NamedSSLConnection)
-ASYNC = flavour(valkey.asyncio, AsyncRetryOnCheckout, "aclose", "Async", AsyncNamedSSLConnection)
+SYNC = flavour(valkey, RetryOnCheckout, BudgetedCluster, "close", "", NamedSSLConnection)
+ASYNC = flavour(
+    valkey.asyncio,
+    AsyncRetryOnCheckout,
+    AsyncBudgetedCluster,
+    "aclose",
+    "Async",
+    AsyncNamedSSLConnection,
+)
 
 
 class WorkloadClient:
@@ -366,20 +440,9 @@ class WorkloadClients(Generic[C]):
         options = workload_options(self.tier, workload, self.max_block)
         guard = Guard(workload, client_name(self.tier.app, workload), self.max_block)
         kinds, tier = self.flavour, self.tier
-        retry = kinds.retry(backoff(), RETRIES)
+        retry = self._retry(tier.retry_budget)
         if tier.mode == "cluster":
-            # host:port first, then every node the plan knows: the client starts from
-            # whichever answers, and learns the slots' owners from it.
-            seeds = [kinds.library.cluster.ClusterNode(h, p) for h, p in tier.cluster_addresses]
-            return kinds.cluster(
-                host=tier.host,
-                port=tier.port,
-                startup_nodes=seeds,
-                ssl=tier.tls,
-                retry=retry,
-                vp_guard=guard,
-                **options,
-            )
+            return self._cluster(options, guard)
         if tier.mode == "sentinel":
             # Sentinel names the primary; the pool asks again after a failover, so the
             # same client follows the group to its new primary.
@@ -400,6 +463,32 @@ class WorkloadClients(Generic[C]):
             **options,
         )
         return kinds.standalone(connection_pool=pool, vp_guard=guard)
+
+    def _retry(self, budget: float) -> Any:
+        """A Retry whose attempts end when `budget` seconds are spent (count unlimited)."""
+        retry = self.flavour.retry(backoff(), -1 if budget else 0)
+        retry.budget = budget
+        return retry
+
+    def _cluster(self, options: dict[str, Any], guard: Guard) -> C:
+        """A cluster client: host:port first, then every node the plan knows, so it starts
+        from whichever answers and learns the slots' owners from it. A node gets one
+        connect attempt and valkey-py's own retry count is off: the client's budgeted
+        loop refreshes the slot map between attempts, which a node's retries never do."""
+        kinds, tier = self.flavour, self.tier
+        seeds = [kinds.library.cluster.ClusterNode(h, p) for h, p in tier.cluster_addresses]
+        client = kinds.cluster(
+            host=tier.host,
+            port=tier.port,
+            startup_nodes=seeds,
+            ssl=tier.tls,
+            retry=self._retry(0),
+            cluster_error_retry_attempts=0,
+            vp_guard=guard,
+            **options,
+        )
+        client.vp_budget = tier.retry_budget
+        return client
 
     def _sentinels(self) -> Any:
         """One Sentinel manager per tier, shared by every workload and db view."""

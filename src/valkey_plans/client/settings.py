@@ -94,6 +94,13 @@ class TierSettings(BaseModel):
     #: Cluster mode: "HOST:PORT,HOST:PORT,..." of every node, to start from when the
     #: node at host:port is down (the client learns the rest from any one of them).
     cluster_nodes: str | None = Field(None, pattern=r"^[^\s,:]+:\d+(,[^\s,:]+:\d+)*$")
+    #: Seconds one TCP connect may take before the attempt counts as failed: short, so a
+    #: vanished host costs one such wait per attempt, not the kernel's minutes.
+    connect_timeout: float = Field(1.0, gt=0, le=60, allow_inf_nan=False)
+    #: Seconds a call keeps riding out a lost connection (reconnects with backoff, a
+    #: Sentinel or cluster failover, the cluster's topology refresh) before the error
+    #: reaches the application. Set it to the failover time the team plans for.
+    retry_budget: float = Field(10.0, ge=0, le=600, allow_inf_nan=False)
     sentinel_name: str = Field("main", pattern=r"^\S+$")
     sentinel_password: SecretStr | None = None
     api_user: str | None = Field(None, pattern=r"^\S+$")
