@@ -35,7 +35,7 @@ from valkey_plans.client.cache import (
     sessions_of,
 )
 from valkey_plans.client.cache_async import AsyncLocalCache
-from valkey_plans.client.schema import USER_LEASES, USER_TOUCHES
+from valkey_plans.client.schema import SESSION_LEASES, USER_LEASES, USER_TOUCHES
 from valkey_plans.client.store import Store
 from valkey_plans.keys import new_key
 from valkey_plans.verify import audit_rules
@@ -137,6 +137,8 @@ def logged_beside(setup: Callable[[valkey.Valkey], None]) -> Callable[[valkey.Va
 LRU3 = ("vp_lru_put", 3, USER_LRU, USER_CLOCK, U)
 FILL = ("vp_lru_fill", 3, USER_LRU, USER_CLOCK, U)
 CREATE = ("vp_session_create", 2, S, OWNED, OWNER)
+LEASE = ("vp_session_lease", 2, SESSION_LEASES, S)
+SFILL = ("vp_session_fill", 3, S, OWNED, SESSION_LEASES, OWNER)
 ENQUEUE = ("vp_queue_enqueue", 4, USER_LRU, USER_CLOCK, M, QUEUE_PENDING)
 ACK = ("vp_queue_ack", 4, QUEUE_PROCESSING, QUEUE_TAKEN, USER_LRU, M)
 RECOVER = ("vp_queue_recover", 3, QUEUE_PROCESSING, QUEUE_TAKEN, QUEUE_PENDING)
@@ -284,7 +286,7 @@ BAD_FCALLS: list[tuple[str, Callable[[valkey.Valkey], None] | None, tuple[Any, .
     (
         "revoke-all-set-is-a-string",
         string_at(OWNED),
-        ("vp_session_revoke_all", 1, OWNED),
+        ("vp_session_revoke_all", 2, OWNED, SESSION_LEASES),
         "type of " + OWNED,
     ),
     (
@@ -335,6 +337,28 @@ BAD_FCALLS: list[tuple[str, Callable[[valkey.Valkey], None] | None, tuple[Any, .
         logged_beside(string_at(USER_LEASES)),
         (*FILL, "{}", "1000", "10", "t"),
         "type of vp:lru:users:leases = 'string': allowed: a hash",
+    ),
+    ("lease-no-token", None, (*LEASE, ""), "vp_session_lease: token = '': allowed"),
+    (
+        "lease-hash-is-a-string",
+        string_at(SESSION_LEASES),
+        (*LEASE, "t"),
+        "type of vp:leases:sessions = 'string': allowed: a hash",
+    ),
+    ("ses-fill-no-token", None, (*SFILL, "{}", "1000", ""), "vp_session_fill: token = ''"),
+    ("ses-fill-ttl-0", None, (*SFILL, "{}", "0", "t"), "vp_session_fill: ttl_ms = '0'"),
+    ("ses-fill-data-not-object", None, (*SFILL, "[]", "1000", "t"), "data = '[]'"),
+    (
+        "ses-fill-leases-is-a-string",
+        string_at(SESSION_LEASES),
+        (*SFILL, "{}", "1000", "t"),
+        "type of vp:leases:sessions = 'string': allowed: a hash",
+    ),
+    (
+        "revoke-leases-is-a-string",
+        lambda c: (live_session(c), string_at(SESSION_LEASES)(c)),
+        ("vp_session_revoke", 2, S, SESSION_LEASES),
+        "type of vp:leases:sessions = 'string': allowed: a hash",
     ),
     (
         "put-touch-log-is-a-string",

@@ -12,6 +12,7 @@ import valkey
 
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
+from valkey_plans.client.schema import SESSION_LEASES
 from valkey_plans.client.store import HostedUnavailable, Store
 from valkey_plans.keys import new_key
 
@@ -189,3 +190,65 @@ def test_a_fill_without_a_race_is_cached(nodes, primary) -> None:
     assert b.get_user(key) == {"name": "v1"} and read_done.is_set()
     assert cached(b, key)
     assert b.local.users.client.hlen(b.local.users.calls.leases) == 0
+
+
+def paused_session_fill(store: Store) -> tuple[threading.Event, threading.Event]:
+    """`paused_fill` for sessions: the next session fill waits between read and fill."""
+    read_done, go = threading.Event(), threading.Event()
+    real_fill = store.local.sessions.fill
+
+    def fill(*args: object) -> bool:
+        read_done.set()
+        assert go.wait(BOUND)
+        return real_fill(*args)
+
+    store.local.sessions.fill = fill  # type: ignore[method-assign]
+    return read_done, go
+
+
+def session_read_in_thread(store: Store, key: str) -> tuple[threading.Thread, dict]:
+    got: dict = {}
+    thread = threading.Thread(target=lambda: got.update(value=store.get_session(key)))
+    thread.start()
+    return thread, got
+
+
+@pytest.mark.parametrize("revoke", ["one", "all"])
+def test_a_session_fill_never_caches_a_session_revoked_meanwhile(nodes, revoke) -> None:
+    """b reads a live session from hosted; a revokes it (or all of its owner's) and b
+    applies the invalidation; then b's fill runs: refused, so b never serves it again."""
+    a, b = nodes
+    owner = new_key("usr")
+    session = a.create_session(owner, {"ip": "10.0.0.1"}, ttl=60)
+    read_done, go = paused_session_fill(b)
+    thread, got = session_read_in_thread(b, session.key)
+    assert read_done.wait(BOUND)  # b holds the live session read from hosted
+    if revoke == "one":
+        a.revoke_session(session.key)
+    else:
+        a.revoke_sessions(owner)
+    leases = b.local.sessions.client
+    assert eventually(lambda: leases.hget(SESSION_LEASES, session.key) is None)
+    go.set()
+    thread.join(BOUND)
+    assert got["value"] == session  # served: it was live when read
+    assert b.local.sessions.get(session.key) is None  # but not cached
+    assert b.get_session(session.key) is None
+
+
+def test_a_session_fill_without_a_race_is_cached(nodes) -> None:
+    a, b = nodes
+    session = a.create_session(new_key("usr"), {"ip": "10.0.0.1"}, ttl=60)
+    read_done, go = paused_session_fill(b)
+    go.set()
+    assert b.get_session(session.key) == session and read_done.is_set()
+    assert b.local.sessions.get(session.key) == session
+    assert b.local.sessions.client.hlen(SESSION_LEASES) == 0
+
+
+def test_session_leases_stay_bounded_when_reads_miss_everywhere(nodes) -> None:
+    """Reads of sessions hosted never had leave their leases; the hash stays bounded."""
+    _, b = nodes
+    for _ in range(1100):
+        assert b.get_session(new_key("ses")) is None
+    assert 0 < b.local.sessions.client.hlen(SESSION_LEASES) <= 1000

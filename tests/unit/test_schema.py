@@ -69,7 +69,7 @@ def test_schema_says_what_each_db_holds():
             ("vp:lru:users:touches", "list", False),
             ("vp:lru:users:leases", "hash", False),
         ],
-        "session_cache": [("vp:sessions:", "set", True)],
+        "session_cache": [("vp:sessions:", "set", True), ("vp:leases:sessions", "hash", False)],
         "message_queue": [
             ("vp:lru:messages", "zset", False),
             ("vp:lru:messages:clock", "string", False),

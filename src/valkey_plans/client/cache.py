@@ -37,6 +37,7 @@ from valkey_plans.client.schema import (
     QUEUE_PENDING,
     QUEUE_PROCESSING,
     QUEUE_TAKEN,
+    SESSION_LEASES,
     SESSIONS_OF_PREFIX,
     TOUCHES_SUFFIX,
     USER_CLOCK,
@@ -556,11 +557,30 @@ class SessionCalls:
         """Whether the session is alive, sliding as `get`."""
         return self._read(key, None, lambda reply: None not in reply)
 
+    def take_lease(self, key: str) -> Call[str]:
+        """Before reading hosted for a fill: a fresh token under the session's lease."""
+        token = secrets.token_hex(8)
+        keys = (SESSION_LEASES, record_key(key, "ses", "session"))
+        return fcall("vp_session_lease", keys, (token,), lambda _: token)
+
+    def fill(
+        self, owner: str, data: Mapping[str, Any], key: str, ttl: float, token: str
+    ) -> Call[bool]:
+        """Cache a session read from hosted only if no revocation of it (or of all
+        sessions, here) came after `take_lease`; the library checks and stores atomically."""
+        ttl_ms = self.expiry_ms(ttl)
+        record_key(key, "ses", "session")
+        payload = encode(data, "session.data")
+        keys = (key, sessions_of(owner_key(owner)), SESSION_LEASES)
+        return fcall("vp_session_fill", keys, (owner, payload, ttl_ms, token), _bool)
+
     def revoke(self, key: str) -> Call[bool]:
-        return fcall("vp_session_revoke", (record_key(key, "ses", "session"),), (), _bool)
+        keys = (record_key(key, "ses", "session"), SESSION_LEASES)
+        return fcall("vp_session_revoke", keys, (), _bool)
 
     def revoke_all(self, owner: str) -> Call[int]:
-        return fcall("vp_session_revoke_all", (sessions_of(owner_key(owner)),), (), _int)
+        keys = (sessions_of(owner_key(owner)), SESSION_LEASES)
+        return fcall("vp_session_revoke_all", keys, (), _int)
 
 
 class QueueCalls:
@@ -752,6 +772,17 @@ class SessionCache(OnClient):
     def touch(self, key: str) -> Reply[bool]:
         """Whether the session is alive; slides its expiry when the plan says sliding."""
         return self.run(self.calls.touch(key))
+
+    def take_lease(self, key: str) -> Reply[str]:
+        """Before a fill reads hosted (`Store.get_session`): the lease `fill` checks."""
+        return self.run(self.calls.take_lease(key))
+
+    def fill(
+        self, owner: str, data: Mapping[str, Any], key: str, ttl: float, token: str
+    ) -> Reply[bool]:
+        """Cache a session read from hosted under the lease `token`; False when a
+        revocation came in between (the value is then not cached)."""
+        return self.run(self.calls.fill(owner, data, key, ttl, token))
 
     def revoke(self, key: str) -> Reply[bool]:
         return self.run(self.calls.revoke(key))

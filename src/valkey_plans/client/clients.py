@@ -310,6 +310,39 @@ class AsyncNamedSSLConnection(valkey.asyncio.SSLConnection):
         return {**super()._connection_arguments(), "server_hostname": self.server_name}
 
 
+class SentinelConnection(valkey.sentinel.SentinelManagedConnection):
+    """One connect attempt per address Sentinel names. valkey-py retries the connect to
+    that same address inside the pool's retry, so a lost primary would be tried for the
+    whole budget before Sentinel is asked again; here the budgeted retry asks Sentinel
+    before each attempt, and the new primary is used as soon as Sentinel names it."""
+
+    def connect_to(self, address: tuple[str, int]) -> None:
+        budget, self.retry = self.retry, SYNC.retry(backoff(), 0)
+        try:
+            super().connect_to(address)
+        finally:
+            self.retry = budget
+
+
+class SentinelSSLConnection(SentinelConnection, valkey.SSLConnection):
+    """`SentinelConnection` over TLS."""
+
+
+class AsyncSentinelConnection(valkey.asyncio.sentinel.SentinelManagedConnection):
+    """`SentinelConnection` for valkey.asyncio."""
+
+    async def connect_to(self, address: tuple[str, int]) -> None:
+        budget, self.retry = self.retry, ASYNC.retry(backoff(), 0)
+        try:
+            await super().connect_to(address)
+        finally:
+            self.retry = budget
+
+
+class AsyncSentinelSSLConnection(AsyncSentinelConnection, valkey.asyncio.SSLConnection):
+    """`AsyncSentinelConnection` over TLS."""
+
+
 @dataclass(frozen=True)
 class Flavour:
     """The classes one flavour of workload clients is made of (the wiring is in
@@ -326,10 +359,18 @@ class Flavour:
     close: str
     #: The TLS connection that checks a certificate by VALKEY_TLS_SERVERNAME.
     named_ssl: type
+    #: The sentinel pool's connection classes, plain and TLS (by `tier.tls`).
+    sentinel_connections: tuple[type, type]
 
 
 def flavour(
-    library: ModuleType, checkout: type, budgeted: type, close: str, prefix: str, named_ssl: type
+    library: ModuleType,
+    checkout: type,
+    budgeted: type,
+    close: str,
+    prefix: str,
+    named_ssl: type,
+    sentinel: tuple[type, type],
 ) -> Flavour:
     """Our classes on `library`'s: the guard on the clients, `checkout` on the pools,
     `budgeted` on the cluster client and fail-fast on the Retry, written once for both
@@ -356,10 +397,18 @@ def flavour(
     for cls in (*made, WorkloadRetry):
         cls.__name__ = cls.__qualname__ = f"{prefix}{cls.__name__}"
     # in the order of Flavour's fields
-    return Flavour(library, *made, WorkloadRetry, close, named_ssl)
+    return Flavour(library, *made, WorkloadRetry, close, named_ssl, sentinel)
 
 
-SYNC = flavour(valkey, RetryOnCheckout, BudgetedCluster, "close", "", NamedSSLConnection)
+SYNC = flavour(
+    valkey,
+    RetryOnCheckout,
+    BudgetedCluster,
+    "close",
+    "",
+    NamedSSLConnection,
+    (SentinelConnection, SentinelSSLConnection),
+)
 ASYNC = flavour(
     valkey.asyncio,
     AsyncRetryOnCheckout,
@@ -367,6 +416,7 @@ ASYNC = flavour(
     "aclose",
     "Async",
     AsyncNamedSSLConnection,
+    (AsyncSentinelConnection, AsyncSentinelSSLConnection),
 )
 
 
@@ -447,7 +497,12 @@ class WorkloadClients(Generic[C]):
             # Sentinel names the primary; the pool asks again after a failover, so the
             # same client follows the group to its new primary.
             pool = kinds.sentinel_pool(
-                tier.sentinel_name, self._sentinels(), db=self.db, retry=retry, **options
+                tier.sentinel_name,
+                self._sentinels(),
+                db=self.db,
+                retry=retry,
+                connection_class=kinds.sentinel_connections[tier.tls],
+                **options,
             )
             return kinds.standalone(connection_pool=pool, vp_guard=guard)
         connection = kinds.library.SSLConnection if tier.tls else kinds.library.Connection

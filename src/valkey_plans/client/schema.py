@@ -70,6 +70,8 @@ QUEUE_PENDING = f"{STRUCTURAL_PREFIX}queue:messages"
 QUEUE_PROCESSING = f"{QUEUE_PENDING}:processing"
 QUEUE_TAKEN = f"{QUEUE_PENDING}:taken"
 SESSIONS_OF_PREFIX = f"{STRUCTURAL_PREFIX}sessions:"
+#: The leases of session fills in flight (outside SESSIONS_OF_PREFIX: not an owner's set).
+SESSION_LEASES = f"{STRUCTURAL_PREFIX}leases:sessions"
 
 
 @dataclass(frozen=True)
@@ -122,7 +124,13 @@ CACHE_DB_USES: Mapping[str, CacheDbUse] = MappingProxyType(
             ),
         ),
         "session_cache": CacheDbUse(
-            SESSIONS, "ses", "hash", (Structural(SESSIONS_OF_PREFIX, "set", prefix=True),)
+            SESSIONS,
+            "ses",
+            "hash",
+            (
+                Structural(SESSIONS_OF_PREFIX, "set", prefix=True),
+                Structural(SESSION_LEASES, "hash"),
+            ),
         ),
         "message_queue": CacheDbUse(
             LRU,

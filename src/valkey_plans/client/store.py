@@ -14,8 +14,8 @@ lease on the key in the local cache (a random token in the LRU's lease hash); ev
 stores the fill only while the lease still holds the reader's token, atomically with
 the check. So a value read before a write that this node has already applied (its own,
 or another node's invalidation) is served once and not cached; one applied later
-deletes the fill. (Sessions are still filled without a lease: a revocation racing a
-session fill can leave the old session cached until its TTL.)
+deletes the fill. Session fills take a lease the same way; a revocation drops its
+session's lease, a revocation of all of an owner's sessions every session lease.
 
 On a cluster hosted tier a MULTI cannot span slots, so a write that touches a record
 and an index goes one slot at a time, in an order after which a crash leaves only
@@ -374,9 +374,12 @@ class Store:
         return self.local.sessions.run(local_create)
 
     def get_session(self, key: str) -> Session | None:
+        """The local copy, else hosted's, cached under a lease so a revocation applied
+        while it was read (here or by invalidation) keeps it out of the cache."""
         cached = self.local.sessions.get(key)
         if cached is not None:
             return cached
+        token = self.local.sessions.take_lease(key)
 
         def read() -> list[Any]:
             pipe = self.hosted.pipeline(transaction=False)
@@ -389,7 +392,8 @@ class Store:
             return None
         stored = loads(raw)
         ttl = min(pttl, MAX_MS) / 1000  # longer than the client allows: refreshed sooner
-        return self.local.sessions.create(stored["owner"], stored["data"], ttl=ttl, key=key)
+        self.local.sessions.fill(stored["owner"], stored["data"], key, ttl, token)
+        return Session(key=key, owner=stored["owner"], data=stored["data"])
 
     def revoke_session(self, key: str) -> None:
         record_key(key, "ses", "session")

@@ -29,7 +29,7 @@ Bump VERSION whenever this file changes: clients refuse an instance whose
 loaded library differs, and the deploy reloads it when the version differs.
 ]]
 
-local VERSION = '4'
+local VERSION = '5'
 
 -- Arguments ------------------------------------------------------------------
 -- Every function checks all its keys and arguments (and the type of every key
@@ -328,17 +328,18 @@ end
 -- create drops the members whose session has expired, so a set holds at most the
 -- owner's sessions created since its last create plus its live ones.
 
--- KEYS: session, owner's session set    ARGV: owner, data, ttl_ms
--- Every argument and key type is checked first: from the DEL on, nothing can fail,
--- so the session never exists without its TTL.
-local function vp_session_create(keys, args)
-  arity('vp_session_create', keys, args, 2, 3)
+-- Checks a session's arguments and key types; nothing is written before they pass.
+local function session_args(fname, keys, args)
   if args[1] == '' then
-    refuse('vp_session_create', 'owner', args[1], 'a non-empty record key')
+    refuse(fname, 'owner', args[1], 'a non-empty record key')
   end
-  json_object('vp_session_create', 'data', args[2])
-  ms_arg('vp_session_create', 'ttl_ms', args[3], 1)
-  key_type('vp_session_create', keys[2], 'set')
+  json_object(fname, 'data', args[2])
+  ms_arg(fname, 'ttl_ms', args[3], 1)
+  key_type(fname, keys[2], 'set')
+end
+
+-- From the DEL on, nothing can fail, so the session never exists without its TTL.
+local function session_store(keys, args)
   redis.call('DEL', keys[1])
   redis.call('HSET', keys[1], 'owner', args[1], 'data', args[2], 'index', keys[2])
   redis.call('PEXPIRE', keys[1], args[3])
@@ -349,6 +350,53 @@ local function vp_session_create(keys, args)
   end
   redis.call('SADD', keys[2], keys[1])
   redis.call('PERSIST', keys[2])  -- a set made by version 3 had a TTL
+end
+
+-- KEYS: session, owner's session set    ARGV: owner, data, ttl_ms
+local function vp_session_create(keys, args)
+  arity('vp_session_create', keys, args, 2, 3)
+  session_args('vp_session_create', keys, args)
+  session_store(keys, args)
+  return 1
+end
+
+-- The leases of session fills in flight: one hash (field: session key, value: the
+-- reader's token), cleared whole when it grows past MAX_LEASES (reads of sessions
+-- that hosted does not have leave theirs behind), which only refuses the fills then
+-- in flight. A revoke drops its session's lease, a revoke-all every lease: the
+-- owner of a session in flight is not known here until its fill.
+
+-- KEYS: leases, session    ARGV: token
+local function vp_session_lease(keys, args)
+  arity('vp_session_lease', keys, args, 2, 1)
+  if args[1] == '' then
+    refuse('vp_session_lease', 'token', args[1], 'a non-empty lease token')
+  end
+  key_type('vp_session_lease', keys[1], 'hash')
+  if redis.call('HLEN', keys[1]) >= MAX_LEASES then
+    redis.call('DEL', keys[1])
+  end
+  redis.call('HSET', keys[1], keys[2], args[1])
+  return 1
+end
+
+-- KEYS: session, owner's session set, leases    ARGV: owner, data, ttl_ms, token
+-- A read-through fill: stored only while the reader's lease still holds its token,
+-- so a session read from hosted before a revocation applied here is never cached.
+-- Returns 1 stored, 0 refused.
+local function vp_session_fill(keys, args)
+  local fname = 'vp_session_fill'
+  arity(fname, keys, args, 3, 4)
+  session_args(fname, keys, args)
+  if args[4] == '' then
+    refuse(fname, 'token', args[4], 'a non-empty lease token')
+  end
+  key_type(fname, keys[3], 'hash')
+  if redis.call('HGET', keys[3], keys[1]) ~= args[4] then
+    return 0
+  end
+  redis.call('HDEL', keys[3], keys[1])
+  session_store(keys, args)
   return 1
 end
 
@@ -372,26 +420,29 @@ local function vp_session_get(keys, args)
   return {fields[1], fields[2]}
 end
 
--- KEYS: session    ARGV: -
+-- KEYS: session, leases    ARGV: -
 -- SREM is the first write: an index of another type fails it before anything changes.
 local function vp_session_revoke(keys, args)
-  arity('vp_session_revoke', keys, args, 1, 0)
+  arity('vp_session_revoke', keys, args, 2, 0)
+  key_type('vp_session_revoke', keys[2], 'hash')
   local index = redis.call('HGET', keys[1], 'index')
   if index then
     redis.call('SREM', index, keys[1])
   end
+  redis.call('HDEL', keys[2], keys[1])
   return redis.call('DEL', keys[1])
 end
 
--- KEYS: owner's session set    ARGV: -
+-- KEYS: owner's session set, leases    ARGV: -
 local function vp_session_revoke_all(keys, args)
-  arity('vp_session_revoke_all', keys, args, 1, 0)
+  arity('vp_session_revoke_all', keys, args, 2, 0)
   key_type('vp_session_revoke_all', keys[1], 'set')
+  key_type('vp_session_revoke_all', keys[2], 'hash')
   local revoked = 0
   for _, session in ipairs(redis.call('SMEMBERS', keys[1])) do
     revoked = revoked + redis.call('DEL', session)
   end
-  redis.call('DEL', keys[1])
+  redis.call('DEL', keys[1], keys[2])
   return revoked
 end
 
@@ -507,6 +558,8 @@ redis.register_function('vp_lru_fill', vp_lru_fill)
 redis.register_function('vp_lru_drain', vp_lru_drain)
 redis.register_function('vp_lru_del', vp_lru_del)
 redis.register_function('vp_session_create', vp_session_create)
+redis.register_function('vp_session_lease', vp_session_lease)
+redis.register_function('vp_session_fill', vp_session_fill)
 redis.register_function('vp_session_get', vp_session_get)
 redis.register_function('vp_session_revoke', vp_session_revoke)
 redis.register_function('vp_session_revoke_all', vp_session_revoke_all)
