@@ -26,6 +26,7 @@ from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.store import EMAIL_PREFIX, Store, email_key
 from valkey_plans.keys import new_key
+from valkey_plans.verify.store_links import ORPHAN, STRAY, UNLINKED, store_links
 
 PORTS = 3
 
@@ -61,6 +62,16 @@ def store_node(valkey_factory, cluster: valkey.ValkeyCluster, name: str) -> Stor
     port = cluster.get_primaries()[0].port
     own, listener = (valkey.ValkeyCluster(host="127.0.0.1", port=port) for _ in "ab")
     return Store(own, local, subscriber=listener, node=name)
+
+
+def to_repair(cluster: valkey.ValkeyCluster) -> dict[str, list[str]]:
+    """What the audit's store walk finds, each primary read on its own connection."""
+    nodes = [valkey.Valkey(host=n.host, port=n.port) for n in cluster.get_primaries()]
+    links = store_links(*nodes)
+    for node in nodes:
+        node.close()
+    assert sum(len(keys) for keys in links.sample.values()) == links.to_repair
+    return links.sample
 
 
 def node_of(cluster: valkey.ValkeyCluster, key: str) -> int:
@@ -168,8 +179,10 @@ def test_a_save_killed_after_its_index_write_leaves_an_entry_that_is_ignored_and
     killed_between(cluster, cache, "save", key, "new@example.com", held=key)
     assert cluster.get(email_key("new@example.com")) == key.encode()  # the first step landed
     assert cluster.get(key) is None  # the record never did
+    assert to_repair(cluster) == {ORPHAN: [email_key("new@example.com")]}  # the audit sees it
     assert reader.find_user("new@example.com") is None  # ignored ...
     assert cluster.get(email_key("new@example.com")) is None  # ... and cleaned
+    assert to_repair(cluster) == {}
     assert reader.save_user({"email": "new@example.com", "name": "Again"}, key=key) == key
     assert reader.find_user("new@example.com") == key
 
@@ -188,3 +201,25 @@ def test_a_delete_killed_before_its_index_cleanup_leaves_an_entry_that_is_ignore
     reader.local.index.unlink("gone@example.com")  # this node's own copy is not the point
     assert reader.find_user("gone@example.com") is None
     assert cluster.get(email_key("gone@example.com")) is None
+
+
+def test_the_audit_reports_each_state_left_to_repair_until_it_is_repaired(valkey_factory, cluster):
+    """Entries and records on different nodes, joined by the audit's store walk."""
+    store = store_node(valkey_factory, cluster, "repairer")
+    healthy = store.save_user({"email": "ok@example.com", "name": "Ok"})
+    moved = store.save_user({"email": "new@example.com", "name": "Moved"})
+    unlinked = store.save_user({"email": "lost@example.com", "name": "Lost"})
+    gone = new_key("usr")
+    cluster.set(email_key("old@example.com"), moved)  # names a record of another email
+    cluster.set(email_key("gone@example.com"), gone)  # names no record
+    cluster.delete(email_key("lost@example.com"))  # a record without its entry
+    assert to_repair(cluster) == {
+        ORPHAN: [email_key("gone@example.com")],
+        STRAY: [email_key("old@example.com")],
+        UNLINKED: [unlinked],
+    }
+    assert store.find_user("gone@example.com") is None
+    assert store.find_user("old@example.com") is None
+    store.save_user({"email": "lost@example.com", "name": "Lost"}, key=unlinked)
+    assert to_repair(cluster) == {}
+    assert store.find_user("ok@example.com") == healthy
