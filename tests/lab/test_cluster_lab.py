@@ -383,7 +383,9 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
                     w.acked_since(promoted_at) >= WRITES_PER_PHASE for w in (plain, durable, shard)
                 ),
             )
-            first = min(t for (_, t), b in zip(shard.acked, shard.began) if b > cut_done)
+            first = min(
+                t for (_, t), b in zip(shard.acked, shard.began, strict=False) if b > cut_done
+            )
             figure(
                 f"cut -> first write to the lost primary's slots through the client:"
                 f" {first - cut:.2f} s ({first - promoted_at:+.2f} s after the promotion)"
