@@ -28,14 +28,19 @@ from valkey.exceptions import ValkeyError
 
 from tests.lab.conftest import RELEASES
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
+from tests.valkey_server import ValkeyProcess
 from valkey_plans import lab
+from valkey_plans.client import functions
+from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.clients import DEFAULT_MAX_BLOCK, Clients, profile
 from valkey_plans.client.settings import load_settings
+from valkey_plans.client.store import Store, email_key
 from valkey_plans.deploy import cluster_nodes
 from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.keys import new_key
 from valkey_plans.lab import net
 from valkey_plans.verify.checks.test_scaleout import LAG_SECONDS
+from valkey_plans.verify.store_links import ORPHAN, store_links
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
 
@@ -298,6 +303,101 @@ def test_status_sees_every_node_and_the_cluster_ok(cluster):
     assert len(rows) >= 6 and not [r for r in rows if r["error"]], rows
     assert {r["cluster_state"] for r in rows} == {"ok"}, rows
     assert sorted({r["replication"]["role"] for r in rows}) == ["master", "slave"], rows
+
+
+#: A store process that saves one user through the lab cluster, as an application does
+#: (the rendered settings, its own local cache), until the test kills it.
+STORE_WRITER = """
+import sys, valkey
+from valkey_plans.client.cache import LocalCache
+from valkey_plans.client.clients import Clients
+from valkey_plans.client.settings import load_settings
+from valkey_plans.client.store import Store
+settings = load_settings(env={"VALKEY_HOST": sys.argv[1]}, env_file=sys.argv[2])
+local = LocalCache.from_clients(*(valkey.Valkey(port=int(sys.argv[3]), db=n) for n in range(4)))
+store = Store(Clients(settings.hosted).api, local, node="writer")
+print("ready", flush=True)
+key, email = sys.stdin.readline().split()
+store.save_user({"email": email, "name": "Killed"}, key=key)
+print("done", flush=True)
+"""
+
+
+def lab_cache(valkey_factory, name: str) -> ValkeyProcess:
+    """A store node's local cache on this machine (a cache-role server, library loaded)."""
+    cache = valkey_factory(name, databases="4", maxmemory_policy="volatile-lru")
+    functions.ensure_loaded(cache.client())
+    return cache
+
+
+def lab_to_repair(lab, clients: Clients) -> dict[str, list[str]]:
+    """The audit's store walk over every primary, each on its own admin connection."""
+    nodes = [Admin(lab, n.host, n.port) for n in clients.api.get_primaries()]
+    links = store_links(*(node.client for node in nodes))
+    for node in nodes:
+        node.close()
+    return links.sample
+
+
+def test_a_store_save_killed_between_its_writes_is_reported_then_repaired(
+    lab_hosts, hosts, cluster, tmp_path, valkey_factory
+):
+    """A real store process saving through the lab cluster is held on its record's node
+    (CLIENT PAUSE WRITE) after its index write, then SIGKILLed: the audit's walk sees the
+    entry without its record, a reader's lookup ignores and deletes it, nothing is left."""
+    seed = hosts[1]
+    env_file = tmp_path / "app.env"
+    env_file.write_text(lab_hosts.check(seed, "cat /etc/valkey-plans/app.env"))
+    env_file.chmod(0o600)
+    settings = load_settings(env={"VALKEY_HOST": seed.address}, env_file=env_file)
+    clients = Clients(settings.hosted)
+    email = f"killed-{new_key('usr')[4:].lower()}@example.com"
+    entry = email_key(email)
+    key = new_key("usr")
+    while clients.api.get_node_from_key(key).name == clients.api.get_node_from_key(entry).name:
+        key = new_key("usr")
+    cache = lab_cache(valkey_factory, "writer-cache")
+    args = [sys.executable, "-c", STORE_WRITER, seed.address, str(env_file), str(cache.port)]
+    proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout.readline().strip() == "ready"
+    owner = clients.api.get_node_from_key(key)
+    held = Admin(lab_hosts, owner.host, owner.port)
+    held.client.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
+    try:
+        proc.stdin.write(f"{key} {email}\n")
+        proc.stdin.flush()
+        wait_for(
+            "the writer held on its record's node",
+            lambda: any("b" in c.get("flags", "") for c in held.client.client_list()),
+            patience=20,
+        )
+        proc.kill()
+        proc.wait(10)
+    finally:
+        held.client.execute_command("CLIENT", "UNPAUSE")
+        held.close()
+    assert clients.api.get(entry) == key.encode() and clients.api.get(key) is None
+    assert lab_to_repair(lab_hosts, clients) == {ORPHAN: [entry]}
+    audit = subprocess.run(
+        [str(Path(sys.executable).parent / "valkey-plans"), "audit", "--json", INVENTORY],
+        cwd=PROJECT,
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    (store,) = [row for row in json.loads(audit.stdout) if "store" in row]
+    assert store["store_links"]["sample"] == {ORPHAN: [entry]}, store
+    reader_cache = lab_cache(valkey_factory, "reader-cache")
+    local = LocalCache.from_clients(*(reader_cache.client(db=n) for n in range(4)))
+    reader = Store(clients.api, local, node="reader")
+    assert reader.find_user(email) is None  # ignored ...
+    assert clients.api.get(entry) is None  # ... and cleaned
+    assert lab_to_repair(lab_hosts, clients) == {}
+    clients.close()
 
 
 def heard(node: Admin) -> bool:
