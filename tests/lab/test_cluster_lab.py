@@ -309,11 +309,12 @@ def test_status_sees_every_node_and_the_cluster_ok(cluster):
 #: (the rendered settings, its own local cache), until the test kills it.
 STORE_WRITER = """
 import sys, valkey
+from pathlib import Path
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.clients import Clients
 from valkey_plans.client.settings import load_settings
 from valkey_plans.client.store import Store
-settings = load_settings(env={"VALKEY_HOST": sys.argv[1]}, env_file=sys.argv[2])
+settings = load_settings(env={"VALKEY_HOST": sys.argv[1]}, env_file=Path(sys.argv[2]))
 local = LocalCache.from_clients(*(valkey.Valkey(port=int(sys.argv[3]), db=n) for n in range(4)))
 store = Store(Clients(settings.hosted).api, local, node="writer")
 print("ready", flush=True)

@@ -113,16 +113,19 @@ def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
             assert promoted, "no replica was promoted within 60 s of losing the primary's host"
             failover_s = time.monotonic() - cut
 
-            after, longest = None, 0.0
+            after, longest, calls = None, 0.0, []
             while time.monotonic() - cut < 90 and after is None:
                 started = time.monotonic()
                 try:
                     key = new_key("usr")
                     api.set(key, "2")
-                    after = key
-                except (valkey.ConnectionError, valkey.TimeoutError, valkey.ReadOnlyError):
+                    after, outcome = key, "ok"
+                except (valkey.ConnectionError, valkey.TimeoutError, valkey.ReadOnlyError) as e:
+                    outcome = type(e).__name__
                     time.sleep(0.25)
                 longest = max(longest, time.monotonic() - started)
+                calls.append(f"{started - cut:.1f}-{time.monotonic() - cut:.1f} s {outcome}")
+            print("\ncalls after the cut: " + "; ".join(calls))
             assert after, "the api client never wrote to the new primary"
             written_s = time.monotonic() - cut
             lost = [k for k in waited if api.get(k) != b"1"]

@@ -88,9 +88,13 @@ def remove_namespace(netns: str) -> None:
 
 
 def remove_link(name: str) -> None:
-    """Delete an interface if it still exists."""
+    """Delete an interface if it still exists. A veth whose peer's namespace was just
+    deleted vanishes on its own a moment later (the kernel frees namespaces
+    asynchronously), so a failed delete counts only if the link is still there."""
     if link_exists(name):
-        run("ip", "link", "delete", name)
+        done = run("ip", "link", "delete", name, check=False)
+        if done.returncode != 0 and link_exists(name):
+            raise RuntimeError(f"could not delete {name}: {done.stderr.strip()}")
 
 
 def cut_off(veth: str) -> None:
