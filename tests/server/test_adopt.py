@@ -8,6 +8,7 @@ and TTL (within 2 s) and every acknowledged write must be in Valkey afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
@@ -97,14 +98,11 @@ def test_keys_changed_during_the_copy_are_copied_again(pair, tmp_path):
 
 def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
     redis, spare = pair
-
-    def refuse() -> None:
-        raise RuntimeError("the init system said no")
-
     client = redis.client()
     client.config_set("save", "900 1")
-    with pytest.raises(AdoptError, match="could not be stopped"):
-        adopt(adoption(redis, spare, tmp_path, stop_redis=refuse))
+    # A pause bound of 1 ms: settling cannot finish within its share, the switch stops.
+    with pytest.raises(AdoptError, match="settling took|did not reach"):
+        adopt(adoption(redis, spare, tmp_path, method="copy", pause_ms=1))
     client.set("after", "1")  # writes go through: no pause left behind
     assert client.config_get("save")["save"] == "900 1"
     assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
@@ -112,6 +110,34 @@ def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
     # The next run completes.
     adopt(adoption(redis, spare, tmp_path))
     assert valkey.Valkey(port=redis.port).get("after") == b"1"
+
+
+def test_redis_that_cannot_be_stopped_after_the_switch_is_named(pair, tmp_path):
+    """Past the switch Valkey serves every key; a Redis that will not stop is an error
+    that says so (the host's next run finishes the job: test_adopt_killed)."""
+    redis, spare = pair
+
+    def refuse() -> None:
+        raise RuntimeError("the init system said no")
+
+    with pytest.raises(AdoptError, match="Valkey serves port .* could not be saved and stopped"):
+        adopt(adoption(redis, spare, tmp_path, stop_redis=refuse))
+    moved = valkey.Valkey(port=redis.port)
+    assert moved.info("server")["server_name"] == "valkey" and moved.dbsize() == KEYS
+    assert redis.proc is not None and redis.proc.poll() is None  # refused: still running
+
+
+def test_redis_keeps_every_key_in_its_data_dir_as_of_the_switch(pair, tmp_path):
+    """The SAVE after the switch: Redis's kept dump holds the writes made just before."""
+    redis, spare = pair
+    redis.client().config_set("save", "")
+    redis.client().set("last-before-switch", "1")
+    adopt(adoption(redis, spare, tmp_path))
+    with contextlib.suppress(valkey.ConnectionError):  # Valkey gives the port back
+        valkey.Valkey(port=redis.port).shutdown(nosave=True)
+    redis.start()  # from its kept data dir
+    assert redis.client().dbsize() == KEYS + 1
+    assert redis.client().get("last-before-switch") == b"1"
 
 
 def test_settings_left_by_a_killed_run_are_restored_and_the_copy_restarts(pair, tmp_path):

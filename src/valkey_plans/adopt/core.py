@@ -44,13 +44,15 @@ class Adoption:
     + valkey: the Valkey instance, running on its spare port (or reached by its socket)
     + port: the port Valkey listens on after the switch (usually Redis's own)
     + databases: Valkey's databases; Redis keys in a db at or above it are refused
-    + stop_redis: stops Redis for good (the service, then its boot-time start)
+    + stop_redis: stops Redis (its service), after Valkey has taken the port
     + method: "auto" (replication from Redis <= 7, a logical copy from 8), or "copy"
     + pause_ms: the bound of CLIENT PAUSE on Redis: if the switch dies, Redis resumes
       writes by itself after this long
-    + final_snapshot: BGSAVE on Redis right before the pause (its kept files are current)
     + state_file: where Redis's settings changed for the adoption are remembered, so
       that a run killed halfway restores them on the next run
+    + switch_file: written just before Redis lets go of its port (the report so far and
+      `redis_ident`), so that a run killed during the switch is finished by the next one
+    + redis_ident: how to find Redis's process again when it no longer has a port
     """
 
     redis: Endpoint
@@ -63,8 +65,8 @@ class Adoption:
     batch: int = 1000
     sync_timeout: float = 3600.0
     state_file: str | None = None
-    #: BGSAVE on Redis just before the pause, so that its kept data dir is current.
-    final_snapshot: bool = True
+    switch_file: str | None = None
+    redis_ident: dict[str, object] = field(default_factory=dict)
     progress: Callable[[str], None] = _log
 
 
@@ -80,6 +82,9 @@ class Report:
     redis_dir: str = ""
     redis_config: str = ""
     passes: int = 0
+    #: The SAVE on Redis after the switch (its kept data dir current), and its stop.
+    retire_s: float = 0.0
+    resumed: bool = False
 
 
 def server_version(conn: Conn) -> tuple[str, str]:
