@@ -44,8 +44,12 @@ def _saved(adoption: Adoption) -> dict[str, str]:
 
 def restore(adoption: Adoption, redis: Conn) -> None:
     """Put back Redis's settings from an earlier (failed or killed) run, if any."""
-    for name, value in _saved(adoption).items():
+    saved = _saved(adoption)
+    for name, value in saved.items():
         redis.call("CONFIG", "SET", name, value)
+    if saved:
+        shown = ", ".join(f"{name} {value!r}" for name, value in saved.items())
+        adoption.progress(f"Redis's settings from before an interrupted run put back: {shown}")
     if adoption.state_file and os.path.exists(adoption.state_file):
         os.unlink(adoption.state_file)
 
