@@ -200,7 +200,8 @@ def _fresh_redis(lab, host) -> None:
         "systemctl disable --now valkey-server@adopted valkey-plans-exporter@adopted;"
         " rm -f /var/lib/valkey-plans/adopt/adopted.* /root/killer.out",
     )
-    lab.check(host, f"grep -q '^port {PORT}' /etc/redis/redis.conf")
+    lab.check(host, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server", 900)
+    lab.check(host, f"sed -i 's/^port .*/port {PORT}/' /etc/redis/redis.conf")
     lab.check(host, "systemctl enable --now redis-server && sleep 1")
     lab.check(host, f"redis-cli -p {PORT} FLUSHALL")
     lab.check(host, _python(SEED, KILL_KEYS) + f" | redis-cli -p {PORT} --pipe", 600)
