@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .core import AdoptError, Adoption
-from .resp import Conn, Reply, ReplyError
+from .resp import Conn, Reply, ReplyError, bulk, bulk_items, elements, encode, info
 
 #: Types copied as such; anything else is refused by name.
 COPIED = ("string", "hash", "list", "set", "zset", "stream")
@@ -137,6 +137,151 @@ def copy_keys(
     errors = [r for r in valkey.pipeline(cmds) if isinstance(r, ReplyError)]
     if errors:
         raise AdoptError(f"writing db {db} to Valkey: {errors[0]} ({len(errors)} errors)")
+    return len(wanted)
+
+
+VERBS = {"hash": b"$4\r\nHSET\r\n", "list": b"$5\r\nRPUSH\r\n", "set": b"$4\r\nSADD\r\n"}
+
+
+class Sink:
+    """Writes to Valkey without waiting for them: a batch's replies are read once the
+    next batch is sent, so Valkey applies one batch while Redis is read for the next.
+    Every reply is still checked; `flush` before anything else uses the connection."""
+
+    def __init__(self, valkey: Conn, db: int) -> None:
+        self.valkey, self.db = valkey, db
+        self.pending: list[int] = []
+
+    def send(self, request: bytes, replies: int) -> None:
+        self.valkey.send_raw(request)
+        self.pending.append(replies)
+        while len(self.pending) > 1:
+            self._check(self.pending.pop(0))
+
+    def flush(self) -> None:
+        while self.pending:
+            self._check(self.pending.pop(0))
+
+    def _check(self, replies: int) -> None:
+        errors = self.valkey.errors(replies)
+        if errors:
+            raise AdoptError(
+                f"writing db {self.db} to Valkey: {errors[0][1:-2].decode(errors='replace')}"
+                f" ({len(errors)} errors)"
+            )
+
+
+def _fresh_write(kind: str, key: bytes, span: bytes) -> tuple[list[bytes], int]:
+    """The request that writes one value (as Redis's reply bytes) under `key` into an
+    emptied Valkey, and its number of replies; values are passed on undecoded."""
+    k = bulk(key)
+    if kind == "string":
+        return ([b"*3\r\n$3\r\nSET\r\n" + k + span], 1) if span != b"$-1\r\n" else ([], 0)
+    count, body = elements(span)
+    if count <= 0:  # removed between TYPE and the read: nothing to write
+        return [], 0
+    if kind == "zset":  # WITHSCORES gives member, score; ZADD takes score, member
+        items = bulk_items(body, count)
+        body = b"".join(items[i + 1] + items[i] for i in range(0, count, 2))
+        return [b"*%d\r\n$4\r\nZADD\r\n%b%b" % (count + 2, k, body)], 1
+    request = b"*%d\r\n%b%b%b" % (count + 2, VERBS[kind], k, body)
+    if kind == "list":  # SCAN may return a key twice: a list would grow
+        return [b"*2\r\n$3\r\nDEL\r\n" + k, request], 2
+    return [request], 1
+
+
+def no_field_ttls(redis: Conn, db: int, field_ttls: bool) -> bool:
+    """Whether no hash of `db` has a field with its own TTL (Redis 7.4+ counts them as
+    `subexpiry` in INFO keyspace; without that count, each hash is checked)."""
+    if not field_ttls:
+        return True
+    fields = info(redis, "keyspace").get(f"db{db}", "")
+    counts = dict(item.split("=") for item in fields.split(",") if "=" in item)
+    return counts.get("subexpiry") == "0"
+
+
+def _xadds(k: bytes, span: bytes) -> list[bytes]:
+    """XRANGE's reply bytes as one XADD per entry (id and fields passed on undecoded)."""
+    count, body = elements(span)
+    out, at = [], 0
+    for _ in range(count):
+        at += 4  # *2\r\n
+        end = body.index(b"\r\n", at)
+        start, at = at, end + int(body[at + 1 : end]) + 4
+        entry_id = body[start:at]
+        end = body.index(b"\r\n", at)
+        fields, at = int(body[at + 1 : end]), end + 2
+        first = at
+        for _ in range(fields):
+            end = body.index(b"\r\n", at)
+            at = end + int(body[at + 1 : end]) + 4
+        out.append(b"*%d\r\n$4\r\nXADD\r\n%b%b%b" % (fields + 3, k, entry_id, body[first:at]))
+    return out
+
+
+def _stream_fresh(key: bytes, meta: Reply, span: bytes) -> tuple[list[bytes], int] | None:
+    """A stream without consumer groups, from XINFO STREAM and XRANGE; None: it has
+    groups (copied from XINFO STREAM FULL instead)."""
+    if isinstance(meta, ReplyError) or span[:1] == b"-":
+        raise AdoptError(f"reading stream {key!r} from Redis: {meta if span[:1] != b'-' else span}")
+    info = _pairs(meta)
+    if info[b"groups"]:
+        return None
+    k = bulk(key)
+    out = [b"*2\r\n$3\r\nDEL\r\n" + k, *_xadds(k, span)]
+    if not info[b"length"] and len(out) == 1:
+        out.append(encode([("XGROUP", "CREATE", key, "vp-adopt", "$", "MKSTREAM")]))
+        out.append(encode([("XGROUP", "DESTROY", key, "vp-adopt")]))
+    setid: tuple[Any, ...] = ("XSETID", key, info[b"last-generated-id"])
+    if b"entries-added" in info:
+        setid += ("ENTRIESADDED", info[b"entries-added"])
+        setid += ("MAXDELETEDID", info[b"max-deleted-entry-id"])
+    out.append(encode([setid]))
+    return out, len(out)
+
+
+def copy_fresh(redis: Conn, sink: Sink, keys: list[bytes], refused: Refused) -> int:
+    """The first pass over an emptied Valkey (keys of the selected db; hashes without
+    field TTLs in it): Redis's reply bytes become Valkey's requests; the count copied."""
+    meta = redis.pipeline([c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))])
+    kinds = [m.decode() for m in meta[::2]]
+    wanted = [(k, t, e) for k, t, e in zip(keys, kinds, meta[1::2], strict=True) if t in COPIED]
+    refused += [
+        (sink.db, k, f"type {t}")
+        for k, t in zip(keys, kinds, strict=True)
+        if t not in (*COPIED, "none")
+    ]
+    reads: list[tuple[Any, ...]] = []
+    for k, t, _ in wanted:
+        reads += (
+            [("XINFO", "STREAM", k), ("XRANGE", k, "-", "+")] if t == "stream" else [READ[t](k)]
+        )
+    redis.send(reads)
+    out: list[bytes] = []
+    replies = 0
+    grouped: list[bytes] = []
+    for key, kind, expire in wanted:
+        if kind == "stream":
+            parts_n = _stream_fresh(key, redis.read(), redis.read_raw())
+            if parts_n is None:
+                grouped.append(key)
+                continue
+            parts, n = parts_n
+        else:
+            span = redis.read_raw()
+            if span[:1] == b"-":
+                raise AdoptError(f"reading {key!r} (db {sink.db}) from Redis: {span[1:-2]!r}")
+            parts, n = _fresh_write(kind, key, span)
+        if n and isinstance(expire, int) and expire > 0:
+            parts.append(b"*3\r\n$9\r\nPEXPIREAT\r\n%b%b" % (bulk(key), bulk(b"%d" % expire)))
+            n += 1
+        out += parts
+        replies += n
+    if replies:
+        sink.send(b"".join(out), replies)
+    if grouped:  # streams with consumer groups: from XINFO STREAM FULL, as in later passes
+        sink.flush()
+        copy_keys(redis, sink.valkey, sink.db, grouped, refused, False, fresh=True)
     return len(wanted)
 
 

@@ -196,11 +196,7 @@ def _copied(adoption: Adoption, redis: Conn, valkey: Conn, report: Report) -> tu
         total = sum(keyspace(redis).values())
         copied = 0
         for db in sorted(keyspace(redis)):
-            redis.call("SELECT", db)
-            for keys in logical.scan(redis, adoption.batch):
-                copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls, fresh=True)
-                if copied // (adoption.batch * 20) != (copied - len(keys)) // (adoption.batch * 20):
-                    adoption.progress(f"copied {copied} of about {total} keys")
+            copied = _first_pass(adoption, redis, valkey, db, ttls, copied, total)
         adoption.progress(f"copied {copied} keys; copying the keys changed meanwhile")
         passes = 1
         for passes in range(2, 7):
@@ -220,6 +216,31 @@ def _copied(adoption: Adoption, redis: Conn, valkey: Conn, report: Report) -> tu
         return switch(adoption, redis, valkey, settle, lambda: None, report), passes
     finally:
         feed.close()
+
+
+def _first_pass(
+    adoption: Adoption, redis: Conn, valkey: Conn, db: int, ttls: bool, copied: int, total: int
+) -> int:
+    """Copy every key of `db` into the emptied Valkey, with progress; the count so far.
+
+    Redis's replies are passed on as Valkey's requests, unless hashes in `db` have
+    fields with their own TTL (each hash is then checked, and such keys refused)."""
+    redis.call("SELECT", db)
+    valkey.call("SELECT", db)
+    sink = logical.Sink(valkey, db)
+    fast = logical.no_field_ttls(redis, db, ttls)
+    every = adoption.batch * 20
+    for keys in logical.scan(redis, adoption.batch):
+        if fast:
+            refused = logical.Refused()
+            copied += logical.copy_fresh(redis, sink, keys, refused)
+            _refuse(refused)
+        else:
+            copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls, fresh=True)
+        if copied // every != (copied - len(keys)) // every:
+            adoption.progress(f"copied {copied} of about {total} keys")
+    sink.flush()
+    return copied
 
 
 def _same_keyspace(redis: Conn, valkey: Conn) -> None:
