@@ -199,3 +199,26 @@ def test_keys_expiring_during_the_copy_do_not_stop_it_nor_come_back(pair, tmp_pa
     moved = valkey.Valkey(port=redis.port)
     assert list(moved.scan_iter(match="short:*", count=1000)) == []
     assert moved.dbsize() == KEYS
+
+
+def test_the_copy_keeps_stream_ids_counters_and_empty_streams(pair, tmp_path):
+    """Streams without consumer groups take the copy's fast path (XINFO STREAM, XRANGE):
+    the last id, entries added and max deleted id must come over, an empty stream too."""
+    redis, spare = pair
+    client = redis.client()
+    for i in range(5):
+        client.xadd("s:trimmed", {"n": i}, id=f"{i + 1}-0")
+    client.xdel("s:trimmed", "5-0", "2-0")
+    client.xadd("s:empty", {"n": 1}, id="7-1")
+    client.xdel("s:empty", "7-1")
+    fields = ("last-generated-id", "entries-added", "max-deleted-entry-id", "length")
+
+    def ids(c: valkey.Valkey, key: str) -> tuple:
+        got = c.xinfo_stream(key)
+        return tuple(got[f] for f in fields), c.xrange(key)
+
+    want = {key: ids(client, key) for key in ("s:trimmed", "s:empty")}
+    adopt(adoption(redis, spare, tmp_path, method="copy"))
+    moved = valkey.Valkey(port=redis.port)
+    assert {key: ids(moved, key) for key in want} == want
+    assert want["s:empty"][0][3] == 0 and want["s:trimmed"][0][2] == b"5-0"

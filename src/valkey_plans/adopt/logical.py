@@ -11,11 +11,11 @@ TTL) are refused, naming the keys.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .core import AdoptError, Adoption
-from .resp import Conn, Reply, ReplyError, bulk, bulk_items, elements, encode, info
+from .resp import Conn, Reply, ReplyError, bulk, bulk_items, decode, elements, encode, info
 
 #: Types copied as such; anything else is refused by name.
 COPIED = ("string", "hash", "list", "set", "zset", "stream")
@@ -219,50 +219,56 @@ def _xadds(k: bytes, span: bytes) -> list[bytes]:
     return out
 
 
-def _stream_fresh(key: bytes, meta: Reply, span: bytes) -> tuple[list[bytes], int] | None:
+def _field(span: bytes, name: bytes) -> Reply:
+    """The value after `name` in XINFO STREAM's flat reply, found without parsing it
+    all (its metadata comes first: no entry's field can be met before)."""
+    at = span.find(b"\r\n$%d\r\n%b\r\n" % (len(name), name))
+    return None if at < 0 else decode(span, at + len(name) + 7 + len(str(len(name))))
+
+
+def _stream_fresh(key: bytes, meta: bytes, span: bytes) -> tuple[list[bytes], int] | None:
     """A stream without consumer groups, from XINFO STREAM and XRANGE; None: it has
     groups (copied from XINFO STREAM FULL instead)."""
-    if isinstance(meta, ReplyError) or span[:1] == b"-":
-        raise AdoptError(f"reading stream {key!r} from Redis: {meta if span[:1] != b'-' else span}")
-    info = _pairs(meta)
-    if info[b"groups"]:
+    for reply in (meta, span):
+        if reply[:1] == b"-":
+            raise AdoptError(f"reading stream {key!r} from Redis: {reply[1:-2]!r}")
+    if _field(meta, b"groups"):
         return None
     k = bulk(key)
     out = [b"*2\r\n$3\r\nDEL\r\n" + k, *_xadds(k, span)]
-    if not info[b"length"] and len(out) == 1:
+    if len(out) == 1:  # no entries: XSETID needs the stream to exist
         out.append(encode([("XGROUP", "CREATE", key, "vp-adopt", "$", "MKSTREAM")]))
         out.append(encode([("XGROUP", "DESTROY", key, "vp-adopt")]))
-    setid: tuple[Any, ...] = ("XSETID", key, info[b"last-generated-id"])
-    if b"entries-added" in info:
-        setid += ("ENTRIESADDED", info[b"entries-added"])
-        setid += ("MAXDELETEDID", info[b"max-deleted-entry-id"])
+    setid: tuple[Any, ...] = ("XSETID", key, _field(meta, b"last-generated-id"))
+    added = _field(meta, b"entries-added")
+    if added is not None:
+        setid += ("ENTRIESADDED", added, "MAXDELETEDID", _field(meta, b"max-deleted-entry-id"))
     out.append(encode([setid]))
     return out, len(out)
 
 
-def copy_fresh(redis: Conn, sink: Sink, keys: list[bytes], refused: Refused) -> int:
-    """The first pass over an emptied Valkey (keys of the selected db; hashes without
-    field TTLs in it): Redis's reply bytes become Valkey's requests; the count copied."""
-    meta = redis.pipeline([c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))])
-    kinds = [m.decode() for m in meta[::2]]
-    wanted = [(k, t, e) for k, t, e in zip(keys, kinds, meta[1::2], strict=True) if t in COPIED]
-    refused += [
-        (sink.db, k, f"type {t}")
-        for k, t in zip(keys, kinds, strict=True)
-        if t not in (*COPIED, "none")
-    ]
+def _meta(keys: list[bytes]) -> list[tuple[Any, ...]]:
+    return [c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))]
+
+
+def _reads(wanted: list[tuple[bytes, str, Reply]]) -> list[tuple[Any, ...]]:
     reads: list[tuple[Any, ...]] = []
     for k, t, _ in wanted:
         reads += (
             [("XINFO", "STREAM", k), ("XRANGE", k, "-", "+")] if t == "stream" else [READ[t](k)]
         )
-    redis.send(reads)
+    return reads
+
+
+def _fresh_batch(
+    redis: Conn, db: int, wanted: list[tuple[bytes, str, Reply]], grouped: list[bytes]
+) -> tuple[list[bytes], int]:
+    """Read the replies to `_reads(wanted)`: Valkey's request for them, its reply count."""
     out: list[bytes] = []
     replies = 0
-    grouped: list[bytes] = []
     for key, kind, expire in wanted:
         if kind == "stream":
-            parts_n = _stream_fresh(key, redis.read(), redis.read_raw())
+            parts_n = _stream_fresh(key, redis.read_raw(), redis.read_raw())
             if parts_n is None:
                 grouped.append(key)
                 continue
@@ -270,19 +276,48 @@ def copy_fresh(redis: Conn, sink: Sink, keys: list[bytes], refused: Refused) -> 
         else:
             span = redis.read_raw()
             if span[:1] == b"-":
-                raise AdoptError(f"reading {key!r} (db {sink.db}) from Redis: {span[1:-2]!r}")
+                raise AdoptError(f"reading {key!r} (db {db}) from Redis: {span[1:-2]!r}")
             parts, n = _fresh_write(kind, key, span)
         if n and isinstance(expire, int) and expire > 0:
             parts.append(b"*3\r\n$9\r\nPEXPIREAT\r\n%b%b" % (bulk(key), bulk(b"%d" % expire)))
             n += 1
         out += parts
         replies += n
-    if replies:
-        sink.send(b"".join(out), replies)
-    if grouped:  # streams with consumer groups: from XINFO STREAM FULL, as in later passes
-        sink.flush()
-        copy_keys(redis, sink.valkey, sink.db, grouped, refused, False, fresh=True)
-    return len(wanted)
+    return out, replies
+
+
+def copy_fresh(
+    redis: Conn, sink: Sink, batches: Iterable[list[bytes]], refused: Refused
+) -> Iterator[int]:
+    """The first pass over an emptied Valkey (the selected db, its hashes without field
+    TTLs): Redis's reply bytes become Valkey's requests; yields the count per batch.
+
+    One batch ahead: the next batch's TYPE and PEXPIRETIME go out with this batch's
+    reads, so Redis answers them while this process builds Valkey's request."""
+    it = iter(batches)
+    keys = next(it, None)
+    if keys:
+        redis.send(_meta(keys))
+    grouped: list[bytes] = []
+    while keys:
+        meta = redis.read_many(2 * len(keys))
+        kinds = [m.decode() for m in meta[::2]]
+        wanted = [(k, t, e) for k, t, e in zip(keys, kinds, meta[1::2], strict=True) if t in COPIED]
+        refused += [
+            (sink.db, k, f"type {t}")
+            for k, t in zip(keys, kinds, strict=True)
+            if t not in (*COPIED, "none")
+        ]
+        ahead = next(it, None)  # SCAN, while nothing else is on its way from Redis
+        redis.send(_reads(wanted) + (_meta(ahead) if ahead else []))
+        out, replies = _fresh_batch(redis, sink.db, wanted, grouped)
+        if replies:
+            sink.send(b"".join(out), replies)
+        yield len(wanted)
+        keys = ahead
+    sink.flush()
+    for i in range(0, len(grouped), 1000):  # streams with consumer groups: XINFO STREAM FULL
+        copy_keys(redis, sink.valkey, sink.db, grouped[i : i + 1000], refused, False, True)
 
 
 class ChangeFeed:

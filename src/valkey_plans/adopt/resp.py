@@ -219,9 +219,9 @@ def _span(buf: bytes, pos: int) -> tuple[bytes, int]:
     return buf[pos:end], end
 
 
-def decode(span: bytes) -> Reply:
-    """A reply's bytes (as `read_raw` returned them), parsed."""
-    return _parse(span, 0)[0]
+def decode(span: bytes, at: int = 0) -> Reply:
+    """The reply at `at` of some reply's bytes (as `read_raw` returned them), parsed."""
+    return _parse(span, at)[0]
 
 
 def elements(span: bytes) -> tuple[int, bytes]:

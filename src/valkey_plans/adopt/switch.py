@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict
 
 from . import logical, replicate
@@ -230,16 +230,17 @@ def _first_pass(
     sink = logical.Sink(valkey, db)
     fast = logical.no_field_ttls(redis, db, ttls)
     every = adoption.batch * 20
-    for keys in logical.scan(redis, adoption.batch):
-        if fast:
-            refused = logical.Refused()
-            copied += logical.copy_fresh(redis, sink, keys, refused)
-            _refuse(refused)
-        else:
-            copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls, fresh=True)
-        if copied // every != (copied - len(keys)) // every:
+    refused = logical.Refused()
+    batches = logical.scan(redis, adoption.batch)
+    if fast:
+        counts: Iterable[int] = logical.copy_fresh(redis, sink, batches, refused)
+    else:
+        counts = (_copy_pass(adoption, redis, valkey, {db: k}, ttls, fresh=True) for k in batches)
+    for n in counts:
+        copied += n
+        if copied // every != (copied - n) // every:
             adoption.progress(f"copied {copied} of about {total} keys")
-    sink.flush()
+    _refuse(refused)
     return copied
 
 
