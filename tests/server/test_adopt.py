@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,25 @@ def test_the_copy_keeps_stream_ids_counters_and_empty_streams(pair, tmp_path):
     moved = valkey.Valkey(port=redis.port)
     assert {key: ids(moved, key) for key in want} == want
     assert want["s:empty"][0][3] == 0 and want["s:trimmed"][0][2] == b"5-0"
+
+
+@pytest.mark.parametrize("method", ["auto", "copy"])
+def test_an_acl_user_other_than_default_adopts_or_is_refused_by_name(pair, tmp_path, method):
+    redis, spare = pair
+    admin = redis.client()
+    admin.execute_command("ACL", "SETUSER", "mover", "on", ">s3cret", "+@all", "~*", "&*")
+    admin.execute_command("ACL", "SETUSER", "nopause", "on", ">s3cret", "+@all", "-client", "~*")
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">s3cret", "+@read", "~*", "&*")
+
+    def as_user(user: str) -> Adoption:
+        login = Endpoint(redis.port, user=user, password="s3cret")
+        return replace(adoption(redis, spare, tmp_path, method=method), redis=login)
+
+    with pytest.raises(AdoptError, match=r"'nopause' may not run: CLIENT PAUSE.*PSUBSCRIBE"):
+        adopt(as_user("nopause"))  # its channels too: Redis 7 gives none by default
+    with pytest.raises(AdoptError, match=r"ACL user 'reader': NOPERM .*'info'"):
+        adopt(as_user("reader"))
+    assert admin.dbsize() == KEYS and not (tmp_path / "adopt.state").exists()
+    report = adopt(as_user("mover"))
+    assert report.method == ("replication" if method == "auto" else "copy")
+    assert valkey.Valkey(port=redis.port).dbsize() == KEYS

@@ -132,7 +132,11 @@ class Progress:
 
 def _adoption(spec: dict, redis: RedisService, progress: Progress) -> Adoption:
     return Adoption(
-        redis=Endpoint(spec["redis_port"], password=_secret(spec.get("redis_password_file"))),
+        redis=Endpoint(
+            spec["redis_port"],
+            user=spec.get("redis_user"),
+            password=_secret(spec.get("redis_password_file")),
+        ),
         valkey=Endpoint(
             unix=spec["valkey_socket"],
             user="admin" if spec.get("valkey_auth_file") else None,

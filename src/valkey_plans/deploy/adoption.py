@@ -181,6 +181,7 @@ def _spec(plan: Plan, inst: Instance, final: str, passwords: dict[str, SecretStr
     spec = {
         "redis_port": redis_port(inst.port, inst.adopt),  # type: ignore[arg-type]
         "redis_password_file": password_file,
+        "redis_user": inst.adopt.user if inst.adopt else None,
         "valkey_socket": inst.paths.unixsocket,
         "valkey_auth_file": admin,
         "port": inst.port,
