@@ -171,22 +171,29 @@ class Sink:
             )
 
 
-def _fresh_write(kind: str, key: bytes, span: bytes) -> tuple[list[bytes], int]:
-    """The request that writes one value (as Redis's reply bytes) under `key` into an
-    emptied Valkey, and its number of replies; values are passed on undecoded."""
+DEL = b"*2\r\n$3\r\nDEL\r\n"
+
+
+def _fresh_write(kind: str, key: bytes, span: bytes, replace: bool) -> tuple[list[bytes], int]:
+    """The request that writes one value (as Redis's reply bytes) under `key`, and its
+    number of replies; values are passed on undecoded. `replace`: a later pass, where
+    Valkey may hold an older value (or the key may be gone from Redis meanwhile)."""
     k = bulk(key)
     if kind == "string":
-        return ([b"*3\r\n$3\r\nSET\r\n" + k + span], 1) if span != b"$-1\r\n" else ([], 0)
+        if span == b"$-1\r\n":
+            return ([DEL + k], 1) if replace else ([], 0)
+        return [b"*3\r\n$3\r\nSET\r\n" + k + span], 1
     count, body = elements(span)
-    if count <= 0:  # removed between TYPE and the read: nothing to write
-        return [], 0
+    if count <= 0:  # removed between TYPE and the read
+        return ([DEL + k], 1) if replace else ([], 0)
     if kind == "zset":  # WITHSCORES gives member, score; ZADD takes score, member
         items = bulk_items(body, count)
         body = b"".join(items[i + 1] + items[i] for i in range(0, count, 2))
-        return [b"*%d\r\n$4\r\nZADD\r\n%b%b" % (count + 2, k, body)], 1
-    request = b"*%d\r\n%b%b%b" % (count + 2, VERBS[kind], k, body)
-    if kind == "list":  # SCAN may return a key twice: a list would grow
-        return [b"*2\r\n$3\r\nDEL\r\n" + k, request], 2
+        request = b"*%d\r\n$4\r\nZADD\r\n%b%b" % (count + 2, k, body)
+    else:
+        request = b"*%d\r\n%b%b%b" % (count + 2, VERBS[kind], k, body)
+    if replace or kind == "list":  # SCAN may return a key twice: a list would grow
+        return [DEL + k, request], 2
     return [request], 1
 
 
@@ -261,7 +268,11 @@ def _reads(wanted: list[tuple[bytes, str, Reply]]) -> list[tuple[Any, ...]]:
 
 
 def _fresh_batch(
-    redis: Conn, db: int, wanted: list[tuple[bytes, str, Reply]], grouped: list[bytes]
+    redis: Conn,
+    db: int,
+    wanted: list[tuple[bytes, str, Reply]],
+    grouped: list[bytes],
+    replace: bool,
 ) -> tuple[list[bytes], int]:
     """Read the replies to `_reads(wanted)`: Valkey's request for them, its reply count."""
     out: list[bytes] = []
@@ -277,7 +288,7 @@ def _fresh_batch(
             span = redis.read_raw()
             if span[:1] == b"-":
                 raise AdoptError(f"reading {key!r} (db {db}) from Redis: {span[1:-2]!r}")
-            parts, n = _fresh_write(kind, key, span)
+            parts, n = _fresh_write(kind, key, span, replace)
         if n and isinstance(expire, int) and expire > 0:
             parts.append(b"*3\r\n$9\r\nPEXPIREAT\r\n%b%b" % (bulk(key), bulk(b"%d" % expire)))
             n += 1
@@ -287,10 +298,16 @@ def _fresh_batch(
 
 
 def copy_fresh(
-    redis: Conn, sink: Sink, batches: Iterable[list[bytes]], refused: Refused
+    redis: Conn,
+    sink: Sink,
+    batches: Iterable[list[bytes]],
+    refused: Refused,
+    replace: bool = False,
 ) -> Iterator[int]:
-    """The first pass over an emptied Valkey (the selected db, its hashes without field
-    TTLs): Redis's reply bytes become Valkey's requests; yields the count per batch.
+    """Copy keys of the selected db (its hashes without field TTLs): Redis's reply
+    bytes become Valkey's requests; yields the count per batch. `replace`: a later pass
+    (each key deleted in Valkey first, a key gone from Redis deleted), else the first
+    pass over an emptied Valkey.
 
     One batch ahead: the next batch's TYPE and PEXPIRETIME go out with this batch's
     reads, so Redis answers them while this process builds Valkey's request."""
@@ -308,16 +325,20 @@ def copy_fresh(
             for k, t in zip(keys, kinds, strict=True)
             if t not in (*COPIED, "none")
         ]
+        gone = [DEL + bulk(k) for k, t in zip(keys, kinds, strict=True) if t == "none"]
         ahead = next(it, None)  # SCAN, while nothing else is on its way from Redis
         redis.send(_reads(wanted) + (_meta(ahead) if ahead else []))
-        out, replies = _fresh_batch(redis, sink.db, wanted, grouped)
+        out, replies = _fresh_batch(redis, sink.db, wanted, grouped, replace)
+        if replace and gone:
+            out, replies = out + gone, replies + len(gone)
         if replies:
             sink.send(b"".join(out), replies)
         yield len(wanted)
         keys = ahead
     sink.flush()
     for i in range(0, len(grouped), 1000):  # streams with consumer groups: XINFO STREAM FULL
-        copy_keys(redis, sink.valkey, sink.db, grouped[i : i + 1000], refused, False, True)
+        chunk = grouped[i : i + 1000]
+        copy_keys(redis, sink.valkey, sink.db, chunk, refused, False, not replace)
 
 
 class ChangeFeed:

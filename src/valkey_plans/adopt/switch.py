@@ -165,8 +165,12 @@ def _copy_pass(
     for db, keys in sorted(by_db.items()):
         redis.call("SELECT", db)
         valkey.call("SELECT", db)
-        for i in range(0, len(keys), adoption.batch):
-            batch = keys[i : i + adoption.batch]
+        batches = [keys[i : i + adoption.batch] for i in range(0, len(keys), adoption.batch)]
+        if not fresh and logical.no_field_ttls(redis, db, ttls):
+            sink = logical.Sink(valkey, db)
+            copied += sum(logical.copy_fresh(redis, sink, batches, refused, replace=True))
+            continue
+        for batch in batches:
             copied += logical.copy_keys(redis, valkey, db, batch, refused, ttls, fresh)
     _refuse(refused)
     return copied
