@@ -9,6 +9,7 @@ then, each against a fresh Valkey and the same data:
   until Valkey serves every key, and with Redis's SAVE and stop after the switch;
 - a prebuilt stream of the same writes as the logical copy, fed by `valkey-cli --pipe`;
 - the logical copy (the Redis 8 path, run here against Redis 7, a client writing).
+The client is a process of its own, as on a real host.
 Redis is restarted from its RDB between runs (an adoption stops it). Prints the times,
 the ratios, the write pause the adoption measured and the longest gap the client saw.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -27,6 +29,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -86,11 +89,56 @@ def run_pipe(valkey: ValkeyProcess, path: Path) -> float:
     return time.monotonic() - start
 
 
-def run_adoption(redis: RedisProcess, valkey: ValkeyProcess, method: str) -> tuple[float, ...]:
+class WriterThread(Writer):
+    """The client that writes through the switch, as a thread of this process (as the
+    first figures of issue 15 were measured; it shares the GIL with the adoption)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.start()
+
+    def finish(self) -> float:
+        self.stop.set()
+        self.join(10)
+        return self.longest_gap
+
+
+class WriterProcess:
+    """The client that writes through the switch, in a process of its own (as on a real
+    host: a writer thread in this process takes the GIL from the adoption)."""
+
+    def __init__(self, port: int) -> None:
+        self.stop: Any = multiprocessing.Event()
+        self.out, child = multiprocessing.Pipe(duplex=False)
+        self.proc = multiprocessing.Process(target=_write, args=(port, self.stop, child))
+        self.proc.start()
+
+    def finish(self) -> float:
+        """Stop it; the longest gap between two acknowledged writes, in seconds."""
+        self.stop.set()
+        gap = self.out.recv()
+        self.proc.join(10)
+        return gap
+
+
+def _write(port: int, stop: Any, out: Any) -> None:
+    writer = Writer(port)
+    writer.start()
+    stop.wait()
+    writer.stop.set()
+    writer.join(10)
+    out.send(writer.longest_gap)
+
+
+WRITERS = {"thread": WriterThread, "process": WriterProcess}
+
+
+def run_adoption(
+    redis: RedisProcess, valkey: ValkeyProcess, method: str, writer_kind: str = "thread"
+) -> tuple[float, ...]:
     """(s until Valkey serves every key, s of the whole run with Redis's SAVE and stop,
     pause the adoption measured, longest gap between the client's writes)."""
-    writer = Writer(redis.port)
-    writer.start()
+    writer = WRITERS[writer_kind](redis.port)
     time.sleep(0.5)
     start = time.monotonic()
     report = adopt(
@@ -106,20 +154,21 @@ def run_adoption(redis: RedisProcess, valkey: ValkeyProcess, method: str) -> tup
     )
     whole = time.monotonic() - start
     time.sleep(0.5)
-    writer.stop.set()
-    writer.join(10)
+    longest_gap = writer.finish()
     # Valkey now holds Redis's port; give it back for the next run.
     with contextlib.suppress(ConnectionError):
         valkey_client(port=redis.port).shutdown(nosave=True)
-    return report.total_s, whole, report.pause_s, writer.longest_gap
+    return report.total_s, whole, report.pause_s, longest_gap
 
 
-def one_round(redis: RedisProcess, valkey: Callable[[], ValkeyProcess], base: Path) -> dict:
+def one_round(
+    redis: RedisProcess, valkey: Callable[[], ValkeyProcess], base: Path, writer: str
+) -> dict:
     """Every measurement once, each against a fresh Valkey and Redis's same data."""
     spare = valkey()
     raw = raw_replicaof(redis, spare)
     spare.stop()
-    replicated = run_adoption(redis, valkey(), "auto")
+    replicated = run_adoption(redis, valkey(), "auto", writer)
     redis.start()
     stream = base / "writes.resp"
     if not stream.exists():
@@ -127,12 +176,12 @@ def one_round(redis: RedisProcess, valkey: Callable[[], ValkeyProcess], base: Pa
     spare = valkey()
     piped = run_pipe(spare, stream)
     spare.stop()
-    copied = run_adoption(redis, valkey(), "copy")
+    copied = run_adoption(redis, valkey(), "copy", writer)
     redis.start()
     return {"raw": raw, "piped": piped, "replicated": replicated, "copied": copied}
 
 
-def show(n: int, rounds: list[dict]) -> None:
+def show(n: int, rounds: list[dict], writer: str) -> None:
     def med(values: list[float]) -> str:
         return f"{statistics.median(values):7.2f}" + (
             f" ({min(values):.2f}-{max(values):.2f})" if len(values) > 1 else ""
@@ -142,7 +191,7 @@ def show(n: int, rounds: list[dict]) -> None:
     piped = [r["piped"] for r in rounds]
     rep = [r["replicated"] for r in rounds]
     cop = [r["copied"] for r in rounds]
-    print(f"keys: {n}, rounds: {len(rounds)} (median, range)")
+    print(f"keys: {n}, rounds: {len(rounds)} (median, range), writer: {writer}")
     print(f"raw REPLICAOF full sync     {med(raw)} s")
     print(f"adoption by replication     {med([r[0] for r in rep])} s until Valkey serves")
     print(f"  with Redis's SAVE, stop   {med([r[1] for r in rep])} s")
@@ -163,6 +212,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--writer", choices=sorted(WRITERS), default="thread")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
@@ -174,8 +224,8 @@ def main() -> None:
         def valkey() -> ValkeyProcess:
             return ValkeyProcess(base / f"valkey{next(fresh)}", databases="16").start()
 
-        rounds = [one_round(redis, valkey, base) for _ in range(args.rounds)]
-        show(args.keys, rounds)
+        rounds = [one_round(redis, valkey, base, args.writer) for _ in range(args.rounds)]
+        show(args.keys, rounds, args.writer)
 
 
 if __name__ == "__main__":
