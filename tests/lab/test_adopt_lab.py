@@ -11,11 +11,13 @@ changes nothing.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 
 import pytest
 
-from tests.lab.pyinfra_lab import deploy, plan_env
+from tests.deploy.pyinfra_run import project_command
+from tests.lab.pyinfra_lab import Run, deploy, plan_env
 from tests.lab.test_deploy_lab import INSTANCES
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
@@ -154,6 +156,102 @@ def test_a_running_redis_is_adopted_with_every_key_and_every_write(lab_hosts, re
     finally:
         # The lab's later modules deploy other inventories to this host, whose verify
         # must find no listener they did not plan.
+        lab_hosts.run(
+            host, "systemctl disable --now valkey-server@adopted valkey-plans-exporter@adopted"
+        )
+
+
+#: Fewer keys than the main proof: enough that each phase lasts to be hit.
+KILL_KEYS = 30_000
+LOG = "/var/lib/valkey-plans/adopt/adopted.log"
+#: On the host: wait for the adoption's log line naming `phase`, SIGKILL the pid it
+#: names (the adoption process the deploy runs), then print the log from that line on.
+KILLER = r"""
+import os, signal, sys, time
+log, phase = sys.argv[1], sys.argv[2]
+deadline = time.monotonic() + 600
+while time.monotonic() < deadline:
+    try:
+        lines = open(log).read().splitlines()
+    except FileNotFoundError:
+        lines = []
+    hit = [i for i, line in enumerate(lines) if phase in line]
+    if hit:
+        os.kill(int(lines[hit[0]].split()[0]), signal.SIGKILL)
+        time.sleep(1)
+        print("\n".join(open(log).read().splitlines()[hit[0]:]))
+        sys.exit(0)
+    time.sleep(0.002)
+sys.exit(1)
+"""
+#: (release, the log line to kill at, a line that would show the kill came too late)
+PHASES = [
+    ("bookworm", "waiting for the sync", "in sync"),
+    ("bookworm", "in sync", "steady"),
+    ("trixie", "of about", "changed meanwhile"),
+]
+
+
+def _fresh_redis(lab, host) -> None:
+    """Redis serving KILL_KEYS on PORT again, as before an adoption (an earlier test of
+    this module adopted it): no record, no state, Redis enabled and started."""
+    lab.check(
+        host,
+        "systemctl disable --now valkey-server@adopted valkey-plans-exporter@adopted;"
+        " rm -f /var/lib/valkey-plans/adopt/adopted.* /root/killer.out",
+    )
+    lab.check(host, "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server", 900)
+    lab.check(host, f"sed -i 's/^port .*/port {PORT}/' /etc/redis/redis.conf")
+    lab.check(host, "systemctl enable --now redis-server && sleep 1")
+    lab.check(host, f"redis-cli -p {PORT} FLUSHALL")
+    lab.check(host, _python(SEED, KILL_KEYS) + f" | redis-cli -p {PORT} --pipe", 600)
+    # The user's own settings, which the adoption changes (the copy) and must put back.
+    lab.check(host, f"redis-cli -p {PORT} CONFIG SET save '900 1' notify-keyspace-events Ex")
+
+
+def _deploy_one(env: dict[str, str], host) -> Run:
+    args = ["pyinfra", "-y", "--limit", host.name, "inventories/lab.py", "deploy.py"]
+    return Run(*project_command(args, 900, env))
+
+
+@pytest.mark.parametrize(("release", "phase", "too_late"), PHASES)
+def test_an_adoption_killed_in_each_phase_leaves_redis_serving_and_the_next_run_completes(
+    lab_hosts, release, phase, too_late
+):
+    host = lab_hosts.host(release)
+    _fresh_redis(lab_hosts, host)
+    before = json.loads(lab_hosts.check(host, _python(DIGEST, PORT), 600))
+    env = plan_env(per_host={host.name: {"valkey_instances": [*INSTANCES, ADOPTED]}})
+    lab_hosts.check(host, f"nohup {_python(KILLER, LOG, phase)} > /root/killer.out 2>&1 &")
+    try:
+        killed = _deploy_one(env, host)
+        assert killed.returncode != 0, "the adoption was not killed: " + killed.tail()
+        seen = lab_hosts.check(host, "sleep 1; cat /root/killer.out").splitlines()
+        assert seen and phase in seen[0] and not any(too_late in line for line in seen), seen
+        # Redis serves every key, and takes writes.
+        lab_hosts.check(host, f"redis-cli -p {PORT} SET after-kill 1 | grep -q OK")
+        assert json.loads(lab_hosts.check(host, _python(DIGEST, PORT), 600)) == before
+        assert "redis_version" in lab_hosts.check(host, f"redis-cli -p {PORT} INFO server")
+        again = _deploy_one(env, host)
+        assert again.returncode == 0, again.tail()
+        # The next run put back Redis's own settings first (the copy had changed
+        # notify-keyspace-events), from the state file the killed run left.
+        log = lab_hosts.check(host, f"cat {LOG}")
+        assert re.search(r"put back: save '900 1', notify-keyspace-events '(xE|Ex)'", log), log
+        record = json.loads(
+            lab_hosts.check(host, "cat /var/lib/valkey-plans/adopt/adopted.done.json")
+        )
+        assert record["method"] == ("replication" if release == "bookworm" else "copy")
+        after = json.loads(lab_hosts.check(host, _python(DIGEST, PORT), 600))
+        assert set(after) == set(before)
+        for key, (kind, value, expire) in before.items():
+            assert after[key][:2] == [kind, value] and abs(after[key][2] - expire) <= 2000, key
+        assert lab_hosts.check(host, f"valkey-cli -p {PORT} GET after-kill").strip() == "1"
+        state = lab_hosts.run(
+            host, "systemctl is-active redis-server; systemctl is-enabled redis-server"
+        )
+        assert state.stdout.split() == ["inactive", "disabled"]
+    finally:
         lab_hosts.run(
             host, "systemctl disable --now valkey-server@adopted valkey-plans-exporter@adopted"
         )

@@ -8,7 +8,9 @@ and TTL (within 2 s) and every acknowledged write must be in Valkey afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,14 +99,11 @@ def test_keys_changed_during_the_copy_are_copied_again(pair, tmp_path):
 
 def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
     redis, spare = pair
-
-    def refuse() -> None:
-        raise RuntimeError("the init system said no")
-
     client = redis.client()
     client.config_set("save", "900 1")
-    with pytest.raises(AdoptError, match="could not be stopped"):
-        adopt(adoption(redis, spare, tmp_path, stop_redis=refuse))
+    # A pause bound of 1 ms: settling cannot finish within its share, the switch stops.
+    with pytest.raises(AdoptError, match="settling took|did not reach"):
+        adopt(adoption(redis, spare, tmp_path, method="copy", pause_ms=1))
     client.set("after", "1")  # writes go through: no pause left behind
     assert client.config_get("save")["save"] == "900 1"
     assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""
@@ -112,6 +111,34 @@ def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
     # The next run completes.
     adopt(adoption(redis, spare, tmp_path))
     assert valkey.Valkey(port=redis.port).get("after") == b"1"
+
+
+def test_redis_that_cannot_be_stopped_after_the_switch_is_named(pair, tmp_path):
+    """Past the switch Valkey serves every key; a Redis that will not stop is an error
+    that says so (the host's next run finishes the job: test_adopt_killed)."""
+    redis, spare = pair
+
+    def refuse() -> None:
+        raise RuntimeError("the init system said no")
+
+    with pytest.raises(AdoptError, match="Valkey serves port .* could not be saved and stopped"):
+        adopt(adoption(redis, spare, tmp_path, stop_redis=refuse))
+    moved = valkey.Valkey(port=redis.port)
+    assert moved.info("server")["server_name"] == "valkey" and moved.dbsize() == KEYS
+    assert redis.proc is not None and redis.proc.poll() is None  # refused: still running
+
+
+def test_redis_keeps_every_key_in_its_data_dir_as_of_the_switch(pair, tmp_path):
+    """The SAVE after the switch: Redis's kept dump holds the writes made just before."""
+    redis, spare = pair
+    redis.client().config_set("save", "")
+    redis.client().set("last-before-switch", "1")
+    adopt(adoption(redis, spare, tmp_path))
+    with contextlib.suppress(valkey.ConnectionError):  # Valkey gives the port back
+        valkey.Valkey(port=redis.port).shutdown(nosave=True)
+    redis.start()  # from its kept data dir
+    assert redis.client().dbsize() == KEYS + 1
+    assert redis.client().get("last-before-switch") == b"1"
 
 
 def test_settings_left_by_a_killed_run_are_restored_and_the_copy_restarts(pair, tmp_path):
@@ -173,3 +200,48 @@ def test_keys_expiring_during_the_copy_do_not_stop_it_nor_come_back(pair, tmp_pa
     moved = valkey.Valkey(port=redis.port)
     assert list(moved.scan_iter(match="short:*", count=1000)) == []
     assert moved.dbsize() == KEYS
+
+
+def test_the_copy_keeps_stream_ids_counters_and_empty_streams(pair, tmp_path):
+    """Streams without consumer groups take the copy's fast path (XINFO STREAM, XRANGE):
+    the last id, entries added and max deleted id must come over, an empty stream too."""
+    redis, spare = pair
+    client = redis.client()
+    for i in range(5):
+        client.xadd("s:trimmed", {"n": i}, id=f"{i + 1}-0")
+    client.xdel("s:trimmed", "5-0", "2-0")
+    client.xadd("s:empty", {"n": 1}, id="7-1")
+    client.xdel("s:empty", "7-1")
+    fields = ("last-generated-id", "entries-added", "max-deleted-entry-id", "length")
+
+    def ids(c: valkey.Valkey, key: str) -> tuple:
+        got = c.xinfo_stream(key)
+        return tuple(got[f] for f in fields), c.xrange(key)
+
+    want = {key: ids(client, key) for key in ("s:trimmed", "s:empty")}
+    adopt(adoption(redis, spare, tmp_path, method="copy"))
+    moved = valkey.Valkey(port=redis.port)
+    assert {key: ids(moved, key) for key in want} == want
+    assert want["s:empty"][0][3] == 0 and want["s:trimmed"][0][2] == b"5-0"
+
+
+@pytest.mark.parametrize("method", ["auto", "copy"])
+def test_an_acl_user_other_than_default_adopts_or_is_refused_by_name(pair, tmp_path, method):
+    redis, spare = pair
+    admin = redis.client()
+    admin.execute_command("ACL", "SETUSER", "mover", "on", ">s3cret", "+@all", "~*", "&*")
+    admin.execute_command("ACL", "SETUSER", "nopause", "on", ">s3cret", "+@all", "-client", "~*")
+    admin.execute_command("ACL", "SETUSER", "reader", "on", ">s3cret", "+@read", "~*", "&*")
+
+    def as_user(user: str) -> Adoption:
+        login = Endpoint(redis.port, user=user, password="s3cret")
+        return replace(adoption(redis, spare, tmp_path, method=method), redis=login)
+
+    with pytest.raises(AdoptError, match=r"'nopause' may not run: CLIENT PAUSE.*PSUBSCRIBE"):
+        adopt(as_user("nopause"))  # its channels too: Redis 7 gives none by default
+    with pytest.raises(AdoptError, match=r"ACL user 'reader': NOPERM .*'info'"):
+        adopt(as_user("reader"))
+    assert admin.dbsize() == KEYS and not (tmp_path / "adopt.state").exists()
+    report = adopt(as_user("mover"))
+    assert report.method == ("replication" if method == "auto" else "copy")
+    assert valkey.Valkey(port=redis.port).dbsize() == KEYS

@@ -399,6 +399,11 @@ BAD_PLANS = [
         instances(cache(adopt=ADOPT | {"port": 6390, "spare_port": 6390})),
         ["adopt.spare_port = 6390: taken (Redis)", "allowed"],
     ),
+    (
+        "adopt-user-without-password",
+        instances(cache(adopt=ADOPT | {"user": "mover"})),
+        ["adopt.user = 'mover': a Redis ACL user needs its password", "password_secret"],
+    ),
     ("adopt-secret-name", instances(cache(adopt=ADOPT | {"password_secret": "a b"})), ["a b"]),
     # -- top-level settings: typos are refused with the closest name ----------------------
     ("typo-instances", {"valkey_instance": [cache()]}, ["did you mean valkey_instances?"]),

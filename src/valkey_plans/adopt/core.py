@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .resp import Conn, info
+from .resp import Conn, ReplyError, info
 
 #: Redis majors whose replication stream Valkey follows; from 8 on, a logical copy.
 REPLICATED_MAJORS = (5, 6, 7)
@@ -44,13 +44,15 @@ class Adoption:
     + valkey: the Valkey instance, running on its spare port (or reached by its socket)
     + port: the port Valkey listens on after the switch (usually Redis's own)
     + databases: Valkey's databases; Redis keys in a db at or above it are refused
-    + stop_redis: stops Redis for good (the service, then its boot-time start)
+    + stop_redis: stops Redis (its service), after Valkey has taken the port
     + method: "auto" (replication from Redis <= 7, a logical copy from 8), or "copy"
     + pause_ms: the bound of CLIENT PAUSE on Redis: if the switch dies, Redis resumes
       writes by itself after this long
-    + final_snapshot: BGSAVE on Redis right before the pause (its kept files are current)
     + state_file: where Redis's settings changed for the adoption are remembered, so
       that a run killed halfway restores them on the next run
+    + switch_file: written just before Redis lets go of its port (the report so far and
+      `redis_ident`), so that a run killed during the switch is finished by the next one
+    + redis_ident: how to find Redis's process again when it no longer has a port
     """
 
     redis: Endpoint
@@ -63,8 +65,8 @@ class Adoption:
     batch: int = 1000
     sync_timeout: float = 3600.0
     state_file: str | None = None
-    #: BGSAVE on Redis just before the pause, so that its kept data dir is current.
-    final_snapshot: bool = True
+    switch_file: str | None = None
+    redis_ident: dict[str, object] = field(default_factory=dict)
     progress: Callable[[str], None] = _log
 
 
@@ -80,6 +82,9 @@ class Report:
     redis_dir: str = ""
     redis_config: str = ""
     passes: int = 0
+    #: The SAVE on Redis after the switch (its kept data dir current), and its stop.
+    retire_s: float = 0.0
+    resumed: bool = False
 
 
 def server_version(conn: Conn) -> tuple[str, str]:
@@ -113,9 +118,23 @@ def keyspace(conn: Conn) -> dict[int, int]:
 
 
 def preflight(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[str, str]:
-    """Refuse before any change: the wrong servers, or keys Valkey has no db for.
+    """Refuse before any change: the wrong servers, a Redis user lacking permissions,
+    or keys Valkey has no db for. Returns (Redis version, method)."""
+    user = adoption.redis.user
+    if user:
+        _allowed(redis, user)
+    try:
+        return _preflight(adoption, redis, valkey)
+    except ReplyError as exc:
+        if not user or not str(exc).startswith("NOPERM"):
+            raise
+        raise AdoptError(
+            f"Redis's ACL user {user!r}: {exc}; allow it every command (e.g. ACL SETUSER"
+            f" {user} +@all ~* &*) or adopt as another user: nothing was changed"
+        ) from None
 
-    Returns (Redis version, method)."""
+
+def _preflight(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[str, str]:
     rname, rversion = server_version(redis)
     vname, _ = server_version(valkey)
     if rname != "redis":
@@ -132,7 +151,54 @@ def preflight(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[str, str]:
             f" (databases {adoption.databases}); move them (MOVE/COPY ... DB) or plan more"
             " dbs (role cache): nothing was changed"
         )
+    if (
+        adoption.redis.user
+        and rversion.split(".")[0].isdigit()
+        and int(rversion.split(".")[0]) >= 7
+    ):
+        _allowed(redis, adoption.redis.user)
     return rversion, choose_method(rversion, adoption.method)
+
+
+#: What the adoption runs on Redis (either path), as ACL DRYRUN checks it: any key and
+#: any channel, since every key is read and every key's changes are followed.
+NEEDED = (
+    ("INFO",),
+    ("CONFIG", "GET", "save"),
+    ("CONFIG", "SET", "save", ""),
+    ("CLIENT", "PAUSE", "1", "WRITE"),
+    ("CLIENT", "UNPAUSE"),
+    ("CLIENT", "KILL", "TYPE", "normal"),
+    ("SAVE",),
+    ("SELECT", "0"),
+    ("SCAN", "0"),
+    ("TYPE", "vp-adopt-any-key"),
+    ("PEXPIRETIME", "vp-adopt-any-key"),
+    ("HGETALL", "vp-adopt-any-key"),
+    ("XINFO", "STREAM", "vp-adopt-any-key"),
+    ("PSUBSCRIBE", "__keyspace@*__:*"),
+    ("PSYNC", "?", "-1"),
+    ("REPLCONF", "capa", "eof"),
+)
+
+
+def _allowed(redis: Conn, user: str) -> None:
+    """Refuse, naming them, the commands Redis's ACL user `user` may not run."""
+    denied = []
+    for args in NEEDED:
+        reply = redis.pipeline([("ACL", "DRYRUN", user, *args)])[0]
+        if isinstance(reply, ReplyError) and "dryrun" in str(reply).lower():
+            return  # Redis < 7, or the user may not ask: the first command denied says
+        if reply != b"OK":
+            denied.append(
+                f"{' '.join(args[:2] if args[0] in ('CONFIG', 'CLIENT') else args[:1])} ({reply})"
+            )
+    if denied:
+        raise AdoptError(
+            f"Redis's ACL user {user!r} may not run: {'; '.join(denied)}; allow them"
+            f" (e.g. ACL SETUSER {user} +@all ~* &*) or adopt as another user: nothing was"
+            " changed"
+        )
 
 
 def wait_port_free(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:

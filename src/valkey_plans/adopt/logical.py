@@ -11,11 +11,11 @@ TTL) are refused, naming the keys.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from .core import AdoptError, Adoption
-from .resp import Conn, Reply, ReplyError
+from .resp import Conn, Reply, ReplyError, bulk, bulk_items, decode, elements, encode, info
 
 #: Types copied as such; anything else is refused by name.
 COPIED = ("string", "hash", "list", "set", "zset", "stream")
@@ -138,6 +138,207 @@ def copy_keys(
     if errors:
         raise AdoptError(f"writing db {db} to Valkey: {errors[0]} ({len(errors)} errors)")
     return len(wanted)
+
+
+VERBS = {"hash": b"$4\r\nHSET\r\n", "list": b"$5\r\nRPUSH\r\n", "set": b"$4\r\nSADD\r\n"}
+
+
+class Sink:
+    """Writes to Valkey without waiting for them: a batch's replies are read once the
+    next batch is sent, so Valkey applies one batch while Redis is read for the next.
+    Every reply is still checked; `flush` before anything else uses the connection."""
+
+    def __init__(self, valkey: Conn, db: int) -> None:
+        self.valkey, self.db = valkey, db
+        self.pending: list[int] = []
+
+    def send(self, request: bytes, replies: int) -> None:
+        self.valkey.send_raw(request)
+        self.pending.append(replies)
+        while len(self.pending) > 1:
+            self._check(self.pending.pop(0))
+
+    def flush(self) -> None:
+        while self.pending:
+            self._check(self.pending.pop(0))
+
+    def _check(self, replies: int) -> None:
+        errors = self.valkey.errors(replies)
+        if errors:
+            raise AdoptError(
+                f"writing db {self.db} to Valkey: {errors[0][1:-2].decode(errors='replace')}"
+                f" ({len(errors)} errors)"
+            )
+
+
+DEL = b"*2\r\n$3\r\nDEL\r\n"
+
+
+def _fresh_write(kind: str, key: bytes, span: bytes, replace: bool) -> tuple[list[bytes], int]:
+    """The request that writes one value (as Redis's reply bytes) under `key`, and its
+    number of replies; values are passed on undecoded. `replace`: a later pass, where
+    Valkey may hold an older value (or the key may be gone from Redis meanwhile)."""
+    k = bulk(key)
+    if kind == "string":
+        if span == b"$-1\r\n":
+            return ([DEL + k], 1) if replace else ([], 0)
+        return [b"*3\r\n$3\r\nSET\r\n" + k + span], 1
+    count, body = elements(span)
+    if count <= 0:  # removed between TYPE and the read
+        return ([DEL + k], 1) if replace else ([], 0)
+    if kind == "zset":  # WITHSCORES gives member, score; ZADD takes score, member
+        items = bulk_items(body, count)
+        body = b"".join(items[i + 1] + items[i] for i in range(0, count, 2))
+        request = b"*%d\r\n$4\r\nZADD\r\n%b%b" % (count + 2, k, body)
+    else:
+        request = b"*%d\r\n%b%b%b" % (count + 2, VERBS[kind], k, body)
+    if replace or kind == "list":  # SCAN may return a key twice: a list would grow
+        return [DEL + k, request], 2
+    return [request], 1
+
+
+def no_field_ttls(redis: Conn, db: int, field_ttls: bool) -> bool:
+    """Whether no hash of `db` has a field with its own TTL (Redis 7.4+ counts them as
+    `subexpiry` in INFO keyspace; without that count, each hash is checked)."""
+    if not field_ttls:
+        return True
+    fields = info(redis, "keyspace").get(f"db{db}", "")
+    counts = dict(item.split("=") for item in fields.split(",") if "=" in item)
+    return counts.get("subexpiry") == "0"
+
+
+def _xadds(k: bytes, span: bytes) -> list[bytes]:
+    """XRANGE's reply bytes as one XADD per entry (id and fields passed on undecoded)."""
+    count, body = elements(span)
+    out, at = [], 0
+    for _ in range(count):
+        at += 4  # *2\r\n
+        end = body.index(b"\r\n", at)
+        start, at = at, end + int(body[at + 1 : end]) + 4
+        entry_id = body[start:at]
+        end = body.index(b"\r\n", at)
+        fields, at = int(body[at + 1 : end]), end + 2
+        first = at
+        for _ in range(fields):
+            end = body.index(b"\r\n", at)
+            at = end + int(body[at + 1 : end]) + 4
+        out.append(b"*%d\r\n$4\r\nXADD\r\n%b%b%b" % (fields + 3, k, entry_id, body[first:at]))
+    return out
+
+
+def _field(span: bytes, name: bytes) -> Reply:
+    """The value after `name` in XINFO STREAM's flat reply, found without parsing it
+    all (its metadata comes first: no entry's field can be met before)."""
+    at = span.find(b"\r\n$%d\r\n%b\r\n" % (len(name), name))
+    return None if at < 0 else decode(span, at + len(name) + 7 + len(str(len(name))))
+
+
+def _stream_fresh(key: bytes, meta: bytes, span: bytes) -> tuple[list[bytes], int] | None:
+    """A stream without consumer groups, from XINFO STREAM and XRANGE; None: it has
+    groups (copied from XINFO STREAM FULL instead)."""
+    for reply in (meta, span):
+        if reply[:1] == b"-":
+            raise AdoptError(f"reading stream {key!r} from Redis: {reply[1:-2]!r}")
+    if _field(meta, b"groups"):
+        return None
+    k = bulk(key)
+    out = [b"*2\r\n$3\r\nDEL\r\n" + k, *_xadds(k, span)]
+    if len(out) == 1:  # no entries: XSETID needs the stream to exist
+        out.append(encode([("XGROUP", "CREATE", key, "vp-adopt", "$", "MKSTREAM")]))
+        out.append(encode([("XGROUP", "DESTROY", key, "vp-adopt")]))
+    setid: tuple[Any, ...] = ("XSETID", key, _field(meta, b"last-generated-id"))
+    added = _field(meta, b"entries-added")
+    if added is not None:
+        setid += ("ENTRIESADDED", added, "MAXDELETEDID", _field(meta, b"max-deleted-entry-id"))
+    out.append(encode([setid]))
+    return out, len(out)
+
+
+def _meta(keys: list[bytes]) -> list[tuple[Any, ...]]:
+    return [c for k in keys for c in (("TYPE", k), ("PEXPIRETIME", k))]
+
+
+def _reads(wanted: list[tuple[bytes, str, Reply]]) -> list[tuple[Any, ...]]:
+    reads: list[tuple[Any, ...]] = []
+    for k, t, _ in wanted:
+        reads += (
+            [("XINFO", "STREAM", k), ("XRANGE", k, "-", "+")] if t == "stream" else [READ[t](k)]
+        )
+    return reads
+
+
+def _fresh_batch(
+    redis: Conn,
+    db: int,
+    wanted: list[tuple[bytes, str, Reply]],
+    grouped: list[bytes],
+    replace: bool,
+) -> tuple[list[bytes], int]:
+    """Read the replies to `_reads(wanted)`: Valkey's request for them, its reply count."""
+    out: list[bytes] = []
+    replies = 0
+    for key, kind, expire in wanted:
+        if kind == "stream":
+            parts_n = _stream_fresh(key, redis.read_raw(), redis.read_raw())
+            if parts_n is None:
+                grouped.append(key)
+                continue
+            parts, n = parts_n
+        else:
+            span = redis.read_raw()
+            if span[:1] == b"-":
+                raise AdoptError(f"reading {key!r} (db {db}) from Redis: {span[1:-2]!r}")
+            parts, n = _fresh_write(kind, key, span, replace)
+        if n and isinstance(expire, int) and expire > 0:
+            parts.append(b"*3\r\n$9\r\nPEXPIREAT\r\n%b%b" % (bulk(key), bulk(b"%d" % expire)))
+            n += 1
+        out += parts
+        replies += n
+    return out, replies
+
+
+def copy_fresh(
+    redis: Conn,
+    sink: Sink,
+    batches: Iterable[list[bytes]],
+    refused: Refused,
+    replace: bool = False,
+) -> Iterator[int]:
+    """Copy keys of the selected db (its hashes without field TTLs): Redis's reply
+    bytes become Valkey's requests; yields the count per batch. `replace`: a later pass
+    (each key deleted in Valkey first, a key gone from Redis deleted), else the first
+    pass over an emptied Valkey.
+
+    One batch ahead: the next batch's TYPE and PEXPIRETIME go out with this batch's
+    reads, so Redis answers them while this process builds Valkey's request."""
+    it = iter(batches)
+    keys = next(it, None)
+    if keys:
+        redis.send(_meta(keys))
+    grouped: list[bytes] = []
+    while keys:
+        meta = redis.read_many(2 * len(keys))
+        kinds = [m.decode() for m in meta[::2]]
+        wanted = [(k, t, e) for k, t, e in zip(keys, kinds, meta[1::2], strict=True) if t in COPIED]
+        refused += [
+            (sink.db, k, f"type {t}")
+            for k, t in zip(keys, kinds, strict=True)
+            if t not in (*COPIED, "none")
+        ]
+        gone = [DEL + bulk(k) for k, t in zip(keys, kinds, strict=True) if t == "none"]
+        ahead = next(it, None)  # SCAN, while nothing else is on its way from Redis
+        redis.send(_reads(wanted) + (_meta(ahead) if ahead else []))
+        out, replies = _fresh_batch(redis, sink.db, wanted, grouped, replace)
+        if replace and gone:
+            out, replies = out + gone, replies + len(gone)
+        if replies:
+            sink.send(b"".join(out), replies)
+        yield len(wanted)
+        keys = ahead
+    sink.flush()
+    for i in range(0, len(grouped), 1000):  # streams with consumer groups: XINFO STREAM FULL
+        chunk = grouped[i : i + 1000]
+        copy_keys(redis, sink.valkey, sink.db, chunk, refused, False, not replace)
 
 
 class ChangeFeed:

@@ -7,6 +7,9 @@ import time
 from .core import AdoptError, Adoption
 from .resp import Conn, config_get, info
 
+#: How far (bytes of Redis's replication stream) Valkey may trail when the pause begins.
+MAX_LAG = 1 << 20
+
 
 def follow(adoption: Adoption, valkey: Conn) -> None:
     """Make the spare Valkey a replica of Redis (again, after an interrupted run) and
@@ -38,6 +41,25 @@ def follow(adoption: Adoption, valkey: Conn) -> None:
             shown = time.monotonic()
         time.sleep(0.05)
     raise AdoptError(f"Valkey was not in sync with Redis after {adoption.sync_timeout:.0f} s")
+
+
+def steady(adoption: Adoption, redis: Conn, valkey: Conn, window: float = 0.2) -> None:
+    """Once in sync, until Valkey has kept within `MAX_LAG` bytes of Redis's offset for
+    `window` seconds: right after a large full sync Valkey still applies the writes
+    Redis buffered meanwhile, and the write pause must not wait for that backlog."""
+    deadline = time.monotonic() + adoption.sync_timeout
+    since = time.monotonic()
+    while time.monotonic() < deadline:
+        ahead = int(info(redis, "replication")["master_repl_offset"])
+        lag = ahead - int(info(valkey, "replication").get("slave_repl_offset", "-1"))
+        now = time.monotonic()
+        if lag > MAX_LAG:
+            since = now
+        elif now - since >= window:
+            adoption.progress(f"steady (lag {max(lag, 0)} bytes): pausing writes on Redis")
+            return
+        time.sleep(0.01)
+    raise AdoptError(f"Valkey kept lagging behind Redis for {adoption.sync_timeout:.0f} s")
 
 
 def caught_up(redis: Conn, valkey: Conn, timeout: float) -> int:

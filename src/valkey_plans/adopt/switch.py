@@ -1,8 +1,10 @@
 """One adoption from start to switch: copy or replicate, pause, settle, take the port.
 
-Until Redis is stopped, every failure leaves Redis serving: its write pause is lifted
-(and bounded by CLIENT PAUSE's own timeout if this process dies), the settings changed
-for the adoption are put back, and Valkey is left where the next run picks it up.
+Until Redis lets go of its port, every failure leaves Redis serving: its write pause is
+lifted (and bounded by CLIENT PAUSE's own timeout if this process dies), the settings
+changed for the adoption are put back, and Valkey is left where the next run picks it
+up. From then on Valkey holds every key; a run killed there is finished by the next
+(`__main__` reads the switch file).
 """
 
 from __future__ import annotations
@@ -10,10 +12,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import asdict
 
 from . import logical, replicate
-from .core import AdoptError, Adoption, Report, keyspace, preflight, wait_port_free
+from .core import AdoptError, Adoption, Report, keyspace, preflight
 from .resp import Conn, ReplyError, config_get, info
 
 #: The part of CLIENT PAUSE's bound the settle step may use: Redis must still be paused
@@ -41,8 +44,12 @@ def _saved(adoption: Adoption) -> dict[str, str]:
 
 def restore(adoption: Adoption, redis: Conn) -> None:
     """Put back Redis's settings from an earlier (failed or killed) run, if any."""
-    for name, value in _saved(adoption).items():
+    saved = _saved(adoption)
+    for name, value in saved.items():
         redis.call("CONFIG", "SET", name, value)
+    if saved:
+        shown = ", ".join(f"{name} {value!r}" for name, value in saved.items())
+        adoption.progress(f"Redis's settings from before an interrupted run put back: {shown}")
     if adoption.state_file and os.path.exists(adoption.state_file):
         os.unlink(adoption.state_file)
 
@@ -53,14 +60,14 @@ def switch(
     valkey: Conn,
     settle: Callable[[], None],
     undo: Callable[[], None],
+    report: Report,
 ) -> float:
-    """Pause writes on Redis, settle (Valkey gets the last changes), stop Redis, move
-    Valkey onto the port. Returns the pause in seconds, as clients saw it."""
-    if adoption.final_snapshot:
-        _snapshot(redis)
-    # Redis's own save at exit would hold the port (and the pause) for as long as it
-    # takes; the snapshot just taken is its last.
-    redis.call("CONFIG", "SET", "save", "")
+    """Pause writes on Redis, settle (Valkey gets the last changes), then in one step
+    Redis lets go of its port and drops its clients, and Valkey takes the port. Returns
+    the pause in seconds, as clients saw it.
+
+    Nothing slow sits between the pause and the port: Redis is saved and stopped only
+    after Valkey serves (`retire`), since clients can no longer reach it."""
     start = time.monotonic()
     redis.call("CLIENT", "PAUSE", adoption.pause_ms, "WRITE")
     try:
@@ -72,16 +79,53 @@ def switch(
         redis.call("CLIENT", "UNPAUSE")
         undo()
         raise
+    _let_go(adoption, redis, report)
     try:
-        adoption.stop_redis()
-    except Exception as exc:
-        if _answers(adoption):
-            redis.call("CLIENT", "UNPAUSE")
-            undo()
-            raise AdoptError(f"Redis could not be stopped ({exc}); it keeps serving") from exc
-    wait_port_free(adoption.port)
-    valkey.call("CONFIG", "SET", "port", adoption.port)
+        valkey.call("CONFIG", "SET", "port", adoption.port)
+    except ReplyError as exc:
+        redis.call("CONFIG", "SET", "port", adoption.redis.port)
+        redis.call("CLIENT", "UNPAUSE")
+        undo()
+        _forget_switch(adoption)
+        raise AdoptError(f"Valkey could not take port {adoption.port}: {exc}") from exc
     return time.monotonic() - start
+
+
+def _let_go(adoption: Adoption, redis: Conn, report: Report) -> None:
+    """Redis closes its TCP port and drops its (paused) clients in one transaction:
+    no write can reach Redis after this, and a run killed here is finished by the next
+    one (the switch file says so)."""
+    if adoption.switch_file:
+        with open(adoption.switch_file, "w") as out:
+            json.dump({"redis": adoption.redis_ident, "report": asdict(report)}, out)
+    replies = redis.pipeline(
+        [
+            ("MULTI",),
+            ("CONFIG", "SET", "port", 0),
+            ("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes"),
+            ("EXEC",),
+        ]
+    )
+    done = replies[-1]
+    if not isinstance(done, list) or any(isinstance(r, ReplyError) for r in done):
+        _forget_switch(adoption)
+        raise AdoptError(f"Redis did not let go of its port: {replies}")
+
+
+def _forget_switch(adoption: Adoption) -> None:
+    if adoption.switch_file and os.path.exists(adoption.switch_file):
+        os.unlink(adoption.switch_file)
+
+
+def retire(adoption: Adoption, redis: Conn) -> float:
+    """After the switch: SAVE on Redis (no client reaches it any more), so that its kept
+    data dir holds every key as of the switch, then stop it without a second save.
+    Returns how long it took (off the clients' path)."""
+    began = time.monotonic()
+    redis.call("SAVE")
+    redis.call("CONFIG", "SET", "save", "")
+    adoption.stop_redis()
+    return time.monotonic() - began
 
 
 def _answers(adoption: Adoption) -> bool:
@@ -92,8 +136,9 @@ def _answers(adoption: Adoption) -> bool:
         return False
 
 
-def _replicated(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[float, int]:
+def _replicated(adoption: Adoption, redis: Conn, valkey: Conn, report: Report) -> tuple[float, int]:
     replicate.follow(adoption, valkey)
+    replicate.steady(adoption, redis, valkey)
 
     def settle() -> None:
         replicate.caught_up(redis, valkey, adoption.pause_ms / 1000 * SETTLE_SHARE)
@@ -103,7 +148,7 @@ def _replicated(adoption: Adoption, redis: Conn, valkey: Conn) -> tuple[float, i
         if info(valkey, "replication").get("role") == "master":
             replicate.rejoin(adoption, valkey)
 
-    return switch(adoption, redis, valkey, settle, undo), 0
+    return switch(adoption, redis, valkey, settle, undo, report), 0
 
 
 def _copy_pass(
@@ -120,8 +165,12 @@ def _copy_pass(
     for db, keys in sorted(by_db.items()):
         redis.call("SELECT", db)
         valkey.call("SELECT", db)
-        for i in range(0, len(keys), adoption.batch):
-            batch = keys[i : i + adoption.batch]
+        batches = [keys[i : i + adoption.batch] for i in range(0, len(keys), adoption.batch)]
+        if not fresh and logical.no_field_ttls(redis, db, ttls):
+            sink = logical.Sink(valkey, db)
+            copied += sum(logical.copy_fresh(redis, sink, batches, refused, replace=True))
+            continue
+        for batch in batches:
             copied += logical.copy_keys(redis, valkey, db, batch, refused, ttls, fresh)
     _refuse(refused)
     return copied
@@ -139,34 +188,9 @@ def _refuse(refused: logical.Refused) -> None:
         )
 
 
-def _snapshot(redis: Conn, timeout: float = 3600.0) -> None:
-    """BGSAVE on Redis and wait for it: Redis's data dir then holds its data as of
-    seconds before the switch (it is kept, never removed)."""
-    fields = info(redis, "persistence")
-    # rdb_saves counts every save (Redis 7+); the save time has a resolution of seconds.
-    mark = "rdb_saves" if "rdb_saves" in fields else "rdb_last_save_time"
-    before = fields.get(mark)
-    try:
-        redis.call("BGSAVE")
-    except ReplyError as exc:  # one already running: wait for it, then ours
-        if "in progress" not in str(exc):
-            raise
-        time.sleep(0.1)
-        return _snapshot(redis, timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        fields = info(redis, "persistence")
-        if fields.get("rdb_bgsave_in_progress") == "0" and fields.get(mark) != before:
-            if fields.get("rdb_last_bgsave_status") != "ok":
-                raise AdoptError("Redis's BGSAVE before the switch failed: see Redis's log")
-            return None
-        time.sleep(0.01)
-    raise AdoptError("Redis's BGSAVE before the switch did not finish")
-
-
-def _copied(adoption: Adoption, redis: Conn, valkey: Conn, version: str) -> tuple[float, int]:
+def _copied(adoption: Adoption, redis: Conn, valkey: Conn, report: Report) -> tuple[float, int]:
     """The logical copy: a first pass, catch-up passes for changed keys, the switch."""
-    major, minor = (int(x) for x in (version.split(".") + ["0"])[:2])
+    major, minor = (int(x) for x in (report.redis_version.split(".") + ["0"])[:2])
     ttls = (major, minor) >= (7, 4)
     flags = set(config_get(redis, "notify-keyspace-events")) | set("KA")
     redis.call("CONFIG", "SET", "notify-keyspace-events", "".join(sorted(flags)))
@@ -176,11 +200,7 @@ def _copied(adoption: Adoption, redis: Conn, valkey: Conn, version: str) -> tupl
         total = sum(keyspace(redis).values())
         copied = 0
         for db in sorted(keyspace(redis)):
-            redis.call("SELECT", db)
-            for keys in logical.scan(redis, adoption.batch):
-                copied += _copy_pass(adoption, redis, valkey, {db: keys}, ttls, fresh=True)
-                if copied // (adoption.batch * 20) != (copied - len(keys)) // (adoption.batch * 20):
-                    adoption.progress(f"copied {copied} of about {total} keys")
+            copied = _first_pass(adoption, redis, valkey, db, ttls, copied, total)
         adoption.progress(f"copied {copied} keys; copying the keys changed meanwhile")
         passes = 1
         for passes in range(2, 7):
@@ -197,9 +217,35 @@ def _copied(adoption: Adoption, redis: Conn, valkey: Conn, version: str) -> tupl
             _copy_pass(adoption, redis, valkey, feed.take(), ttls)
             _same_keyspace(redis, valkey)
 
-        return switch(adoption, redis, valkey, settle, lambda: None), passes
+        return switch(adoption, redis, valkey, settle, lambda: None, report), passes
     finally:
         feed.close()
+
+
+def _first_pass(
+    adoption: Adoption, redis: Conn, valkey: Conn, db: int, ttls: bool, copied: int, total: int
+) -> int:
+    """Copy every key of `db` into the emptied Valkey, with progress; the count so far.
+
+    Redis's replies are passed on as Valkey's requests, unless hashes in `db` have
+    fields with their own TTL (each hash is then checked, and such keys refused)."""
+    redis.call("SELECT", db)
+    valkey.call("SELECT", db)
+    sink = logical.Sink(valkey, db)
+    fast = logical.no_field_ttls(redis, db, ttls)
+    every = adoption.batch * 20
+    refused = logical.Refused()
+    batches = logical.scan(redis, adoption.batch)
+    if fast:
+        counts: Iterable[int] = logical.copy_fresh(redis, sink, batches, refused)
+    else:
+        counts = (_copy_pass(adoption, redis, valkey, {db: k}, ttls, fresh=True) for k in batches)
+    for n in counts:
+        copied += n
+        if copied // every != (copied - n) // every:
+            adoption.progress(f"copied {copied} of about {total} keys")
+    _refuse(refused)
+    return copied
 
 
 def _same_keyspace(redis: Conn, valkey: Conn) -> None:
@@ -234,17 +280,24 @@ def adopt(adoption: Adoption) -> Report:
         adoption.progress(f"Redis {version}, {sum(report.keys.values())} keys: by {method}")
         try:
             run = _replicated if method == "replication" else _copied
-            args = (adoption, redis, valkey) + (() if run is _replicated else (version,))
-            report.pause_s, report.passes = run(*args)  # type: ignore[operator]
+            report.pause_s, report.passes = run(adoption, redis, valkey, report)
         except BaseException:
             if _answers(adoption):
                 restore(adoption, redis)
             raise
-    if adoption.state_file and os.path.exists(adoption.state_file):
-        os.unlink(adoption.state_file)
-    report.total_s = time.monotonic() - began
-    adoption.progress(
-        f"switched: Valkey serves port {adoption.port};"
-        f" writes paused {report.pause_s * 1000:.0f} ms"
-    )
+        # Redis retires: the settings it had for the adoption need no repair any more.
+        if adoption.state_file and os.path.exists(adoption.state_file):
+            os.unlink(adoption.state_file)
+        report.total_s = time.monotonic() - began
+        adoption.progress(
+            f"switched: Valkey serves port {adoption.port};"
+            f" writes paused {report.pause_s * 1000:.0f} ms; saving and stopping Redis"
+        )
+        try:
+            report.retire_s = retire(adoption, redis)
+        except Exception as exc:
+            raise AdoptError(
+                f"Valkey serves port {adoption.port} with every key, but Redis could not be"
+                f" saved and stopped ({exc}); run the adoption again to finish"
+            ) from exc
     return report

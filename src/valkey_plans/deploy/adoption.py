@@ -67,6 +67,12 @@ def marker(inst: Instance) -> str:
     return f"{STATE_DIR}/{inst.name}.done.json"
 
 
+def switch_file(inst: Instance) -> str:
+    """Written by the adoption just before Redis lets go of its port: while it exists
+    (a run killed during the switch) the next run finishes the switch."""
+    return f"{STATE_DIR}/{inst.name}.switch.json"
+
+
 def refusal(plan: Plan, listeners: dict[int, list[str]]) -> str | None:
     """Why this host must not be touched: a redis-server on a planned port without `adopt`."""
     for inst in plan.instances:
@@ -114,7 +120,8 @@ def adopting(
     if inst.adopt is None or host.get_fact(File, path=marker(inst)):
         return False
     rport = redis_port(inst.port, inst.adopt)
-    if "redis-server" not in host.get_fact(ListeningPrograms).get(rport, []):
+    listening = host.get_fact(ListeningPrograms).get(rport, [])
+    if "redis-server" not in listening and not host.get_fact(File, path=switch_file(inst)):
         raise DeployError(
             f"host {plan.host}: instance {inst.name} has adopt set, but no redis-server"
             f" listens on port {rport} and {marker(inst)} (a finished adoption) is missing;"
@@ -174,6 +181,7 @@ def _spec(plan: Plan, inst: Instance, final: str, passwords: dict[str, SecretStr
     spec = {
         "redis_port": redis_port(inst.port, inst.adopt),  # type: ignore[arg-type]
         "redis_password_file": password_file,
+        "redis_user": inst.adopt.user if inst.adopt else None,
         "valkey_socket": inst.paths.unixsocket,
         "valkey_auth_file": admin,
         "port": inst.port,
@@ -182,6 +190,8 @@ def _spec(plan: Plan, inst: Instance, final: str, passwords: dict[str, SecretStr
         "config": inst.paths.config,
         "marker": marker(inst),
         "state_file": f"{STATE_DIR}/{inst.name}.state.json",
+        "switch_file": switch_file(inst),
+        "log": f"{STATE_DIR}/{inst.name}.log",
     }
     dest = f"{STATE_DIR}/{inst.name}.spec.json"
     files.put(name=f"Adoption spec of {inst.name}", src=StringIO(json.dumps(spec)), dest=dest)

@@ -37,6 +37,10 @@ class Adopt(BaseModel):
     #: Name of the secret (secrets file key, or VALKEY_PLANS_SECRET_<NAME>) holding
     #: Redis's requirepass; None: Redis has no password.
     password_secret: Name | None = None
+    #: Redis's ACL user the adoption logs in as, with the password of `password_secret`
+    #: (None: the default user); it must be allowed every command the adoption runs,
+    #: checked on Redis (ACL DRYRUN) before any change.
+    user: Name | None = None
     #: Where Valkey runs until the switch (default: the instance's port + 10000).
     spare_port: Port | None = None
 
@@ -64,6 +68,11 @@ def check(plan: Plan) -> None:
             raise ValueError(
                 f"{where}: a {inst.role} cannot adopt a Redis; allowed: adopt on role"
                 f" {' or '.join(ADOPTING_ROLES)}"
+            )
+        if adopt.user is not None and adopt.password_secret is None:
+            raise ValueError(
+                f"{where}.user = {adopt.user!r}: a Redis ACL user needs its password;"
+                " allowed: user together with password_secret"
             )
         rport, spare = redis_port(inst.port, adopt), spare_port(inst.port, adopt)
         if taken.get(rport, inst.name) != inst.name:
