@@ -6,12 +6,14 @@ the cache API, and asserts that the audit reports that one violation and no othe
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import valkey
 from valkey._parsers import _RESP2Parser
 
+from tests.valkey_server import free_port
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.keys import encode_time, new_key, new_txkey
@@ -313,3 +315,50 @@ def test_store_keys_on_the_hosted_tier_are_declared_structural(valkey_factory):
     assert classifier.name(rules, "vp:email:alice@example.com", "string", -1)[0] == STRUCTURAL
     assert classifier.name(rules, "vp:sessions:usr:0000000000ab", "set", -1)[0] == STRUCTURAL
     assert classifier.name(rules, "vp:elsewhere", "string", -1)[0] != STRUCTURAL
+
+
+def test_a_cluster_replica_is_audited_with_its_keys(valkey_factory):
+    """A replica of a cluster lists its primary's keys with SCAN but answers reads of them
+    with MOVED, unless its connection is READONLY: the audit of a node reads them all."""
+    primary = valkey_factory("primary", cluster_enabled="yes", cluster_port=str(free_port()))
+    replica = valkey_factory("replica", cluster_enabled="yes", cluster_port=str(free_port()))
+    primary.client().execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+    bus = primary.config["cluster-port"]
+    replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", str(primary.port), bus)
+    primary_id = primary.client().execute_command("CLUSTER", "MYID")
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            replica.client().execute_command("CLUSTER", "REPLICATE", primary_id)
+            break
+        except valkey.ResponseError as error:  # not known to the replica yet
+            assert time.monotonic() < deadline, f"the replica never met its primary: {error}"
+            time.sleep(0.1)
+    while primary.client().cluster("info")["cluster_state"] != "ok":
+        assert time.monotonic() < deadline, "the cluster never reached cluster_state:ok"
+        time.sleep(0.1)
+    keys = [new_key("usr") for _ in range(50)]
+    cluster = valkey.ValkeyCluster(host="127.0.0.1", port=primary.port)
+    for key in keys:
+        cluster.set(key, "{}")
+    while replica.client().dbsize() < len(keys):
+        assert time.monotonic() < deadline, "the replica never synced"
+        time.sleep(0.1)
+    plan = Plan.from_host_data(
+        "test",
+        {
+            "valkey_instances": [
+                {
+                    "name": "n1",
+                    "role": "cluster-node",
+                    "port": replica.port,
+                    "cluster": "c",
+                    "announce_ip": "10.0.0.1",
+                }
+            ],
+            "valkey_app": {"cache_instance": None},
+        },
+    )
+    report = audit_instance(plan, plan.instances[0], clients(replica.port))
+    assert report.ok, report.verdict()
+    assert report.dbs[0].keys == len(keys)

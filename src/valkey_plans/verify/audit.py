@@ -379,7 +379,17 @@ class _DbAudit:
             )
 
 
-def scan_db(client: valkey.Valkey, work: _DbAudit, progress: Progress | None = None) -> None:
+#: Sent first on a cluster node's connection: a replica answers MOVED to reads of its
+#: keys otherwise (SCAN lists them, TYPE would not read them); a primary ignores it.
+READONLY = b"*1\r\n$8\r\nREADONLY\r\n"
+
+
+def scan_db(
+    client: valkey.Valkey,
+    work: _DbAudit,
+    progress: Progress | None = None,
+    cluster_node: bool = False,
+) -> None:
     """Walk one db with SCAN, keeping the server busy: each write carries the next SCAN
     first and then the commands for the batch in hand. The next cursor so comes back
     before that batch's replies, and the following write goes out while the server
@@ -389,6 +399,9 @@ def scan_db(client: valkey.Valkey, work: _DbAudit, progress: Progress | None = N
     strings = work.rules.strings
     try:
         replies = _Replies(conn)
+        if cluster_node:
+            conn.send_packed_command([READONLY])
+            replies.take(1)
         conn.send_packed_command([_scan(b"0")])
         ((cursor, keys),) = replies.take(1)
         in_flight: list[bytes] | None = None  # the batch whose replies come next
@@ -435,9 +448,8 @@ def audit_instance(
     # One db after another: threads per db were measured slower (the GIL, 2 cores).
     for db in sorted(set(rules) | set(present)):
         client = client_for_db(db)
-        scan_db(
-            client, _DbAudit(report, rules.get(db) or unplanned(db), classifier, client), progress
-        )
+        work = _DbAudit(report, rules.get(db) or unplanned(db), classifier, client)
+        scan_db(client, work, progress, cluster_node=inst.role == "cluster-node")
     return report
 
 
