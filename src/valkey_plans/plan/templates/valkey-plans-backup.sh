@@ -116,9 +116,11 @@ for repo in $VP_REPOSITORIES; do
         ${VP_TIME:+--time "$VP_TIME"} $tags <"$VP_STAGING/dump.rdb" || die "restic backup to $repo"
 done
 for repo in $VP_REPOSITORIES; do
+    # Only this host's snapshots of this instance: another host backing up an instance
+    # of the same name into the same repository (a replacement box) keeps its own.
     # shellcheck disable=SC2086  # $VP_KEEP: --keep-* words rendered from the plan
-    restic -r "$repo" forget --quiet --prune --group-by paths --tag "instance=$VP_INSTANCE" \
-        $VP_KEEP || die "restic forget --prune in $repo"
+    restic -r "$repo" forget --quiet --prune --host "$VP_HOST" --group-by host,paths \
+        --tag "instance=$VP_INSTANCE" $VP_KEEP || die "restic forget --prune in $repo"
 done
 rm -f "$VP_STAGING/dump.rdb"
 if [ -n "${VP_METRICS_FILE:-}" ]; then
