@@ -16,7 +16,7 @@ modules to find):
 The two restore targets back nothing up (`instances: []`), so no timer of theirs
 touches the repository during the drill; they still get restic and the repository
 password. VALKEY_PLANS_BACKUP_EVERY_MINUTE=HOST gives that host its own backups every
-minute (the timer drill); VALKEY_PLANS_LAB_HOST_DATA (JSON, host name -> object)
+minute, to its local repository (the timer drill); VALKEY_PLANS_LAB_HOST_DATA (JSON, host name -> object)
 layers more on top.
 """
 
@@ -44,7 +44,8 @@ def _data(host, instance: dict, ssh: dict, restore_target: bool) -> dict:
         "offsite": f"sftp:{BACKUP_USER}@{_vault.address}:{BACKUP_HOME}/restic",
     }
     if host.name == _every_minute:
-        backup["interval"] = "1min"
+        # Its local repository only: no lock of its runs meets the drill's in the other.
+        backup.update(interval="1min", offsite=None)
     elif restore_target:
         backup["instances"] = []
     data = {

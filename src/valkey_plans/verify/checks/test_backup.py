@@ -18,7 +18,10 @@ from valkey_plans.verify.report import advise, not_applicable
 
 #: This host's newest snapshot of one instance: a shared off-host repository may also
 #: hold another host's backups of an instance of the same name.
-NEWEST = "RESTIC_PASSWORD_FILE=%s restic -r %s snapshots --json --latest 1 --host %s --tag %s"
+#: --no-lock: a read that never waits on, nor fails against, a running prune's lock.
+NEWEST = (
+    "RESTIC_PASSWORD_FILE=%s restic -r %s snapshots --no-lock --json --latest 1 --host %s --tag %s"
+)
 #: Seconds since the instance's backup timer became active (empty: never, or no systemd).
 TIMER_AGE = (
     "t=$(systemctl show -p ActiveEnterTimestamp --value %s 2>/dev/null);"
