@@ -97,7 +97,8 @@ def test_verify_fails_on_a_stale_backup_and_an_unreadable_repository(backed_up):
     assert pyinfra(inventory, env=env).returncode == 0
     repo = str(repos / NAME)
     old = ["restic", "-r", repo, "backup", "--quiet", "--stdin", "--stdin-filename", "dump.rdb"]
-    old += ["--tag", f"instance={NAME}", "--time", "2020-01-01 00:00:00"]
+    # As the runner tags it: this inventory host's (verify reads only its own snapshots).
+    old += ["--host", "@local", "--tag", f"instance={NAME}", "--time", "2020-01-01 00:00:00"]
     subprocess.run(
         [*SUDO, "env", f"RESTIC_PASSWORD_FILE={PASSWORD_FILE}", *old], input=b"x", check=True
     )

@@ -34,3 +34,12 @@ def test_bad_plan_in_an_inventory_is_reported_before_anything_runs(tmp_path: Pat
     )
     with pytest.raises(PlanError, match=r"host db-1: valkey_instances\[cache\].port = 0"):
         load_targets(inventory)
+
+
+def test_a_non_root_login_verifies_through_sudo():
+    """The checks read root-only files: a login like `deploy` must run them with sudo."""
+    url = hostspec("db-1", {"ssh_user": "deploy", "ssh_hostname": "10.0.0.5"})
+    assert url == "ssh://deploy@10.0.0.5?sudo=true"
+    import testinfra
+
+    assert testinfra.get_host(url).backend.sudo is True

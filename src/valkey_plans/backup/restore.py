@@ -108,9 +108,19 @@ class Checked:
 
 
 def find_snapshot(
-    shell: HostShell, settings: BackupSettings, repo: str, wanted: str | None
+    shell: HostShell,
+    settings: BackupSettings,
+    repo: str,
+    wanted: str | None,
+    source: str | None = None,
 ) -> dict:
-    """The snapshot `wanted` (an id or its prefix) of the instance, or the newest one."""
+    """The snapshot `wanted` (an id or its prefix) of the instance, or the newest one.
+
+    Only `source`'s snapshots (restic's --host) when given: a repository may also hold
+    backups of an instance of the same name from another host (the box restored onto,
+    once it backs up), and "--host H --latest" means H's newest, not theirs.
+    """
+    hosts = ["--host", source] if source else []
     out = shell.must(
         f"listing the snapshots of {repo}",
         RESTIC,
@@ -118,6 +128,7 @@ def find_snapshot(
         repo,
         "snapshots",
         "--json",
+        *hosts,
         "--tag",
         f"instance={settings.instance}",
     )
@@ -126,7 +137,8 @@ def find_snapshot(
         snaps = [s for s in snaps if s["id"].startswith(wanted) or s["short_id"] == wanted]
     if not snaps:
         which = f"snapshot {wanted}" if wanted else "any snapshot"
-        raise RestoreError(f"{repo} holds no {which} of instance {settings.instance}")
+        whose = f" from host {source}" if source else ""
+        raise RestoreError(f"{repo} holds no {which} of instance {settings.instance}{whose}")
     return snaps[-1]
 
 
@@ -265,10 +277,12 @@ def restore(
     wanted: str | None,
     stamp: str,
     say: object = print,
+    source: str | None = None,
 ) -> Checked:
-    """The whole restore of the module docstring; `say` prints each step (click.echo)."""
+    """The whole restore of the module docstring; `say` prints each step (click.echo);
+    `source`: the host whose snapshots to choose from (None: any host's)."""
     echo = say if callable(say) else print
-    snapshot = find_snapshot(shell, settings, repo, wanted)
+    snapshot = find_snapshot(shell, settings, repo, wanted, source)
     echo(f"snapshot {snapshot['short_id']} of {snapshot['time'][:19]} from {repo}")
     checked = check_snapshot(shell, settings, repo, snapshot)
     echo(

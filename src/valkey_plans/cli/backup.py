@@ -99,6 +99,8 @@ def restore_command(
     settings = for_instance(target.plan, inst, stop, start)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     try:
-        restore(HostShell(target.testinfra_url), settings, repo, snapshot, stamp, click.echo)
+        restore(
+            HostShell(target.testinfra_url), settings, repo, snapshot, stamp, click.echo, source
+        )
     except (RestoreError, HostError) as exc:
         raise click.ClickException(str(exc)) from None

@@ -136,11 +136,8 @@ def _password_env(password_file: str) -> StringCommand:
     return StringCommand("RESTIC_PASSWORD_FILE=", QuoteString(password_file), _separator="")
 
 
-def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
-    """Every backed-up instance with its repositories, env file and timer."""
-    chosen = targets(plan, plans)
-    if not chosen:
-        return
+def _restic_and_password(plan: Plan) -> None:
+    """restic, the root-only state directories and the repository password."""
     password = backup_password(plan)
     apt.packages(name="Install restic", packages=[PACKAGE], cache_time=plan.apt_cache_time)
     for path in (DEBIAN.state, STATE_DIR, plan.backup.repository):
@@ -155,6 +152,21 @@ def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
         group="root",
         mode="600",
     )
+
+
+def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
+    """Every backed-up instance with its repositories, env file and timer.
+
+    A host with backups on but no instance of its own to back up (`instances: []`)
+    still gets restic and the password: it is where `restore --onto` lands when the
+    box that took the backups is gone.
+    """
+    if not plan.backup.enabled:
+        return
+    chosen = targets(plan, plans)
+    _restic_and_password(plan)
+    if not chosen:
+        return
     files.put(
         name="Backup runner",
         src=str(TEMPLATE_DIR / "valkey-plans-backup.sh"),

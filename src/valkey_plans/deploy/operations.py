@@ -59,11 +59,8 @@ def checked_file(
     if have != want:
         directory, name = posixpath.split(dest)
         candidate = posixpath.join(directory, f".{name}.candidate")
-        yield FileUploadCommand(
-            StringIO(content),
-            candidate,
-            remote_temp_filename=host.get_temp_filename(candidate, temp_directory=directory),
-        )
+        temp = yield from _upload_temp(candidate)
+        yield FileUploadCommand(StringIO(content), candidate, remote_temp_filename=temp)
         yield from _owned(candidate, user, group, mode)
         check = [checker, QuoteString(candidate), "&&"] if checker else []
         keep = ["cp", "-p", QuoteString(candidate), QuoteString(record), "&&"] if record else []
@@ -85,6 +82,25 @@ def checked_file(
     yield from fixes
     if not fixes:
         host.noop(f"{dest} is up to date")
+
+
+def _upload_temp(candidate: str) -> Generator[StringCommand, None, str]:
+    """Where pyinfra's upload of `candidate` first lands, made private before it does.
+
+    A root login uploads beside `dest`, guarded by the directory's own permissions. A
+    login that escalates (`_sudo`, a non-root `ssh_user`) can only write where it may, so
+    the upload lands in the temp directory, then sudo copies it beside `dest`: that file
+    is created first, empty, 0600 and owned by the login (SFTP keeps an existing file's
+    mode), under a random name, so a secret never sits readable by others there.
+    """
+    args = host.current_op_global_arguments or {}
+    login = host.data.get("ssh_user")
+    escalated = any(args.get(k) for k in ("_sudo", "_su_user", "_doas", "_dzdo"))
+    if not (escalated and login and login != "root"):
+        return host.get_temp_filename(candidate, temp_directory=posixpath.dirname(candidate))
+    temp = host.get_temp_filename()
+    yield StringCommand("install -m 600 -o", QuoteString(login), "/dev/null", QuoteString(temp))
+    return temp
 
 
 def _owned(

@@ -47,6 +47,10 @@ def hostspec(name: str, data: dict) -> str:
         query["ssh_identity_file"] = str(data["ssh_key"])
     if data.get("ssh_config_file"):
         query["ssh_config"] = str(data["ssh_config_file"])
+    if user and user != "root":
+        # The checks read root-only files (restic's password, auth files): a non-root
+        # login runs them through sudo, as pyinfra's `_sudo` and `valkey-plans backup` do.
+        query["sudo"] = "true"
     return f"ssh://{netloc}" + (f"?{urlencode(query)}" if query else "")
 
 

@@ -11,8 +11,9 @@
 # VP_TIME (optional, from the caller's environment) backdates the snapshot (tests).
 #
 # Steps, each one fatal: BGSAVE (after any save already running), wait for it and for
-# rdb_last_bgsave_status:ok, valkey-check-rdb, a throwaway load that counts the keys per
-# db, `restic backup` of that file tagged instance=, valkey=, rdb=, dbN=; only when every
+# rdb_last_bgsave_status:ok, valkey-check-rdb, the keys per db from the file's RESIZEDB
+# opcodes (a throwaway load counts them when those cannot be read), `restic backup` of
+# that file tagged instance=, valkey=, rdb=, dbN=; only when every
 # repository holds the new snapshot, `restic forget --prune` per the plan. A failure at
 # any step leaves every earlier snapshot and the retention untouched.
 set -eu
@@ -89,6 +90,29 @@ count_keys() {
     rm -f "$sock"
 }
 
+db_sizes() {
+    # The keys per db without loading the file: valkey-check-rdb's full parse names the
+    # offset after each SELECTDB, where a RESIZEDB opcode (251) carries the db's key
+    # count at the save (RDB length encoding: 6 bits, 14 bits, or 32/64 bits big-endian).
+    # Anything else there (a future format) fails, and the throwaway load counts instead.
+    sed -n 's/^\[offset \([0-9]*\)\] Selecting DB ID \([0-9]*\)$/\1 \2/p' "$VP_STAGING/check.log" \
+        >"$VP_STAGING/dbs"
+    [ -s "$VP_STAGING/dbs" ] || return 1
+    while read -r off db; do
+        # shellcheck disable=SC2046  # od's words: one byte each
+        set -- $(od -An -tu1 -j "$off" -N 10 "$VP_STAGING/dump.rdb")
+        [ "$#" -ge 2 ] && [ "$1" = 251 ] || return 1
+        b=$2
+        case $((b >> 6)) in
+            0) n=$((b & 63)) ;;
+            1) n=$(((b & 63) << 8 | $3)) ;;
+            2) [ "$b" = 128 ] || return 1; n=$(($3 << 24 | $4 << 16 | $5 << 8 | $6)) ;;
+            *) return 1 ;;
+        esac
+        [ "$n" -eq 0 ] || echo "db$db=$n"
+    done <"$VP_STAGING/dbs"
+}
+
 install -d -m 700 "$VP_STAGING"
 exec 9>"$VP_STAGING/lock"
 flock -n 9 || die "another backup of $VP_INSTANCE is running"
@@ -96,14 +120,13 @@ fresh_save
 # A hard link keeps the checked file: a later save renames a new file over VP_RDB.
 rm -f "$VP_STAGING/dump.rdb"
 ln "$VP_RDB" "$VP_STAGING/dump.rdb" 2>/dev/null || cp "$VP_RDB" "$VP_STAGING/dump.rdb"
-# The check and the counting load read the same file: side by side, on two cores.
-count_keys >"$VP_STAGING/keys" 2>"$VP_STAGING/count.log" &
-counting=$!
 if ! valkey-check-rdb "$VP_STAGING/dump.rdb" >"$VP_STAGING/check.log" 2>&1; then
-    wait "$counting" || true
     die "valkey-check-rdb refused the file: $(tail -n 3 "$VP_STAGING/check.log")"
 fi
-wait "$counting" || die "the check load failed: $(tail -n 3 "$VP_STAGING/count.log")"
+if ! db_sizes >"$VP_STAGING/keys"; then
+    count_keys >"$VP_STAGING/keys" 2>"$VP_STAGING/count.log" \
+        || die "the check load failed: $(tail -n 3 "$VP_STAGING/count.log")"
+fi
 header=$(head -c 9 "$VP_STAGING/dump.rdb")
 format=$(echo "$header" | sed -n 's/^\(REDIS\|VALKEY\)0*\([0-9][0-9]*\)$/\2/p')
 [ -n "$format" ] || die "unknown RDB header"
@@ -116,9 +139,11 @@ for repo in $VP_REPOSITORIES; do
         ${VP_TIME:+--time "$VP_TIME"} $tags <"$VP_STAGING/dump.rdb" || die "restic backup to $repo"
 done
 for repo in $VP_REPOSITORIES; do
+    # Only this host's snapshots of this instance: another host backing up an instance
+    # of the same name into the same repository (a replacement box) keeps its own.
     # shellcheck disable=SC2086  # $VP_KEEP: --keep-* words rendered from the plan
-    restic -r "$repo" forget --quiet --prune --group-by paths --tag "instance=$VP_INSTANCE" \
-        $VP_KEEP || die "restic forget --prune in $repo"
+    restic -r "$repo" forget --quiet --prune --host "$VP_HOST" --group-by host,paths \
+        --tag "instance=$VP_INSTANCE" $VP_KEEP || die "restic forget --prune in $repo"
 done
 rm -f "$VP_STAGING/dump.rdb"
 if [ -n "${VP_METRICS_FILE:-}" ]; then

@@ -1,0 +1,355 @@
+"""The backup drill on real hosts: a box is lost, its data comes back from another host.
+
+The production plan (group_data/production.py through tests/lab/inventories/backup.py)
+on three lab hosts: the box (the first host, reached as the non-root `ops` with sudo,
+as the README walkthrough says), the backup host (the trixie host: its SFTP-only
+account holds the off-host repository) and a spare. The README's commands as written:
+check-plan, up, backup, verify, restore. 100,000 keys of every type, a third with TTLs,
+go into the box's `vault`; it is backed up to both repositories; the box is lost (its
+instance stopped, its data and its local repository deleted); `restore --onto` brings
+the snapshot from the off-host repository into the spare (RDB) and into the backup
+host's `vault` (AOF, then restarted): every key, value and TTL (within 2 s) is compared.
+Meanwhile the spare's own timer (every minute) takes a backup that verify sees; with
+the timer stopped past two intervals, verify fails on exactly the timer and age checks.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.pyinfra_run import PROJECT_DIR, project_command
+from tests.lab.pyinfra_lab import checks
+from valkey_plans.backup.settings import PASSWORD_FILE, for_instance
+from valkey_plans.lab.inventory import secrets_file
+from valkey_plans.plan.inventory import load_targets
+
+pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
+
+INVENTORY = "tests/lab/inventories/backup.py"
+PORT = 6421
+KEYS = 100_000
+USERS = ("api", "queue", "subscriber", "background", "checks", "admin", "exporter", "backup")
+BACKUP_USER, BACKUP_HOME = "vpbackup", "/srv/valkey-backup"
+BACKUP_CHECKS = {"test_backup_timers_active", "test_backups_reachable_and_fresh"}
+#: The host's python3 over one connection (AUTH from the root-only file named by argv):
+#: SET-type writes for SEED, a pipelined digest of every `ses:*` key for DIGEST (type,
+#: value, PEXPIRETIME), 1000 keys a round trip.
+_CONNECT = r"""
+import json, socket, sys
+s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+f = s.makefile("rb")
+def enc(*a):
+    a = [x.encode() for x in a]
+    return b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a)
+def read():
+    line = f.readline()
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"-":
+        raise SystemExit(rest.decode())
+    if kind == b"+":
+        return rest.decode()
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        return None if int(rest) < 0 else f.read(int(rest) + 2)[:-2].decode()
+    if kind == b"*":
+        return None if int(rest) < 0 else [read() for _ in range(int(rest))]
+    raise ValueError(line)
+def many(cmds):
+    s.sendall(b"".join(enc(*c) for c in cmds))
+    return [read() for _ in cmds]
+many([("AUTH", "admin", open(sys.argv[2]).read().strip())])
+"""
+SEED = (
+    _CONNECT
+    + r"""
+n = int(sys.argv[3])
+for start in range(0, n, 1000):
+    cmds = []
+    for i in range(start, min(n, start + 1000)):
+        k, kind = "ses:%012d" % i, i % 6
+        if kind == 0: cmds.append(("SET", k, "v%d" % i))
+        elif kind == 1: cmds.append(("HSET", k, "a", str(i), "b", "x"))
+        elif kind == 2: cmds.append(("RPUSH", k, "e1", "e2", str(i)))
+        elif kind == 3: cmds.append(("SADD", k, "m1", str(i)))
+        elif kind == 4: cmds.append(("ZADD", k, "1.5", "a", str(i), "b"))
+        else: cmds.append(("XADD", k, "*", "n", str(i)))
+        if i % 3 == 0: cmds.append(("EXPIRE", k, str(3600 + i % 3000)))
+    many(cmds)
+print(many([("DBSIZE",)])[0])
+"""
+)
+DIGEST = (
+    _CONNECT
+    + r"""
+keys, cursor = [], "0"
+while True:
+    cursor, batch = many([("SCAN", cursor, "MATCH", "ses:*", "COUNT", "1000")])[0]
+    keys += batch
+    if cursor == "0":
+        break
+READ = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", "0", "-1"),
+        "set": ("SMEMBERS",), "zset": ("ZRANGE", "0", "-1", "WITHSCORES"),
+        "stream": ("XRANGE", "-", "+")}
+out = {}
+for i in range(0, len(keys), 1000):
+    chunk = keys[i : i + 1000]
+    types = many([("TYPE", k) for k in chunk])
+    values = many([(READ[t][0], k, *READ[t][1:]) for k, t in zip(chunk, types)])
+    expires = many([("PEXPIRETIME", k) for k in chunk])
+    for k, t, v, e in zip(chunk, types, values, expires):
+        out[k] = [t, sorted(v) if t in ("set", "hash") else v, e]
+print(json.dumps(out))
+"""
+)
+
+
+def _python(script: str, *args: object) -> str:
+    return f"python3 -c {shlex.quote(script)} {' '.join(shlex.quote(str(a)) for a in args)}"
+
+
+@dataclass
+class Drill:
+    lab: object
+    box: object
+    vault: object
+    spare: object
+    env: dict[str, str]
+    auth_file: str
+    rdb: str
+    aof_dir: str
+
+    def vp(self, *args: str, timeout: float = 1500) -> tuple[int, str]:
+        """The README's command `valkey-plans ARGS` in the project dir."""
+        return project_command(["valkey-plans", *args], timeout, self.env)
+
+    def digest(self, host) -> dict:
+        return json.loads(self.lab.check(host, _python(DIGEST, PORT, self.auth_file), 600))
+
+    def cli(self, host, *args: str, wait: bool = False) -> str:
+        """valkey-cli as admin on the vault instance (the password from its root-only
+        file, through the environment); `wait`: until it answers (not LOADING)."""
+        cli = (
+            f'REDISCLI_AUTH="$(cat {self.auth_file})" valkey-cli --no-auth-warning --user admin'
+            f" -p {PORT} {shlex.join(args)}"
+        )
+        if wait:
+            cli = (
+                f'for i in $(seq 600); do out=$({cli}) && [ "$out" = PONG ] && break;'
+                f" sleep 0.2; done; echo $out"
+            )
+        return self.lab.check(host, cli)
+
+    def snapshots(self, host, repo: str, of: str) -> list[dict]:
+        """`of`'s snapshots of vault in `repo`, read as root on `host`."""
+        out = self.lab.check(
+            host,
+            f"RESTIC_PASSWORD_FILE={PASSWORD_FILE} restic -r {repo} snapshots --no-lock"
+            f" --json --host {of} --tag instance=vault",
+        )
+        return json.loads(out or "[]") or []
+
+
+def _secrets(lab_state) -> None:
+    """The production plan never generates passwords: the drill's own 0600 file."""
+    path = Path(secrets_file(lab_state, "backup-drill"))
+    if not path.exists():
+        path.touch(mode=0o600)
+        path.write_text(json.dumps({u: secrets.token_urlsafe(24) for u in USERS}))
+
+
+def _sudo_login(lab, host) -> None:
+    """`ops`, a login with sudo and the lab's key, as a fresh cloud server has."""
+    lab.check(
+        host,
+        "command -v sudo >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo",
+        600,
+    )
+    lab.check(
+        host,
+        "id ops >/dev/null 2>&1 || useradd -m -s /bin/bash ops;"
+        " echo 'ops ALL=(ALL) NOPASSWD: ALL' >/etc/sudoers.d/ops; chmod 440 /etc/sudoers.d/ops;"
+        " install -d -o ops -g ops -m 700 /home/ops/.ssh;"
+        " install -o ops -g ops -m 600 /root/.ssh/authorized_keys /home/ops/.ssh/",
+    )
+
+
+def _backup_account(lab, backup_host, clients) -> None:
+    """The SFTP-only account on the backup host, with each client root's key."""
+    home = BACKUP_HOME
+    lab.check(
+        backup_host,
+        f"id {BACKUP_USER} >/dev/null 2>&1 || useradd --system --home-dir {home}"
+        f" --create-home --shell /usr/sbin/nologin {BACKUP_USER}; chmod 700 {home};"
+        f" install -d -o {BACKUP_USER} -g {BACKUP_USER} -m 700 {home}/.ssh",
+    )
+    known = [
+        line
+        for line in Path(lab.state.known_hosts).read_text().splitlines()
+        if line.split(",")[0] == backup_host.name
+    ]
+    assert known, f"no known_hosts line of {backup_host.name}"
+    keys = []
+    for client in clients:
+        keys.append(
+            lab.check(
+                client,
+                "test -f /root/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -f"
+                " /root/.ssh/id_ed25519; cat /root/.ssh/id_ed25519.pub",
+            ).strip()
+        )
+        line = shlex.quote(known[0])
+        lab.check(
+            client,
+            f"grep -qxF {line} /root/.ssh/known_hosts || echo {line} >>/root/.ssh/known_hosts",
+        )
+    authorized = "".join(f'restrict,command="internal-sftp" {key}\n' for key in keys)
+    dest = f"{home}/.ssh/authorized_keys"
+    lab.check(
+        backup_host,
+        f"printf %s {shlex.quote(authorized)} >{dest}; chown {BACKUP_USER}: {dest};"
+        f" chmod 600 {dest}",
+    )
+
+
+@pytest.fixture(scope="module")
+def drill(lab_hosts):
+    box, vault, spare = lab_hosts.hosts[:3]
+    _secrets(lab_hosts.state)
+    _sudo_login(lab_hosts, box)
+    _backup_account(lab_hosts, vault, [box, vault, spare])
+    env = {"VALKEY_PLANS_BACKUP_EVERY_MINUTE": spare.name, "COLUMNS": "250"}
+    target = next(t for t in load_targets(INVENTORY, PROJECT_DIR) if t.name == box.name)
+    inst = target.plan.instance("vault")
+    settings = for_instance(target.plan, inst)
+    yield Drill(
+        lab_hosts,
+        box,
+        vault,
+        spare,
+        env,
+        inst.paths.auth_file("admin"),
+        settings.rdb,
+        settings.aof_dir or "",
+    )
+    # Later lab modules verify their own plans on these hosts: nothing of ours may run.
+    for host in (box, vault, spare):
+        lab_hosts.run(
+            host, "systemctl disable --now valkey-server@vault valkey-plans-backup@vault.timer"
+        )
+
+
+def _why(out: str) -> str:
+    """The lines of a long run that say what went wrong, then its end."""
+    said = [line for line in out.splitlines() if re.search(r"rror|FAIL|failed|denied", line)]
+    return "\n".join([line for line in said if "Grand total" not in line][:60]) + out[-2000:]
+
+
+def _same(before: dict, after: dict) -> tuple[list, list]:
+    """(lost keys, changed keys): a TTL is the same within 2 s of its absolute expiry."""
+    lost = [k for k in before if k not in after]
+    changed = [
+        k
+        for k, (kind, value, expire) in before.items()
+        if k in after and (after[k][:2] != [kind, value] or abs(after[k][2] - expire) > 2000)
+    ]
+    return lost, changed
+
+
+FAILED = re.compile(r"^FAILED \S+::(test_\w+)", re.M)
+
+
+def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
+    lab, box, vault, spare = drill.lab, drill.box, drill.vault, drill.spare
+    # The SFTP account serves files and nothing else.
+    shell = lab.run(box, f"ssh -o BatchMode=yes {BACKUP_USER}@{vault.address} id")
+    assert shell.returncode != 0 and "uid=" not in shell.stdout, shell.stdout
+    code, out = drill.vp("check-plan", INVENTORY)
+    assert code == 0, _why(out)
+    code, out = drill.vp("up", INVENTORY)
+    assert code == 0, _why(out)
+    assert "test_backups_reachable_and_fresh" in out
+    seeded = lab.check(box, _python(SEED, PORT, drill.auth_file, KEYS), 600)
+    assert int(seeded) == KEYS
+    before = drill.digest(box)
+    assert len(before) == KEYS and sum(e > 0 for _, _, e in before.values()) == KEYS // 3 + 1
+    assert {kind for kind, _, _ in before.values()} == {
+        "string",
+        "hash",
+        "list",
+        "set",
+        "zset",
+        "stream",
+    }
+    code, out = drill.vp("backup", INVENTORY, "--host", box.name)
+    assert code == 0, _why(out)
+    offsite = f"{BACKUP_HOME}/restic/vault"
+    for host, repo in ((box, "/var/backups/valkey-plans/vault"), (vault, offsite)):
+        snaps = drill.snapshots(host, repo, box.name)
+        assert len(snaps) == 1 and f"db0={KEYS}" in snaps[0]["tags"], snaps
+    # The spare's timer (every minute) backs its own vault up; verify sees it fresh.
+    for _ in range(60):
+        mine = drill.snapshots(spare, "/var/backups/valkey-plans/vault", spare.name)
+        if mine:
+            break
+        time.sleep(5)
+    assert mine, lab.run(spare, "journalctl -u valkey-plans-backup@vault -n 20").stdout
+    code, out = drill.vp("verify", INVENTORY, "--json")
+    assert code == 0, _why(out)
+    rows = json.JSONDecoder().raw_decode(out[out.index("[") :])[0]
+    fresh = {(r["host"], r["check"]): r["status"] for r in rows}
+    assert fresh[(box.name, "test_backups_reachable_and_fresh")] == "pass", rows
+    assert fresh[(spare.name, "test_backups_reachable_and_fresh")] == "pass", rows
+    # Stopped, and any run it had started finished: its snapshot is then the newest.
+    lab.check(
+        spare,
+        "systemctl stop valkey-plans-backup@vault.timer;"
+        " while systemctl is-active -q valkey-plans-backup@vault.service; do sleep 1; done",
+    )
+    newest = drill.snapshots(spare, "/var/backups/valkey-plans/vault", spare.name)[-1]
+
+    # The box is lost: its instance, its data and its local repository.
+    lab.check(
+        box,
+        "systemctl disable --now valkey-server@vault valkey-plans-backup@vault.timer;"
+        f" rm -rf {drill.rdb} {drill.aof_dir} /var/backups/valkey-plans",
+    )
+    for onto in (spare, vault):
+        code, out = drill.vp(
+            "restore",
+            INVENTORY,
+            "--host",
+            box.name,
+            "--instance",
+            "vault",
+            "--latest",
+            "--onto",
+            onto.name,
+        )
+        assert code == 0 and "restored" in out, _why(out)
+        lost, changed = _same(before, drill.digest(onto))
+        assert (len(lost), len(changed)) == (0, 0), (onto.name, lost[:5], changed[:5])
+    assert "aof_enabled:1" in drill.cli(vault, "INFO", "persistence")
+    lab.check(vault, "systemctl restart valkey-server@vault")
+    drill.cli(vault, "PING", wait=True)
+    lost, changed = _same(before, drill.digest(vault))
+    assert (len(lost), len(changed)) == (0, 0), ("after restart", lost[:5], changed[:5])
+
+    # Two intervals after the spare's last backup, with its timer stopped: exactly the
+    # timer check and the age check fail there.
+    age = int(lab.check(spare, "date +%s")) - int(
+        lab.check(spare, f"date -d {shlex.quote(newest['time'])} +%s")
+    )
+    time.sleep(max(0, 125 - age))
+    url = f"ssh://root@{spare.address}?ssh_config={lab.state.ssh_config}"
+    run = checks({**drill.env}, url, inventory=INVENTORY)
+    assert run.returncode == 1, run.tail()
+    assert set(FAILED.findall(run.output)) == BACKUP_CHECKS, run.tail()
