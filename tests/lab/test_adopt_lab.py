@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 
 import pytest
 
 from tests.deploy.pyinfra_run import project_command
+from tests.lab import host_scripts
 from tests.lab.pyinfra_lab import Run, deploy, plan_env
 from tests.lab.test_deploy_lab import INSTANCES
 
@@ -27,49 +27,9 @@ PORT = 6396
 KEYS = 100_000
 ADOPTED = {"name": "adopted", "role": "primary", "port": PORT, "maxmemory": "512mb"}
 ADOPTED["adopt"] = {"from": "redis", "spare_port": 16396}
-#: Prints a JSON digest of every `k:*` key: type, value and PEXPIRETIME (the host's
-#: python3, pipelined 1000 keys at a time over one connection: Redis and Valkey alike).
-DIGEST = r"""
-import json, socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-f = s.makefile("rb")
-def enc(*a):
-    a = [x.encode() for x in a]
-    return b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a)
-def read():
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind in (b"+", b"-"):
-        return rest.decode()
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        return None if int(rest) < 0 else f.read(int(rest) + 2)[:-2].decode()
-    if kind == b"*":
-        return None if int(rest) < 0 else [read() for _ in range(int(rest))]
-    raise ValueError(line)
-def many(cmds):
-    s.sendall(b"".join(enc(*c) for c in cmds))
-    return [read() for _ in cmds]
-keys, cursor = [], "0"
-while True:
-    cursor, batch = many([("SCAN", cursor, "MATCH", "k:*", "COUNT", "1000")])[0]
-    keys += batch
-    if cursor == "0":
-        break
-READ = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", "0", "-1"),
-        "set": ("SMEMBERS",), "zset": ("ZRANGE", "0", "-1", "WITHSCORES"),
-        "stream": ("XRANGE", "-", "+")}
-out = {}
-for i in range(0, len(keys), 1000):
-    chunk = keys[i : i + 1000]
-    types = many([("TYPE", k) for k in chunk])
-    values = many([(READ[t][0], k, *READ[t][1:]) for k, t in zip(chunk, types)])
-    expires = many([("PEXPIRETIME", k) for k in chunk])
-    for k, t, v, e in zip(chunk, types, values, expires):
-        out[k] = [t, sorted(v) if t in ("set", "hash") else v, e]
-print(json.dumps(out))
-"""
+#: A JSON digest of every `k:*` key: type, value and PEXPIRETIME (the host's python3,
+#: pipelined over one connection: Redis and Valkey alike).
+DIGEST = host_scripts.digest("k:*")
 SEED = r"""
 import sys
 n = int(sys.argv[1])
@@ -106,8 +66,7 @@ print(n)
 """
 
 
-def _python(script: str, *args: object) -> str:
-    return f"python3 -c {shlex.quote(script)} {' '.join(shlex.quote(str(a)) for a in args)}"
+_python = host_scripts.python
 
 
 def _redis_on_port(lab, host) -> None:

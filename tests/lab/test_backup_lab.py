@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.pyinfra_run import PROJECT_DIR, project_command
+from tests.lab import host_scripts
 from tests.lab.pyinfra_lab import checks
 from valkey_plans.backup.settings import PASSWORD_FILE, for_instance
 from valkey_plans.lab.inventory import secrets_file
@@ -39,38 +40,11 @@ KEYS = 100_000
 USERS = ("api", "queue", "subscriber", "background", "checks", "admin", "exporter", "backup")
 BACKUP_USER, BACKUP_HOME = "vpbackup", "/srv/valkey-backup"
 BACKUP_CHECKS = {"test_backup_timers_active", "test_backups_reachable_and_fresh"}
-#: The host's python3 over one connection (AUTH from the root-only file named by argv):
-#: SET-type writes for SEED, a pipelined digest of every `ses:*` key for DIGEST (type,
-#: value, PEXPIRETIME), 1000 keys a round trip.
-_CONNECT = r"""
-import json, socket, sys
-s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
-f = s.makefile("rb")
-def enc(*a):
-    a = [x.encode() for x in a]
-    return b"*%d\r\n" % len(a) + b"".join(b"$%d\r\n%s\r\n" % (len(x), x) for x in a)
-def read():
-    line = f.readline()
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"-":
-        raise SystemExit(rest.decode())
-    if kind == b"+":
-        return rest.decode()
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        return None if int(rest) < 0 else f.read(int(rest) + 2)[:-2].decode()
-    if kind == b"*":
-        return None if int(rest) < 0 else [read() for _ in range(int(rest))]
-    raise ValueError(line)
-def many(cmds):
-    s.sendall(b"".join(enc(*c) for c in cmds))
-    return [read() for _ in cmds]
-many([("AUTH", "admin", open(sys.argv[2]).read().strip())])
-"""
-SEED = (
-    _CONNECT
-    + r"""
+#: The host's python3 over one connection, logged in as admin from the root-only file
+#: named by argv[2]: SET-type writes for SEED, a digest of every `ses:*` key for DIGEST
+#: (type, value, PEXPIRETIME), 1000 keys a round trip.
+SEED = host_scripts.with_login(
+    r"""
 n = int(sys.argv[3])
 for start in range(0, n, 1000):
     cmds = []
@@ -87,33 +61,10 @@ for start in range(0, n, 1000):
 print(many([("DBSIZE",)])[0])
 """
 )
-DIGEST = (
-    _CONNECT
-    + r"""
-keys, cursor = [], "0"
-while True:
-    cursor, batch = many([("SCAN", cursor, "MATCH", "ses:*", "COUNT", "1000")])[0]
-    keys += batch
-    if cursor == "0":
-        break
-READ = {"string": ("GET",), "hash": ("HGETALL",), "list": ("LRANGE", "0", "-1"),
-        "set": ("SMEMBERS",), "zset": ("ZRANGE", "0", "-1", "WITHSCORES"),
-        "stream": ("XRANGE", "-", "+")}
-out = {}
-for i in range(0, len(keys), 1000):
-    chunk = keys[i : i + 1000]
-    types = many([("TYPE", k) for k in chunk])
-    values = many([(READ[t][0], k, *READ[t][1:]) for k, t in zip(chunk, types)])
-    expires = many([("PEXPIRETIME", k) for k in chunk])
-    for k, t, v, e in zip(chunk, types, values, expires):
-        out[k] = [t, sorted(v) if t in ("set", "hash") else v, e]
-print(json.dumps(out))
-"""
-)
+DIGEST = host_scripts.digest("ses:*", login=True)
 
 
-def _python(script: str, *args: object) -> str:
-    return f"python3 -c {shlex.quote(script)} {' '.join(shlex.quote(str(a)) for a in args)}"
+_python = host_scripts.python
 
 
 @dataclass
