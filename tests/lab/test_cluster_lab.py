@@ -73,6 +73,19 @@ def cluster_env(hosts: int = HOSTS) -> dict[str, str]:
     return {**os.environ, "COLUMNS": "250", "VALKEY_PLANS_CLUSTER_HOSTS": str(hosts)}
 
 
+def valkey_plans_cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """`valkey-plans ARGS inventories/cluster.py` from the project dir, as an operator runs it."""
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "valkey-plans"), *args, INVENTORY],
+        cwd=PROJECT,
+        env=cluster_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def run_deploy(hosts: int = HOSTS) -> tuple[Run, float]:
     start = time.monotonic()
     run = deploy(cluster_env(hosts), inventory=INVENTORY)
@@ -273,15 +286,7 @@ def test_second_deploy_changes_nothing(hosts, cluster):
 
 def test_verify_passes(cluster):
     start = time.monotonic()
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "valkey-plans"), "verify", INVENTORY],
-        cwd=PROJECT,
-        env=cluster_env(),
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
+    done = valkey_plans_cli("verify", timeout=900)
     figure(f"valkey-plans verify {INVENTORY}: {time.monotonic() - start:.1f} s")
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     assert "test_every_primary_has_its_replicas_on_other_hosts" in done.stdout, done.stdout
@@ -289,15 +294,7 @@ def test_verify_passes(cluster):
 
 def test_status_sees_every_node_and_the_cluster_ok(cluster):
     """`status --json` over the inventory: six nodes, each reporting cluster_state ok."""
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "valkey-plans"), "status", "--json", INVENTORY],
-        cwd=PROJECT,
-        env=cluster_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = valkey_plans_cli("status", "--json", timeout=300)
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-3000:]
     rows = json.loads(done.stdout)["instances"]
     assert len(rows) >= 6 and not [r for r in rows if r["error"]], rows
@@ -380,15 +377,7 @@ def test_a_store_save_killed_between_its_writes_is_reported_then_repaired(
         held.close()
     assert clients.api.get(entry) == key.encode() and clients.api.get(key) is None
     assert lab_to_repair(lab_hosts, clients) == {ORPHAN: [entry]}
-    audit = subprocess.run(
-        [str(Path(sys.executable).parent / "valkey-plans"), "audit", "--json", INVENTORY],
-        cwd=PROJECT,
-        env=cluster_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    audit = valkey_plans_cli("audit", "--json", timeout=600)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
     (store,) = [row for row in json.loads(audit.stdout) if "store" in row]
     assert store["store_links"]["sample"] == {ORPHAN: [entry]}, store
