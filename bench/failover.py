@@ -20,7 +20,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,32 +30,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import valkey  # noqa: E402
 
-from tests.valkey_server import ValkeyProcess, free_port  # noqa: E402
+from tests.valkey_server import ValkeyProcess, linked, replicated_cluster  # noqa: E402
 from valkey_plans.client.clients import Clients  # noqa: E402
 from valkey_plans.client.settings import load_settings  # noqa: E402
 from valkey_plans.keys import new_key  # noqa: E402
 
 
 def cluster(tmp: Path) -> list[ValkeyProcess]:
-    nodes = [
-        ValkeyProcess(
-            tmp / f"n{n}",
-            cluster_enabled="yes",
-            cluster_port=str(free_port()),
-            cluster_node_timeout="1000",
-            cluster_replica_validity_factor="0",
-        ).start()
-        for n in range(6)
-    ]
-    subprocess.run(
-        ["valkey-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
-        + ["--cluster-replicas", "1", "--cluster-yes"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    until(lambda: all(n.client().cluster("info")["cluster_state"] == "ok" for n in nodes))
-    return nodes
+    return replicated_cluster(lambda name, **config: ValkeyProcess(tmp / name, **config).start())
 
 
 def until(ready, limit: float = 60.0) -> float:
@@ -73,14 +54,6 @@ def until(ready, limit: float = 60.0) -> float:
 
 def role(node: ValkeyProcess) -> str:
     return node.client(socket_timeout=0.5).info("replication")["role"]
-
-
-def linked(nodes: list[ValkeyProcess]) -> bool:
-    for node in nodes:
-        info = node.client(socket_timeout=0.5).info("replication")
-        if info["role"] != "master" and info.get("master_link_status") != "up":
-            return False
-    return True
 
 
 def one_round(nodes: list[ValkeyProcess], clients: Clients, mode: str) -> tuple[float, float]:
@@ -124,7 +97,7 @@ def one_round(nodes: list[ValkeyProcess], clients: Clients, mode: str) -> tuple[
         owner.start()
     else:
         os.kill(owner.proc.pid, signal.SIGCONT)
-    until(lambda: role(owner) == "slave" and linked(nodes))
+    until(lambda: role(owner) == "slave" and all(linked(n) for n in nodes))
     return promoted - lost, first - lost
 
 
@@ -136,7 +109,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         nodes = cluster(Path(tmp))
         try:
-            until(lambda: linked(nodes))
+            until(lambda: all(linked(n) for n in nodes))
             env = {"VALKEY_PORT": str(nodes[0].port), "VALKEY_MODE": "cluster"}
             with Clients(load_settings(env).hosted) as clients:
                 rounds = [one_round(nodes, clients, args.mode) for _ in range(args.rounds)]

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import valkey
@@ -97,3 +98,39 @@ class ValkeyProcess:
     def restart(self) -> ValkeyProcess:
         self.stop()
         return self.start()
+
+
+def replicated_cluster(start: Callable[..., ValkeyProcess]) -> list[ValkeyProcess]:
+    """Three primaries, each with a replica, failing over within about a second, every
+    replica linked: `start(name, **config)` starts one node (a test's `valkey_factory`)."""
+    nodes = [
+        start(
+            f"node{n}",
+            cluster_enabled="yes",
+            cluster_port=str(free_port()),
+            cluster_node_timeout="1000",
+            cluster_replica_validity_factor="0",
+        )
+        for n in range(6)
+    ]
+    subprocess.run(
+        ["valkey-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
+        + ["--cluster-replicas", "1", "--cluster-yes"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    deadline = time.monotonic() + 60
+    while not all(n.client().cluster("info")["cluster_state"] == "ok" for n in nodes) or not all(
+        linked(n) for n in nodes
+    ):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the cluster never had cluster_state:ok and every replica linked")
+        time.sleep(0.05)
+    return nodes
+
+
+def linked(node: ValkeyProcess) -> bool:
+    """A primary, or a replica whose link to its primary is up."""
+    info = node.client(socket_timeout=0.5).info("replication")
+    return info["role"] == "master" or info.get("master_link_status") == "up"

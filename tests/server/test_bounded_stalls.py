@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 
@@ -22,7 +21,7 @@ import pytest
 import valkey
 
 from tests.server.workload_helpers import tier_for, wait_until
-from tests.valkey_server import ValkeyProcess, free_port
+from tests.valkey_server import ValkeyProcess, free_port, replicated_cluster
 from valkey_plans.client.clients import BACKOFF_CAP, AsyncClients, Clients
 from valkey_plans.client.settings import SettingsError, load_settings
 
@@ -116,41 +115,6 @@ def test_connect_timeout_must_be_a_sane_number(value):
 def test_retry_budget_must_be_a_sane_number(value):
     with pytest.raises(SettingsError, match="VALKEY_RETRY_BUDGET="):
         load_settings({"VALKEY_RETRY_BUDGET": value})
-
-
-def replicated_cluster(valkey_factory) -> list[ValkeyProcess]:
-    """Three primaries, each with a replica, failing over within about a second."""
-    nodes = [
-        valkey_factory(
-            f"node{n}",
-            cluster_enabled="yes",
-            cluster_port=str(free_port()),
-            cluster_node_timeout="1000",
-            cluster_replica_validity_factor="0",
-        )
-        for n in range(6)
-    ]
-    subprocess.run(
-        ["valkey-cli", "--cluster", "create", *(f"127.0.0.1:{n.port}" for n in nodes)]
-        + ["--cluster-replicas", "1", "--cluster-yes"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    wait_until(
-        lambda: all(n.client().cluster("info")["cluster_state"] == "ok" for n in nodes),
-        "cluster_state:ok on every node",
-        limit=60,
-    )
-    wait_until(
-        lambda: all(_linked(n) for n in nodes), "every replica linked to its primary", limit=60
-    )
-    return nodes
-
-
-def _linked(node: ValkeyProcess) -> bool:
-    info = node.client().info("replication")
-    return info["role"] == "master" or info.get("master_link_status") == "up"
 
 
 def primary_of(nodes: list[ValkeyProcess], key: str) -> tuple[ValkeyProcess, ValkeyProcess]:

@@ -129,24 +129,27 @@ def seeded(primary, record: dict) -> str:
     return key
 
 
-def paused_fill(store: Store) -> tuple[threading.Event, threading.Event]:
-    """Make `store`'s next fill wait between its hosted read and the fill itself:
-    returns (read_done, go). The real fill runs once `go` is set."""
+def paused_fill(store: Store, part: str = "users") -> tuple[threading.Event, threading.Event]:
+    """Make the next fill of `store`'s local `part` (users or sessions) wait between its
+    hosted read and the fill itself: returns (read_done, go). The real fill runs once
+    `go` is set."""
     read_done, go = threading.Event(), threading.Event()
-    real_fill = store.local.users.fill
+    cache = getattr(store.local, part)
+    real_fill = cache.fill
 
-    def fill(key: str, record: dict, token: str) -> bool:
+    def fill(*args: object) -> bool:
         read_done.set()
         assert go.wait(BOUND)
-        return real_fill(key, record, token)
+        return real_fill(*args)
 
-    store.local.users.fill = fill  # type: ignore[method-assign]
+    cache.fill = fill
     return read_done, go
 
 
-def read_in_thread(store: Store, key: str) -> tuple[threading.Thread, dict]:
+def read_in_thread(read: Callable[[str], object], key: str) -> tuple[threading.Thread, dict]:
+    """`read(key)` in a thread of its own; its result lands in the dict's `value`."""
     got: dict = {}
-    thread = threading.Thread(target=lambda: got.update(value=store.get_user(key)))
+    thread = threading.Thread(target=lambda: got.update(value=read(key)))
     thread.start()
     return thread, got
 
@@ -157,7 +160,7 @@ def test_a_fill_never_stores_a_value_older_than_an_applied_remote_write(nodes, p
     a, b = nodes
     key = seeded(primary, {"name": "v1"})
     read_done, go = paused_fill(b)
-    thread, got = read_in_thread(b, key)
+    thread, got = read_in_thread(b.get_user, key)
     assert read_done.wait(BOUND)  # b has read v1 from hosted and waits before its fill
     a.save_user({"name": "v2"}, key=key)
     leases = b.local.users.client
@@ -174,7 +177,7 @@ def test_a_fill_never_overwrites_this_nodes_own_newer_write(nodes, primary) -> N
     a, b = nodes
     key = seeded(primary, {"name": "v1"})
     read_done, go = paused_fill(b)
-    thread, _ = read_in_thread(b, key)
+    thread, _ = read_in_thread(b.get_user, key)
     assert read_done.wait(BOUND)
     b.save_user({"name": "v2"}, key=key)  # hosted, then b's local copy
     go.set()
@@ -192,27 +195,6 @@ def test_a_fill_without_a_race_is_cached(nodes, primary) -> None:
     assert b.local.users.client.hlen(b.local.users.calls.leases) == 0
 
 
-def paused_session_fill(store: Store) -> tuple[threading.Event, threading.Event]:
-    """`paused_fill` for sessions: the next session fill waits between read and fill."""
-    read_done, go = threading.Event(), threading.Event()
-    real_fill = store.local.sessions.fill
-
-    def fill(*args: object) -> bool:
-        read_done.set()
-        assert go.wait(BOUND)
-        return real_fill(*args)
-
-    store.local.sessions.fill = fill  # type: ignore[method-assign]
-    return read_done, go
-
-
-def session_read_in_thread(store: Store, key: str) -> tuple[threading.Thread, dict]:
-    got: dict = {}
-    thread = threading.Thread(target=lambda: got.update(value=store.get_session(key)))
-    thread.start()
-    return thread, got
-
-
 @pytest.mark.parametrize("revoke", ["one", "all"])
 def test_a_session_fill_never_caches_a_session_revoked_meanwhile(nodes, revoke) -> None:
     """b reads a live session from hosted; a revokes it (or all of its owner's) and b
@@ -220,8 +202,8 @@ def test_a_session_fill_never_caches_a_session_revoked_meanwhile(nodes, revoke) 
     a, b = nodes
     owner = new_key("usr")
     session = a.create_session(owner, {"ip": "10.0.0.1"}, ttl=60)
-    read_done, go = paused_session_fill(b)
-    thread, got = session_read_in_thread(b, session.key)
+    read_done, go = paused_fill(b, "sessions")
+    thread, got = read_in_thread(b.get_session, session.key)
     assert read_done.wait(BOUND)  # b holds the live session read from hosted
     if revoke == "one":
         a.revoke_session(session.key)
@@ -239,7 +221,7 @@ def test_a_session_fill_never_caches_a_session_revoked_meanwhile(nodes, revoke) 
 def test_a_session_fill_without_a_race_is_cached(nodes) -> None:
     a, b = nodes
     session = a.create_session(new_key("usr"), {"ip": "10.0.0.1"}, ttl=60)
-    read_done, go = paused_session_fill(b)
+    read_done, go = paused_fill(b, "sessions")
     go.set()
     assert b.get_session(session.key) == session and read_done.is_set()
     assert b.local.sessions.get(session.key) == session
