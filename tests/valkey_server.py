@@ -25,6 +25,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def cluster_port() -> int:
+    """A free port that a plan accepts for a cluster node: its bus port (+10000) exists
+    (at most 65535) and is free too."""
+    while True:
+        port = free_port()
+        if port <= 55535:
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
 class ValkeyProcess:
     """One valkey-server child process; `restart()` keeps port and data directory."""
 

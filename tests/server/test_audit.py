@@ -13,7 +13,7 @@ import pytest
 import valkey
 from valkey._parsers import _RESP2Parser
 
-from tests.valkey_server import free_port
+from tests.valkey_server import cluster_port, free_port
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.keys import encode_time, new_key, new_txkey
@@ -321,7 +321,9 @@ def test_a_cluster_replica_is_audited_with_its_keys(valkey_factory):
     """A replica of a cluster lists its primary's keys with SCAN but answers reads of them
     with MOVED, unless its connection is READONLY: the audit of a node reads them all."""
     primary = valkey_factory("primary", cluster_enabled="yes", cluster_port=str(free_port()))
-    replica = valkey_factory("replica", cluster_enabled="yes", cluster_port=str(free_port()))
+    replica = valkey_factory(
+        "replica", port=cluster_port(), cluster_enabled="yes", cluster_port=str(free_port())
+    )
     primary.client().execute_command("CLUSTER", "ADDSLOTSRANGE", "0", "16383")
     bus = primary.config["cluster-port"]
     replica.client().execute_command("CLUSTER", "MEET", "127.0.0.1", str(primary.port), bus)

@@ -23,6 +23,7 @@ from pydantic import SecretStr
 
 from tests.valkey_server import ValkeyProcess, free_port
 from valkey_plans.plan import Plan
+from valkey_plans.plan.model import CLUSTER_BUS_OFFSET
 from valkey_plans.plan.render import acl_file, exporter_environment
 from valkey_plans.plan.secrets import ACL_USERS, EXPORTER_USER
 from valkey_plans.verify.checks.test_exporter import samples
@@ -33,12 +34,13 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def free_ports() -> tuple[int, int]:
+def free_ports(highest: int = 65535) -> tuple[int, int]:
     """(valkey port, exporter port): both free now, the exporter's the higher, so that the
-    plan's port_offset puts the exporter exactly there (machines here run many suites)."""
+    plan's port_offset puts the exporter exactly there (machines here run many suites).
+    `highest` bounds the valkey port: a cluster node's bus port is port + 10000."""
     while True:
         port, exporter_port = free_port(), free_port()
-        if port < exporter_port <= port + 60000:
+        if port < exporter_port <= port + 60000 and port <= highest:
             return port, exporter_port
 
 
@@ -68,7 +70,9 @@ def server(tmp_path: Path, passwords) -> Iterator[Callable[..., tuple[ValkeyProc
     started: list[ValkeyProcess] = []
 
     def start(role: str = "cache", **exporter: object) -> tuple[ValkeyProcess, Plan]:
-        port, exporter_port = free_ports()
+        port, exporter_port = free_ports(
+            65535 - CLUSTER_BUS_OFFSET if role == "cluster-node" else 65535
+        )
         plan = plan_for(port, exporter_port - port, role, **exporter)
         aclfile = tmp_path / f"users-{port}.acl"
         aclfile.write_text(acl_file(plan, plan.instances[0], passwords))

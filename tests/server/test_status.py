@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ import valkey
 from click.testing import CliRunner
 from pydantic import SecretStr
 
-from tests.valkey_server import free_port
+from tests.valkey_server import cluster_port
 from valkey_plans.cli.main import main
 from valkey_plans.plan import Plan
 from valkey_plans.plan.acl import acl_lines
@@ -234,19 +233,6 @@ def test_replication_lag_and_link_from_the_primary_info(valkey_factory):
     assert second.replication.link == "up"
     assert second.replication.lag_bytes == listed.lag_bytes  # the replica row: its own lag
     assert first.replication.lag_bytes == listed.lag_bytes
-
-
-def cluster_port() -> int:
-    """A free port whose cluster bus port (+10000) exists and is free too."""
-    while True:
-        port = free_port()
-        if port <= 55535:
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port + 10000))
-                except OSError:
-                    continue
-            return port
 
 
 def test_cluster_state_of_a_cluster_node(valkey_factory):
