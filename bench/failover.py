@@ -9,8 +9,11 @@ budget 10 s); the primary is lost (`kill`: SIGKILL, connections refused; `stop`:
 SIGSTOP, connections hang as on a vanished host's established sockets); the round
 measures, from the loss, the cluster's own failover (its replica shown as primary by
 another node's CLUSTER NODES) and the writer's first acknowledged write begun after
-the loss. Goal (issue 17): first write at most the failover time + 1 s. The lost node
-comes back as a replica before the next round. The lab's cluster test prints the same
+the loss. In stop mode the write in flight at the loss waits the command timeout
+(`--command-timeout`, VALKEY_COMMAND_TIMEOUT) before the next one can begin: the gap is
+that timeout less the failover time when it is the longer. Goal (issue 17): first write
+at most the failover time + 1 s. The lost node comes back as a replica before the next
+round. The lab's cluster test prints the same
 figure for a host cut off the network (`cut -> first write ...`).
 """
 
@@ -105,13 +108,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--mode", choices=("kill", "stop"), default="kill")
+    parser.add_argument(
+        "--command-timeout",
+        help="VALKEY_COMMAND_TIMEOUT of the writer (default: the tier's); in stop mode the"
+        " write in flight at the loss waits this long",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         nodes = cluster(Path(tmp))
         try:
             until(lambda: all(linked(n) for n in nodes))
             env = {"VALKEY_PORT": str(nodes[0].port), "VALKEY_MODE": "cluster"}
-            with Clients(load_settings(env).hosted) as clients:
+            if args.command_timeout:
+                env["VALKEY_COMMAND_TIMEOUT"] = args.command_timeout
+            tier = load_settings(env).hosted
+            with Clients(tier) as clients:
                 rounds = [one_round(nodes, clients, args.mode) for _ in range(args.rounds)]
         finally:
             for node in nodes:
@@ -122,7 +133,10 @@ def main() -> None:
         gap = first - failover
         print(f"round {n}: failover {failover:.2f} s, first write {first:.2f} s ({gap:+.2f} s)")
     gap = statistics.median(first - failover for failover, first in rounds)
-    print(f"{args.mode}: median first write - failover: {gap:+.2f} s (goal: at most +1 s)")
+    print(
+        f"{args.mode} (command timeout {tier.command_timeout:g} s): median first write"
+        f" - failover: {gap:+.2f} s (goal: at most +1 s)"
+    )
 
 
 if __name__ == "__main__":

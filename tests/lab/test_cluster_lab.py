@@ -32,7 +32,7 @@ from tests.valkey_server import ValkeyProcess
 from valkey_plans import lab
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
-from valkey_plans.client.clients import DEFAULT_MAX_BLOCK, Clients, profile
+from valkey_plans.client.clients import Clients
 from valkey_plans.client.settings import load_settings
 from valkey_plans.client.store import Store, email_key
 from valkey_plans.deploy import cluster_nodes
@@ -544,7 +544,7 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
     # retry budget, one connect; the lab gets STALL_SLACK on top for its slot-map
     # refreshes that meet the cut host's other node. A hang, not a speed, fails this.
     tier = settings.hosted
-    bound = profile("api", DEFAULT_MAX_BLOCK).socket_timeout + tier.retry_budget
+    bound = tier.command_timeout + tier.retry_budget
     bound += tier.connect_timeout + STALL_SLACK
     for writer in (plain, shard):
         assert writer.longest_call < bound, f"a call stalled {writer.longest_call:.1f} s"

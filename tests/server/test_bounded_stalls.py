@@ -13,6 +13,8 @@ plus a margin for a loaded machine), not speed targets: they prove there is no h
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -85,6 +87,34 @@ def test_an_async_call_to_a_vanished_host_ends_within_its_budget(blackhole):
 
     took = asyncio.run(call())
     assert 2.0 <= took < 2.0 + CONNECT + BACKOFF_CAP + MARGIN, f"took {took:.2f} s"
+
+
+@pytest.mark.parametrize("timeout", [0.5, 1.5])
+def test_a_call_in_flight_to_a_server_that_stops_answering_ends_at_its_command_timeout(
+    valkey_factory, timeout
+):
+    """A host that vanishes mid-call sends no reset: the reply wait is the only bound, and
+    a timed-out command is not retried (it may have run), so the error comes at once."""
+    server = valkey_factory("frozen")
+    tier = tier_for(server, command_timeout=str(timeout), retry_budget="10")
+    with Clients(tier) as clients:
+        clients.api.set("usr:frozen", "1")  # a pooled connection, as on a busy app
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            with pytest.raises(valkey.TimeoutError):
+                clients.api.get("usr:frozen")
+            took = time.monotonic() - started
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        assert clients.api.get("usr:frozen") == b"1"
+    assert timeout <= took < timeout + MARGIN, f"took {took:.2f} s for a {timeout} s timeout"
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "601", "soon"])
+def test_command_timeout_must_be_a_sane_number(value):
+    with pytest.raises(SettingsError, match="VALKEY_COMMAND_TIMEOUT="):
+        load_settings({"VALKEY_COMMAND_TIMEOUT": value})
 
 
 def test_a_cluster_seed_on_a_vanished_host_costs_one_connect(valkey_factory, blackhole):

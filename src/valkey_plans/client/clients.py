@@ -169,10 +169,11 @@ class WorkloadProfile:
     socket_timeout: float | None
 
 
-def profile(workload: Workload, max_block: float) -> WorkloadProfile:
-    """api fails fast; blocking outlasts its longest block; subscriber idles; background waits."""
+def profile(workload: Workload, max_block: float, api_timeout: float) -> WorkloadProfile:
+    """api fails fast (the tier's VALKEY_COMMAND_TIMEOUT); blocking outlasts its longest
+    block; subscriber idles; background waits."""
     return {
-        "api": WorkloadProfile(socket_timeout=5.0),
+        "api": WorkloadProfile(socket_timeout=api_timeout),
         "blocking": WorkloadProfile(socket_timeout=max_block + BLOCK_MARGIN),
         "subscriber": WorkloadProfile(socket_timeout=None),
         "background": WorkloadProfile(socket_timeout=120.0),
@@ -195,7 +196,7 @@ def workload_options(tier: TierSettings, workload: Workload, max_block: float) -
     on the server, and running it again would not be safe for non-idempotent writes.
     """
     login = tier.credentials(workload)
-    timeouts = profile(workload, max_block)
+    timeouts = profile(workload, max_block, tier.command_timeout)
     options: dict[str, Any] = {
         "username": login.user,
         "password": login.password.get_secret_value() if login.password else None,

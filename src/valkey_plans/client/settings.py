@@ -97,6 +97,10 @@ class TierSettings(BaseModel):
     #: Seconds one TCP connect may take before the attempt counts as failed: short, so a
     #: vanished host costs one such wait per attempt, not the kernel's minutes.
     connect_timeout: float = Field(1.0, gt=0, le=60, allow_inf_nan=False)
+    #: Seconds an api command may wait for its reply: a call in flight to a host that
+    #: stops answering (no reset, no refusal) waits this long before the client learns
+    #: of it, so keep it below the failover time the team plans for.
+    command_timeout: float = Field(5.0, gt=0, le=600, allow_inf_nan=False)
     #: Seconds a call keeps riding out a lost connection (reconnects with backoff, a
     #: Sentinel or cluster failover, the cluster's topology refresh) before the error
     #: reaches the application. Set it to the failover time the team plans for.
