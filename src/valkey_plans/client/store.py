@@ -6,7 +6,7 @@ with the PUBLISH of their invalidation (so no committed write can lose its
 invalidation), then update the local copy. Every node runs a subscriber that drops
 its local copies when another node writes; after any (re)subscription it drops the
 whole user and session dbs, because invalidations published while it was away are
-gone.
+gone. On a cluster it subscribes on every node (client/invalidation.py).
 
 A user fill never outlives a newer write: before it reads hosted, the reader takes a
 lease on the key in the local cache (a random token in the LRU's lease hash); every local put
@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -54,6 +55,7 @@ from valkey_plans.client.cache import (
     record_key,
     sessions_of,
 )
+from valkey_plans.client.invalidation import Seen, Subscriptions
 from valkey_plans.client.schema import SESSIONS_OF_PREFIX, Structural
 from valkey_plans.keys import new_key
 
@@ -133,7 +135,7 @@ class Store:
         self.node = node or f"{socket.gethostname()}:{cache_port}"
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._pubsub: Any = None
+        self._seen = Seen()
         self.subscribed = threading.Event()
 
     # --- hosted access --------------------------------------------------------------
@@ -192,7 +194,9 @@ class Store:
                 cluster.nodes_manager.initialize()
 
     def _message(self, **fields: Any) -> str:
-        return json.dumps({"node": self.node, **fields})
+        """An invalidation: this node's name (to skip its own) and an id (to apply a
+        message heard from several cluster nodes once)."""
+        return json.dumps({"node": self.node, "id": secrets.token_hex(8), **fields})
 
     # --- users ----------------------------------------------------------------------
 
@@ -429,7 +433,7 @@ class Store:
     def apply(self, channel: str, raw: bytes | str) -> None:
         """Drop the local copies an invalidation names (unless this node sent it)."""
         message = loads(raw)
-        if message.get("node") == self.node:
+        if message.get("node") == self.node or not self._seen.first(message.get("id")):
             return
         if channel == USERS_CHANNEL:
             self._drop_user(message["key"], message.get("emails", []))
@@ -471,37 +475,24 @@ class Store:
 
     def _listen(self) -> None:
         assert self.subscriber is not None
+        subscriptions = Subscriptions(self.subscriber, (USERS_CHANNEL, SESSIONS_CHANNEL))
         while not self._stop.is_set():
             try:
-                pubsub = self.subscriber.pubsub()
-                pubsub.subscribe(USERS_CHANNEL, SESSIONS_CHANNEL)
-                confirmed = 0
-                while confirmed < 2 and not self._stop.is_set():
-                    reply = pubsub.get_message(timeout=1.0)
-                    confirmed += bool(reply and reply["type"] == "subscribe")
+                subscriptions.open(self._stop)
                 # subscribed: from here no invalidation is missed, so forget what may be stale
                 self.drop_all()
                 self.subscribed.set()
-                socket_in_use = pubsub.connection._sock
-                while not self._stop.is_set():
-                    message = pubsub.get_message(timeout=0.2)
-                    if pubsub.connection is not None and pubsub.connection._sock is not (
-                        socket_in_use
-                    ):
-                        # valkey-py reconnected and resubscribed on its own: same gap
-                        self.drop_all()
-                        socket_in_use = pubsub.connection._sock
-                    if message and message["type"] == "message":
-                        channel = message["channel"]
-                        self.apply(
-                            channel.decode() if isinstance(channel, bytes) else channel,
-                            message["data"],
-                        )
-                pubsub.close()
+                while not self._stop.is_set() and not subscriptions.moved():
+                    for channel, data in subscriptions.poll():
+                        self.apply(channel, data)
+                    if subscriptions.reconnected():
+                        self.drop_all()  # valkey-py reconnected and resubscribed: same gap
+                subscriptions.close()
             except (ValkeyError, ValkeyClusterException) as exc:
                 # Any error of the client (a lost connection, a cluster in change): a
                 # subscriber thread that died would leave this node serving stale copies.
                 self.subscribed.clear()
+                subscriptions.close()
                 log.warning(
                     "invalidation subscriber lost hosted %s: %s; retrying",
                     _where(self.subscriber),
