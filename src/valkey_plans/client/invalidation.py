@@ -110,7 +110,15 @@ class Subscriptions:
             return _messages(self._pubsubs[0], POLL_S)
         found = [m for pubsub in self._pubsubs for m in _messages(pubsub, 0.0)]
         if not found:
-            select.select([s for s in self._sockets if s is not None], [], [], POLL_S)
+            open_sockets = [
+                pubsub.connection._sock
+                for pubsub in self._pubsubs
+                if pubsub.connection is not None and pubsub.connection._sock is not None
+            ]
+            try:
+                select.select(open_sockets, [], [], POLL_S)
+            except (OSError, ValueError):  # a socket closed meanwhile: the drain says why
+                time.sleep(POLL_S)
             found = [m for pubsub in self._pubsubs for m in _messages(pubsub, 0.0)]
         return found
 
