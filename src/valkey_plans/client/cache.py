@@ -26,7 +26,16 @@ from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
 from valkey_plans.client.clients import AsyncClients, Clients, WorkloadClients
-from valkey_plans.client.commands import Call, Client, Reply, bulk, fcall, runner
+from valkey_plans.client.commands import (
+    SKIP_REPLY,
+    Call,
+    Client,
+    Reply,
+    bulk,
+    fcall,
+    quietly,
+    runner,
+)
 from valkey_plans.client.commands import run as run  # re-exported: canary, tests, store
 from valkey_plans.client.commands import run_many as run_many  # re-exported: bench
 from valkey_plans.client.functions import version_check
@@ -436,7 +445,7 @@ class LruCalls:
         self.touches = f"{lru}{TOUCHES_SUFFIX}"
         self.leases = f"{lru}{LEASES_SUFFIX}"
         # a hit's wire: RPUSH <touches> <key>, GET <key>, with the constant parts packed once
-        self._touch_head = b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches)
+        self._touch_head = quietly(b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches))
         self.cap = _cap(cap, f"{domain} cache cap")
         self.ttl_ms = _ms(ttl, f"{domain} cache ttl")
         self._reads = 0
@@ -464,7 +473,7 @@ class LruCalls:
         if len(before) == 1:  # the common case: packed here, without a loop
             arg = bulk(key)
             wire = b"%b%b*2\r\n$3\r\nGET\r\n%b" % (self._touch_head, arg, arg)
-        return Call(("GET", key), decode, before=before, wire=wire)
+        return Call(("GET", key), decode, before=before, wire=wire, quiet=bool(wire))
 
     def get_many(self, keys: Sequence[str]) -> Call[dict[str, Record]]:
         checked = [self.key(k) for k in keys]
@@ -536,13 +545,15 @@ class SessionCalls:
         if not slides:
             return Call(command, parse)
         arg = bulk(key)
-        wire = b"*4\r\n$7\r\nPEXPIRE\r\n%b%b*5\r\n$5\r\nHMGET\r\n%b%b" % (
+        wire = b"%b*4\r\n$7\r\nPEXPIRE\r\n%b%b*5\r\n$5\r\nHMGET\r\n%b%b" % (
+            SKIP_REPLY,
             arg,
             self._slide_tail,
             arg,
             self._fields,
         )
-        return Call(command, parse, before=(("PEXPIRE", key, self.ttl_ms, "XX"),), wire=wire)
+        before = (("PEXPIRE", key, self.ttl_ms, "XX"),)
+        return Call(command, parse, before=before, wire=wire, quiet=True)
 
     def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
         def session(reply: list[Any]) -> Session | None:
