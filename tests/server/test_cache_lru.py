@@ -201,3 +201,27 @@ def test_concurrent_clients_evict_in_the_servers_order_of_reads(
         one.put(new, {})
         assert gone not in live()
     assert lru_order(db) == [k[0], k[5], k[6], k[7]] and live() == {k[0], k[5], k[6], k[7]}
+
+
+def test_hits_on_one_connection_stay_in_step_with_its_other_replies(
+    cache_instance: ValkeyProcess,
+) -> None:
+    """A hit sends its touch with CLIENT REPLY SKIP and reads one reply: on a pool of one
+    connection, every later reply must still be the one its own command asked for, and
+    each hit must still be logged for the LRU."""
+    client = valkey.Valkey(
+        connection_pool=valkey.BlockingConnectionPool(
+            port=cache_instance.port, db=1, max_connections=1
+        )
+    )
+    client.delete(USER_TOUCHES)
+    cache = UserCache(client, cap=CAP, ttl=3600)
+    key, absent = USER_KEYS[0], new_key("usr")
+    cache.put(key, {"n": 1})
+    client.delete(USER_TOUCHES)  # the drains of other tests: count this test's touches
+    for n in range(50):
+        assert cache.get(key) == {"n": 1}
+        assert cache.get(absent) is None
+        assert client.echo(f"reply {n}") == f"reply {n}".encode()
+    # 100 reads, fewer than DRAIN_EVERY: the log holds each of them, in order
+    assert client.lrange(USER_TOUCHES, 0, -1) == [key.encode(), absent.encode()] * 50
