@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Self, TypeVar
 
+import orjson
+
 from valkey_plans.client.clients import AsyncClients, Clients, WorkloadClients
 from valkey_plans.client.commands import (
     SKIP_REPLY,
@@ -194,7 +196,16 @@ _STRICT = json.JSONDecoder(parse_constant=_constant, parse_float=_finite)
 
 
 def loads(raw: bytes | str) -> Any:
-    """Strict JSON in: NaN, Infinity and numbers beyond a double are refused, as in Node.js."""
+    """Strict JSON in: NaN, Infinity and numbers beyond a double are refused, as in Node.js.
+
+    orjson reads what a hit returns (it refuses NaN, Infinity and overflowing numbers
+    itself); whatever it refuses is read again by the standard decoder, so a value it
+    cannot take (a lone surrogate escape) reads as before and errors keep their words.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        pass
     try:
         return _STRICT.decode(raw.decode() if isinstance(raw, bytes) else raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
