@@ -2,10 +2,14 @@
 
 The production plan (group_data/production.py through tests/lab/inventories/backup.py)
 on three lab hosts: the box (the first host, reached as the non-root `ops` with sudo,
-as the README walkthrough says), the backup host (the trixie host: its SFTP-only
-account holds the off-host repository) and a spare. The README's commands as written:
-check-plan, up, backup, verify, restore. 100,000 keys of every type, a third with TTLs,
-go into the box's `vault`; it is backed up to both repositories; the box is lost (its
+as the README walkthrough says), the backup host (the trixie host, the box's
+`backup_host`: the deploy makes it serve the off-host repository with rest-server,
+append-only, behind TLS) and a spare. The README's commands as written: check-plan, up,
+backup, prune, verify, restore. Three backdated backups of the empty `vault` come first;
+then 100,000 keys of every type, a third with TTLs, go into the box's `vault`; it is
+backed up to both repositories; from the box, `restic forget` in the off-host repository
+is refused (append-only) and the snapshot stays; `valkey-plans prune` on the backup host
+keeps exactly what the box's retention says; the box is lost (its
 instance stopped, its data and its local repository deleted); `restore --onto` brings
 the snapshot from the off-host repository into the spare (RDB) and into the backup
 host's `vault` (AOF, then restarted): every key, value and TTL (within 2 s) is compared.
@@ -28,7 +32,8 @@ import pytest
 from tests.deploy.pyinfra_run import PROJECT_DIR, project_command
 from tests.lab import host_scripts
 from tests.lab.pyinfra_lab import checks
-from valkey_plans.backup.settings import PASSWORD_FILE, for_instance
+from valkey_plans.backup import offhost
+from valkey_plans.backup.settings import PASSWORD_FILE, REST_DIR, RUNNER, env_path, for_instance
 from valkey_plans.lab.inventory import secrets_file
 from valkey_plans.plan.inventory import load_targets
 
@@ -38,7 +43,8 @@ INVENTORY = "tests/lab/inventories/backup.py"
 PORT = 6421
 KEYS = 100_000
 USERS = ("api", "queue", "subscriber", "background", "checks", "admin", "exporter", "backup")
-BACKUP_USER, BACKUP_HOME = "vpbackup", "/srv/valkey-backup"
+SECRETS = (*USERS, "backup_server")
+LOCAL = "/var/backups/valkey-plans/vault"
 BACKUP_CHECKS = {"test_backup_timers_active", "test_backups_reachable_and_fresh"}
 #: The host's python3 over one connection, logged in as admin from the root-only file
 #: named by argv[2]: SET-type writes for SEED, a digest of every `ses:*` key for DIGEST
@@ -106,15 +112,17 @@ class Drill:
             f"RESTIC_PASSWORD_FILE={PASSWORD_FILE} restic -r {repo} snapshots --no-lock"
             f" --json --host {of} --tag instance=vault",
         )
-        return json.loads(out or "[]") or []
+        return sorted(json.loads(out or "[]") or [], key=lambda snap: snap["time"])
 
 
 def _secrets(lab_state) -> None:
-    """The production plan never generates passwords: the drill's own 0600 file."""
+    """The production plan never generates passwords: the drill's own 0600 file (a kept
+    lab's file from before `backup_server` gets that one added)."""
     path = Path(secrets_file(lab_state, "backup-drill"))
     if not path.exists():
         path.touch(mode=0o600)
-        path.write_text(json.dumps({u: secrets.token_urlsafe(24) for u in USERS}))
+    kept = json.loads(path.read_text() or "{}")
+    path.write_text(json.dumps({u: kept.get(u) or secrets.token_urlsafe(24) for u in SECRETS}))
 
 
 def _sudo_login(lab, host) -> None:
@@ -133,50 +141,11 @@ def _sudo_login(lab, host) -> None:
     )
 
 
-def _backup_account(lab, backup_host, clients) -> None:
-    """The SFTP-only account on the backup host, with each client root's key."""
-    home = BACKUP_HOME
-    lab.check(
-        backup_host,
-        f"id {BACKUP_USER} >/dev/null 2>&1 || useradd --system --home-dir {home}"
-        f" --create-home --shell /usr/sbin/nologin {BACKUP_USER}; chmod 700 {home};"
-        f" install -d -o {BACKUP_USER} -g {BACKUP_USER} -m 700 {home}/.ssh",
-    )
-    known = [
-        line
-        for line in Path(lab.state.known_hosts).read_text().splitlines()
-        if line.split(",")[0] == backup_host.name
-    ]
-    assert known, f"no known_hosts line of {backup_host.name}"
-    keys = []
-    for client in clients:
-        keys.append(
-            lab.check(
-                client,
-                "test -f /root/.ssh/id_ed25519 || ssh-keygen -q -t ed25519 -N '' -f"
-                " /root/.ssh/id_ed25519; cat /root/.ssh/id_ed25519.pub",
-            ).strip()
-        )
-        line = shlex.quote(known[0])
-        lab.check(
-            client,
-            f"grep -qxF {line} /root/.ssh/known_hosts || echo {line} >>/root/.ssh/known_hosts",
-        )
-    authorized = "".join(f'restrict,command="internal-sftp" {key}\n' for key in keys)
-    dest = f"{home}/.ssh/authorized_keys"
-    lab.check(
-        backup_host,
-        f"printf %s {shlex.quote(authorized)} >{dest}; chown {BACKUP_USER}: {dest};"
-        f" chmod 600 {dest}",
-    )
-
-
 @pytest.fixture(scope="module")
 def drill(lab_hosts):
     box, vault, spare = lab_hosts.hosts[:3]
     _secrets(lab_hosts.state)
     _sudo_login(lab_hosts, box)
-    _backup_account(lab_hosts, vault, [box, vault, spare])
     env = {"VALKEY_PLANS_BACKUP_EVERY_MINUTE": spare.name, "COLUMNS": "250"}
     target = next(t for t in load_targets(INVENTORY, PROJECT_DIR) if t.name == box.name)
     inst = target.plan.instance("vault")
@@ -218,16 +187,77 @@ def _same(before: dict, after: dict) -> tuple[list, list]:
 FAILED = re.compile(r"^FAILED \S+::(test_\w+)", re.M)
 
 
+def _served_append_only(drill) -> None:
+    """The backup host as the deploy left it: rest-server up as the nologin account,
+    append-only, private repositories, TLS; its secrets readable by root and it only."""
+    lab, vault = drill.lab, drill.vault
+    account = lab.check(vault, f"getent passwd {offhost.ACCOUNT}").strip().split(":")
+    assert (account[5], account[6]) == (offhost.HOME, "/usr/sbin/nologin"), account
+    modes = lab.check(
+        vault,
+        f"stat -c '%n %U:%G %a' {offhost.HOME} {offhost.HTPASSWD} {offhost.TLS_KEY}"
+        f" {offhost.PRUNE_DIR}/{drill.box.name}/password",
+    ).split("\n")
+    assert modes[:4] == [
+        f"{offhost.HOME} {offhost.ACCOUNT}:{offhost.ACCOUNT} 700",
+        f"{offhost.HTPASSWD} root:{offhost.ACCOUNT} 640",
+        f"{offhost.TLS_KEY} root:{offhost.ACCOUNT} 640",
+        f"{offhost.PRUNE_DIR}/{drill.box.name}/password root:root 600",
+    ], modes
+    argv = lab.check(
+        vault, f"ps -o user=,args= -p $(systemctl show -p MainPID --value {offhost.REST_UNIT})"
+    ).split()
+    assert argv[0] == offhost.ACCOUNT and {"--append-only", "--private-repos", "--tls"} <= set(
+        argv
+    ), argv
+    # Without the pinned certificate, restic refuses the server (no trust on first use).
+    plain = lab.run(
+        drill.box,
+        f"RESTIC_PASSWORD_FILE={PASSWORD_FILE} restic -r rest:https://{drill.vault.address}:"
+        f"{offhost.REST_PORT}/{drill.box.name}/vault cat config",
+    )
+    assert plain.returncode != 0 and "certificate" in plain.stderr, plain.stderr
+
+
+def _backdated_backups(drill) -> list[str]:
+    """Three backups of the still empty vault, 3, 2 and 1 hours back (the runner's
+    VP_TIME): with the box's 2 hourly + 1 daily, pruning keeps the last of them."""
+    times = []
+    for hours in (3, 2, 1):
+        when = drill.lab.check(drill.box, f"date -d '-{hours} hours' '+%F %T'").strip()
+        drill.lab.check(drill.box, f"VP_TIME='{when}' {RUNNER} {env_path('vault')}", 600)
+        times.append(when)
+    return times
+
+
+def _append_only_then_pruned(drill, newest: dict) -> None:
+    """The box cannot delete its own off-host backup; the backup host prunes it."""
+    lab, box, vault = drill.lab, drill.box, drill.vault
+    offsite = f"{offhost.REPOS}/{box.name}/vault"
+    forget = lab.run(
+        box,
+        f"RESTIC_PASSWORD_FILE={PASSWORD_FILE} restic --repository-file {REST_DIR}/vault"
+        f" --cacert {REST_DIR}/ca.pem forget {newest['id']}",
+    )
+    assert forget.returncode != 0, forget.stdout + forget.stderr
+    kept = drill.snapshots(vault, offsite, box.name)
+    assert newest["id"] in [s["id"] for s in kept] and len(kept) == 4, kept
+    code, out = drill.vp("prune", INVENTORY, "--host", vault.name)
+    assert code == 0 and f"{box.name}/vault]: ok" in out, _why(out)
+    # 2 hourly (the newest, and the one an hour back), 1 daily (the newest again).
+    pruned = drill.snapshots(vault, offsite, box.name)
+    assert [s["id"] for s in pruned] == [kept[2]["id"], newest["id"]], (kept, pruned)
+
+
 def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
     lab, box, vault, spare = drill.lab, drill.box, drill.vault, drill.spare
-    # The SFTP account serves files and nothing else.
-    shell = lab.run(box, f"ssh -o BatchMode=yes {BACKUP_USER}@{vault.address} id")
-    assert shell.returncode != 0 and "uid=" not in shell.stdout, shell.stdout
     code, out = drill.vp("check-plan", INVENTORY)
     assert code == 0, _why(out)
     code, out = drill.vp("up", INVENTORY)
     assert code == 0, _why(out)
     assert "test_backups_reachable_and_fresh" in out
+    _served_append_only(drill)
+    _backdated_backups(drill)
     seeded = lab.check(box, _python(SEED, PORT, drill.auth_file, KEYS), 600)
     assert int(seeded) == KEYS
     before = drill.digest(box)
@@ -242,13 +272,15 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
     }
     code, out = drill.vp("backup", INVENTORY, "--host", box.name)
     assert code == 0, _why(out)
-    offsite = f"{BACKUP_HOME}/restic/vault"
-    for host, repo in ((box, "/var/backups/valkey-plans/vault"), (vault, offsite)):
+    offsite = f"{offhost.REPOS}/{box.name}/vault"
+    # The box pruned its local repository (2 left); the backup host's holds all 4.
+    for host, repo, count in ((box, LOCAL, 2), (vault, offsite, 4)):
         snaps = drill.snapshots(host, repo, box.name)
-        assert len(snaps) == 1 and f"db0={KEYS}" in snaps[0]["tags"], snaps
+        assert len(snaps) == count and f"db0={KEYS}" in snaps[-1]["tags"], snaps
+    _append_only_then_pruned(drill, snaps[-1])
     # The spare's timer (every minute) backs its own vault up; verify sees it fresh.
     for _ in range(60):
-        mine = drill.snapshots(spare, "/var/backups/valkey-plans/vault", spare.name)
+        mine = drill.snapshots(spare, LOCAL, spare.name)
         if mine:
             break
         time.sleep(5)
@@ -265,7 +297,7 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
         "systemctl stop valkey-plans-backup@vault.timer;"
         " while systemctl is-active -q valkey-plans-backup@vault.service; do sleep 1; done",
     )
-    newest = drill.snapshots(spare, "/var/backups/valkey-plans/vault", spare.name)[-1]
+    newest = drill.snapshots(spare, LOCAL, spare.name)[-1]
 
     # The box is lost: its instance, its data and its local repository.
     lab.check(
