@@ -11,10 +11,14 @@
 #   VP_HOST VP_INSTANCE VP_REPO (the repository's directory) VP_KEEP (--keep-* words)
 #   VP_ACCOUNT (the account that owns the repositories and runs rest-server)
 # restic runs as VP_ACCOUNT (so every file it writes stays the server's), on the
-# filesystem, and reads the password from a pipe that root fills (RESTIC_PASSWORD_FILE=
-# /dev/stdin): the password is never an argument, and never readable by the account.
+# filesystem, and reads the password from its stdin, a pipe that root fills from the
+# root-only file (restic reads a password there when stdin is not a terminal; a pipe
+# root made cannot be reopened by the account as /dev/stdin): the password is never an
+# argument, and never in a file the account can read.
 # Only that host's snapshots of that instance are pruned, as its own runner would.
 # A repository not created yet is skipped; any other failure makes the exit non-zero.
+# (Each job runs in a subshell tested by `if`, where `set -e` does not apply: every
+# step that may fail says so itself.)
 set -eu
 umask 077
 dir=${1:-/var/lib/valkey-plans/backup/prune}
@@ -24,7 +28,7 @@ for env in "$dir"/*/*.env; do
     [ -e "$env" ] || continue
     if ! (
         set -a
-        . "$env"
+        . "$env" || exit 1
         set +a
         if [ ! -f "$VP_REPO/config" ]; then
             echo "valkey-plans-prune[$VP_HOST/$VP_INSTANCE]: no repository yet" >&2
@@ -32,8 +36,9 @@ for env in "$dir"/*/*.env; do
         fi
         # shellcheck disable=SC2086  # $VP_KEEP: --keep-* words rendered from the plan
         cat "$(dirname "$env")/password" | runuser -u "$VP_ACCOUNT" -- env \
-            RESTIC_PASSWORD_FILE=/dev/stdin restic --no-cache -r "$VP_REPO" forget --quiet \
-            --prune --host "$VP_HOST" --group-by host,paths --tag "instance=$VP_INSTANCE" $VP_KEEP
+            -u RESTIC_PASSWORD -u RESTIC_PASSWORD_FILE -u RESTIC_PASSWORD_COMMAND \
+            restic --no-cache -r "$VP_REPO" forget --quiet --prune --host "$VP_HOST" \
+            --group-by host,paths --tag "instance=$VP_INSTANCE" $VP_KEEP || exit 1
         echo "valkey-plans-prune[$VP_HOST/$VP_INSTANCE]: ok" >&2
     ); then
         echo "valkey-plans-prune: FAILED: $env" >&2
