@@ -31,7 +31,7 @@ import pytest
 
 from tests.deploy.pyinfra_run import PROJECT_DIR, project_command
 from tests.lab import host_scripts
-from tests.lab.pyinfra_lab import checks
+from tests.lab.pyinfra_lab import checks, deploy
 from valkey_plans.backup import offhost
 from valkey_plans.backup.settings import PASSWORD_FILE, REST_DIR, RUNNER, env_path, for_instance
 from valkey_plans.lab.inventory import secrets_file
@@ -163,7 +163,9 @@ def drill(lab_hosts):
     # Later lab modules verify their own plans on these hosts: nothing of ours may run.
     for host in (box, vault, spare):
         lab_hosts.run(
-            host, "systemctl disable --now valkey-server@vault valkey-plans-backup@vault.timer"
+            host,
+            "systemctl disable --now valkey-server@vault valkey-plans-backup@vault.timer"
+            f" {offhost.REST_UNIT} {offhost.PRUNE_TIMER}",
         )
 
 
@@ -249,15 +251,82 @@ def _append_only_then_pruned(drill, newest: dict) -> None:
     assert [s["id"] for s in pruned] == [kept[2]["id"], newest["id"]], (kept, pruned)
 
 
+def _planted(drill, rdb: str, valkey: str) -> str:
+    """A snapshot of `rdb` (on the backup host) among the box's, tagged as its runner
+    would: written as the account, as rest-server would have (restic 0.18 there)."""
+    out = drill.lab.check(
+        drill.vault,
+        f"cat {offhost.PRUNE_DIR}/{drill.box.name}/password | runuser -u {offhost.ACCOUNT} --"
+        f" restic --no-cache -r {offhost.REPOS}/{drill.box.name}/vault backup --json --quiet"
+        f" --host {drill.box.name} --tag instance=vault --tag valkey={valkey} --tag rdb=11"
+        f" --tag db0={KEYS} --stdin-filename dump.rdb --stdin-from-command -- cat {rdb}",
+    )
+    return json.loads(out.strip().splitlines()[-1])["snapshot_id"]
+
+
+def _refusals(drill, before: dict, real: str) -> None:
+    """A truncated RDB, a newer-format (VALKEY080) RDB and a flipped byte in the
+    off-host repository (in the pack holding the snapshot `real`'s data, the largest
+    one before anything else is added): each restore onto the spare is refused, and the
+    spare's running vault keeps every key."""
+    lab, vault, spare = drill.lab, drill.vault, drill.spare
+    data = f"{offhost.REPOS}/{drill.box.name}/vault/data"
+    pack = lab.check(
+        vault,
+        f"find {data} -type f -printf '%s %p\\n' | sort -n | tail -n 1 | cut -d' ' -f2",
+    ).strip()
+    lab.check(
+        vault,
+        f"cp {drill.rdb} /tmp/good.rdb; head -c $(( $(stat -c %s /tmp/good.rdb) / 2 ))"
+        " /tmp/good.rdb >/tmp/cut.rdb; { printf VALKEY080; tail -c +10 /tmp/good.rdb; }"
+        f" >/tmp/newer.rdb; chown {offhost.ACCOUNT} /tmp/cut.rdb /tmp/newer.rdb",
+    )
+    cut, newer = (
+        _planted(drill, "/tmp/cut.rdb", "8.0.1"),
+        _planted(drill, "/tmp/newer.rdb", "9.0.0"),
+    )
+    aside = f"ls -d {Path(drill.rdb).parent}/aside-vault-* 2>/dev/null | wc -l"
+    asides = lab.check(spare, aside)
+    restore = ("restore", INVENTORY, "--host", drill.box.name, "--instance", "vault")
+    # In place (owner and mode stay): python3 rewrites the one byte.
+    flip = (
+        "python3 -c \"import sys; p = sys.argv[1]; b = bytearray(open(p, 'rb').read());"
+        f" b[len(b) // 2] ^= 0xFF; open(p, 'r+b').write(b)\" {pack}"
+    )
+    for snapshot, expected, before_it in (
+        (cut, "valkey-check-rdb", None),
+        (newer, "RDB format 80 (written by Valkey 9.0.0)", None),
+        (real, "refused", flip),
+    ):
+        if before_it:
+            lab.check(vault, before_it)
+        code, out = drill.vp(*restore, "--snapshot", snapshot, "--onto", spare.name)
+        assert code != 0 and expected in out, _why(out)
+    assert lab.check(spare, aside) == asides, "a refused restore moved the data aside"
+    lost, changed = _same(before, drill.digest(spare))
+    assert (len(lost), len(changed)) == (0, 0), ("after the refusals", lost[:5], changed[:5])
+
+
 def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
     lab, box, vault, spare = drill.lab, drill.box, drill.vault, drill.spare
+    T0 = time.monotonic()  # TIMING
+    def tick(what):  # TIMING
+        print(f"TIMING {what} {time.monotonic() - T0:.1f}", flush=True)  # TIMING
     code, out = drill.vp("check-plan", INVENTORY)
     assert code == 0, _why(out)
     code, out = drill.vp("up", INVENTORY)
     assert code == 0, _why(out)
     assert "test_backups_reachable_and_fresh" in out
+    tick("up")  # TIMING
     _served_append_only(drill)
+    # A second deploy of the same plan: nothing changes on the box or the backup host.
+    again = deploy(drill.env, inventory=INVENTORY)
+    assert again.returncode == 0, again.tail()
+    for host in (box, vault):
+        assert again.changed(host.name) == 0, (host.name, again.changed_operations(host.name))
+    tick("idempotent")  # TIMING
     _backdated_backups(drill)
+    tick("backdated")  # TIMING
     seeded = lab.check(box, _python(SEED, PORT, drill.auth_file, KEYS), 600)
     assert int(seeded) == KEYS
     before = drill.digest(box)
@@ -270,6 +339,7 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
         "zset",
         "stream",
     }
+    tick("seeded")  # TIMING
     code, out = drill.vp("backup", INVENTORY, "--host", box.name)
     assert code == 0, _why(out)
     offsite = f"{offhost.REPOS}/{box.name}/vault"
@@ -277,7 +347,10 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
     for host, repo, count in ((box, LOCAL, 2), (vault, offsite, 4)):
         snaps = drill.snapshots(host, repo, box.name)
         assert len(snaps) == count and f"db0={KEYS}" in snaps[-1]["tags"], snaps
+    real = snaps[-1]["id"]
+    tick("backup")  # TIMING
     _append_only_then_pruned(drill, snaps[-1])
+    tick("pruned")  # TIMING
     # The spare's timer (every minute) backs its own vault up; verify sees it fresh.
     for _ in range(60):
         mine = drill.snapshots(spare, LOCAL, spare.name)
@@ -285,6 +358,7 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
             break
         time.sleep(5)
     assert mine, lab.run(spare, "journalctl -u valkey-plans-backup@vault -n 20").stdout
+    tick("timerwait")  # TIMING
     code, out = drill.vp("verify", INVENTORY, "--json")
     assert code == 0, _why(out)
     rows = json.JSONDecoder().raw_decode(out[out.index("[") :])[0]
@@ -299,6 +373,7 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
     )
     newest = drill.snapshots(spare, LOCAL, spare.name)[-1]
 
+    tick("verify")  # TIMING
     # The box is lost: its instance, its data and its local repository.
     lab.check(
         box,
@@ -320,12 +395,16 @@ def test_the_box_is_lost_and_every_key_comes_back_from_the_backup_host(drill):
         assert code == 0 and "restored" in out, _why(out)
         lost, changed = _same(before, drill.digest(onto))
         assert (len(lost), len(changed)) == (0, 0), (onto.name, lost[:5], changed[:5])
+    tick("restores")  # TIMING
     assert "aof_enabled:1" in drill.cli(vault, "INFO", "persistence")
     lab.check(vault, "systemctl restart valkey-server@vault")
     drill.cli(vault, "PING", wait=True)
     lost, changed = _same(before, drill.digest(vault))
     assert (len(lost), len(changed)) == (0, 0), ("after restart", lost[:5], changed[:5])
+    tick("aofrestart")  # TIMING
+    _refusals(drill, before, real)
 
+    tick("refusals")  # TIMING
     # Two intervals after the spare's last backup, with its timer stopped: exactly the
     # timer check and the age check fail there.
     age = int(lab.check(spare, "date +%s")) - int(
