@@ -5,14 +5,17 @@ on three lab hosts: the box (the first host, reached as the non-root `ops` with 
 as the README walkthrough says), the backup host (the trixie host, the box's
 `backup_host`: the deploy makes it serve the off-host repository with rest-server,
 append-only, behind TLS) and a spare. The README's commands as written: check-plan, up,
-backup, prune, verify, restore. Three backdated backups of the empty `vault` come first;
-then 100,000 keys of every type, a third with TTLs, go into the box's `vault`; it is
-backed up to both repositories; from the box, `restic forget` in the off-host repository
+backup, verify, restore, prune. After `up`, the backup host's account and rest-server
+are checked and a second deploy changes nothing. Three backdated backups of the empty
+`vault` come first; then 100,000 keys of every type, a third with TTLs, go into the
+box's `vault`; it is backed up to both repositories; the box is lost (its instance
+stopped, its data and its local repository deleted); `restore --onto` brings the
+snapshot from the off-host repository into the spare (RDB) and into the backup host's
+`vault` (AOF, then restarted): every key, value and TTL (within 2 s) is compared. From
+the lost box (as a compromised one would), `restic forget` in the off-host repository
 is refused (append-only) and the snapshot stays; `valkey-plans prune` on the backup host
-keeps exactly what the box's retention says; the box is lost (its
-instance stopped, its data and its local repository deleted); `restore --onto` brings
-the snapshot from the off-host repository into the spare (RDB) and into the backup
-host's `vault` (AOF, then restarted): every key, value and TTL (within 2 s) is compared.
+keeps exactly what the box's retention says; a truncated RDB, a newer-format RDB and a
+flipped byte in the off-host repository are each refused, the spare's vault untouched.
 Meanwhile the spare's own timer (every minute) takes a backup that verify sees; with
 the timer stopped past two intervals, verify fails on exactly the timer and age checks.
 """
@@ -206,8 +209,11 @@ def _served_append_only(drill) -> None:
         f"{offhost.TLS_KEY} root:{offhost.ACCOUNT} 640",
         f"{offhost.PRUNE_DIR}/{drill.box.name}/password root:root 600",
     ], modes
+    # It starts again from its files alone (as after a reboot): they stay readable to it.
+    unit = offhost.REST_UNIT
+    lab.check(vault, f"systemctl restart {unit}; sleep 1; systemctl is-active {unit}")
     argv = lab.check(
-        vault, f"ps -o user=,args= -p $(systemctl show -p MainPID --value {offhost.REST_UNIT})"
+        vault, f"ps -o user=,args= -p $(systemctl show -p MainPID --value {unit})"
     ).split()
     assert argv[0] == offhost.ACCOUNT and {"--append-only", "--private-repos", "--tls"} <= set(
         argv

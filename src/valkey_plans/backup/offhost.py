@@ -39,7 +39,9 @@ HOME = "/srv/valkey-backup"
 #: rest-server's data directory: with --private-repos, Valkey host H owns REPOS/H/...
 REPOS = f"{HOME}/restic"
 REST_PORT = 8000
-CONF_DIR = "/etc/valkey-plans/backup-host"
+#: Not below /etc/valkey-plans: that is the application settings' directory, 0750 for
+#: the application's group, which the account could not traverse.
+CONF_DIR = "/etc/valkey-plans-backup-host"
 HTPASSWD = f"{CONF_DIR}/htpasswd"
 TLS_KEY = f"{CONF_DIR}/key.pem"
 TLS_CERT = f"{CONF_DIR}/cert.pem"
