@@ -14,7 +14,17 @@ from dataclasses import dataclass
 from valkey_plans.plan import Instance, Plan
 from valkey_plans.plan.backup import REPO_OPTIONS, REST_DIR, STATE_DIR
 
-__all__ = ["REPO_OPTIONS", "REST_DIR", "STATE_DIR", "BackupSettings", "for_instance"]
+__all__ = [
+    "PASSWORD_FILE",
+    "REPO_OPTIONS",
+    "REST_DIR",
+    "RUNNER",
+    "STATE_DIR",
+    "TEXTFILE_DIR",
+    "BackupSettings",
+    "env_path",
+    "for_instance",
+]
 PASSWORD_FILE = f"{STATE_DIR}/restic-password"
 RUNNER = "/usr/local/lib/valkey-plans/backup"
 #: Seconds the runner waits for a BGSAVE (and the check load) before it gives up.

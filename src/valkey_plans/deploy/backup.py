@@ -8,6 +8,9 @@ RandomizedDelaySec) kept running through the one service runner. Hosts without s
 get no timer: `valkey-plans backup` runs the same runner on demand. The repository
 password is the secret `backup`, written to one root-only file restic reads
 (RESTIC_PASSWORD_FILE): it is never an argument, and `checked_file` never prints it.
+With a `backup_host`, the off-host repository is reached through root-only location
+files (the login included) and the backup host's pinned certificate; that host's side
+is deploy/backup_host.py.
 """
 
 from __future__ import annotations
