@@ -49,3 +49,8 @@ def test_restore_of_an_unknown_host_or_instance_is_refused(tmp_path: Path):
 def test_backup_of_nothing_is_refused(tmp_path: Path):
     result = _run(tmp_path, "backup", "--instance", "other")
     assert result.exit_code == 1 and "nothing to back up" in result.output
+
+
+def test_prune_without_a_backup_host_is_refused(tmp_path: Path):
+    result = _run(tmp_path, "prune")
+    assert result.exit_code == 1 and "no host is a valkey_backup.backup_host" in result.output

@@ -53,15 +53,24 @@ class HostShell:
         sudo = ["sudo", "-n"] if user and user != "root" else []
         return [*cmd, "--", str(parts.hostname), shlex.join([*sudo, *words])]
 
-    def run(self, script: str, *args: str, timeout: float = 3600) -> Result:
+    def run(
+        self, script: str, *args: str, timeout: float = 3600, stdin: str | None = None
+    ) -> Result:
+        """`stdin`: text the script reads (a secret goes there, never into `args`)."""
         done = subprocess.run(
-            self.argv(script, *args), capture_output=True, text=True, timeout=timeout
+            self.argv(script, *args),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            input=stdin,
         )
         return Result(done.returncode, done.stdout, done.stderr)
 
-    def must(self, what: str, script: str, *args: str, timeout: float = 3600) -> str:
+    def must(
+        self, what: str, script: str, *args: str, timeout: float = 3600, stdin: str | None = None
+    ) -> str:
         """stdout of `script`; RestoreError naming `what` and the host's message on failure."""
-        result = self.run(script, *args, timeout=timeout)
+        result = self.run(script, *args, timeout=timeout, stdin=stdin)
         if not result.ok:
             tail = (result.err or result.out).strip().splitlines()[-3:]
             raise HostError(f"{what} failed on {self.url}: {' / '.join(tail) or result.code}")

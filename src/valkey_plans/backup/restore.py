@@ -21,18 +21,19 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from valkey_plans.backup.host import HostError, HostShell
-from valkey_plans.backup.settings import BackupSettings
+from valkey_plans.backup.settings import REPO_OPTIONS, BackupSettings
 
-#: `$1` password file, `$2` repository, then restic's arguments.
-RESTIC = 'f="$1"; r="$2"; shift 2; RESTIC_PASSWORD_FILE="$f" exec restic -r "$r" "$@"'
+#: `$1` password file, `$2` repository (a location or `@FILE`), then restic's arguments.
+RESTIC = 'f="$1"; r="$2"; shift 2; ' + REPO_OPTIONS + ' RESTIC_PASSWORD_FILE="$f" exec restic "$@"'
 
 #: $1 staging, $2 the staged file name, then `restic dump` through RESTIC's arguments:
 #: written to a temporary name, renamed only when restic (which re-hashes every blob
 #: it reads) succeeded.
 DUMP = (
     'd="$1"; n="$2"; shift 2; install -d -m 700 "$d"; rm -f "$d/$n.part";'
-    ' f="$1"; r="$2"; shift 2;'
-    ' RESTIC_PASSWORD_FILE="$f" restic -r "$r" "$@" >"$d/$n.part" && mv -f "$d/$n.part" "$d/$n"'
+    ' f="$1"; r="$2"; shift 2; '
+    + REPO_OPTIONS
+    + ' RESTIC_PASSWORD_FILE="$f" restic "$@" >"$d/$n.part" && mv -f "$d/$n.part" "$d/$n"'
 )
 
 #: $1 the file: its 9-byte header, `valkey-check-rdb`'s verdict, the Valkey version.

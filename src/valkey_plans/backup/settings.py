@@ -12,10 +12,19 @@ import shlex
 from dataclasses import dataclass
 
 from valkey_plans.plan import Instance, Plan
-from valkey_plans.plan.layout import DEBIAN
+from valkey_plans.plan.backup import REPO_OPTIONS, REST_DIR, STATE_DIR
 
-#: Where the deploy keeps backup state on a host: env files, the password, staging dirs.
-STATE_DIR = f"{DEBIAN.state}/backup"
+__all__ = [
+    "PASSWORD_FILE",
+    "REPO_OPTIONS",
+    "REST_DIR",
+    "RUNNER",
+    "STATE_DIR",
+    "TEXTFILE_DIR",
+    "BackupSettings",
+    "env_path",
+    "for_instance",
+]
 PASSWORD_FILE = f"{STATE_DIR}/restic-password"
 RUNNER = "/usr/local/lib/valkey-plans/backup"
 #: Seconds the runner waits for a BGSAVE (and the check load) before it gives up.

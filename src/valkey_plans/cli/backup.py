@@ -14,12 +14,18 @@ import click
 
 from valkey_plans.backup.host import HostError, HostShell
 from valkey_plans.backup.restore import RestoreError, restore
-from valkey_plans.backup.settings import RUNNER, env_path, for_instance
+from valkey_plans.backup.settings import RUNNER, STATE_DIR, env_path, for_instance
 from valkey_plans.cli.main import _targets
+from valkey_plans.plan import Plan
+from valkey_plans.plan.backup import clients_of
 from valkey_plans.plan.backup import targets as backup_targets
+from valkey_plans.plan.secrets import SecretsError
 
 #: $1 runner, $2 env file: the timer's exact command.
 RUN = 'exec "$1" "$2"'
+#: $1 directory, $2 file name: stdin into a root-only file there (a secret: never argv).
+STAGE = 'umask 077; install -d -m 700 "$1" && cat >"$1/$2.part" && mv -f "$1/$2.part" "$1/$2"'
+UNSTAGE = 'rm -rf -- "$1"'
 
 
 @click.command()
@@ -98,9 +104,61 @@ def restore_command(
     stop, start = instance_control(inst, target.plan.acl)
     settings = for_instance(target.plan, inst, stop, start)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    shell = HostShell(target.testinfra_url)
+    staged = None
     try:
-        restore(
-            HostShell(target.testinfra_url), settings, repo, snapshot, stamp, click.echo, source
-        )
+        if repo.startswith("@") and target.name != source:
+            plans = [t.plan for t in by_name.values()]
+            staged = f"{STATE_DIR}/restore-from/{source}"
+            repo = _stage_location(shell, plans, plan, instance, staged)
+        restore(shell, settings, repo, snapshot, stamp, click.echo, source)
     except (RestoreError, HostError) as exc:
         raise click.ClickException(str(exc)) from None
+    finally:
+        if staged:
+            shell.run(UNSTAGE, staged)
+
+
+def _stage_location(
+    shell: HostShell, plans: list[Plan], source: Plan, instance: str, staged: str
+) -> str:
+    """`@FILE` on the target for `source`'s repository of `instance` on its backup host:
+    the location (the source's own login, derived here on the controller) and the pinned
+    certificate go through stdin into root-only files, removed after the restore."""
+    from valkey_plans.backup import offhost
+
+    backup_plan = next(p for p in plans if p.host == source.backup.backup_host)
+    try:
+        secret = offhost.server_secret(backup_plan)
+    except SecretsError as exc:
+        raise click.ClickException(f"backup host {backup_plan.host}: {exc}") from None
+    location = offhost.rest_location(secret, backup_plan, source.host, instance)
+    _, cert = offhost.tls_pair(secret, backup_plan)
+    for name, text in ((instance, location.get_secret_value()), ("ca.pem", cert)):
+        shell.must(f"staging {name} of {backup_plan.host}", STAGE, staged, name, stdin=text)
+    return f"@{staged}/{instance}"
+
+
+@click.command("prune")
+@click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
+@click.option("--host", "only_host", help="Only this backup host.")
+def prune(inventory: str, only_host: str | None) -> None:
+    """Prune now, on each backup host, the append-only repositories it serves (what its
+    daily timer runs): each Valkey host's snapshots per that host's retention."""
+    from valkey_plans.backup import offhost
+
+    found = _targets(inventory)
+    plans = [t.plan for t in found]
+    ran = failed = 0
+    for target in found:
+        if (only_host and target.name != only_host) or not clients_of(plans, target.name):
+            continue
+        ran += 1
+        result = HostShell(target.testinfra_url).run('exec "$1"', offhost.PRUNER)
+        status = "ok" if result.ok else "FAILED"
+        click.echo(f"{target.name}: {status}: {result.err.strip()}")
+        failed += not result.ok
+    if not ran:
+        raise click.ClickException("nothing to prune: no host is a valkey_backup.backup_host")
+    if failed:
+        sys.exit(1)

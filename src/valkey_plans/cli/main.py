@@ -194,7 +194,8 @@ from valkey_plans.lab.cli import lab  # noqa: E402  (registered last, kept apart
 
 main.add_command(lab)
 
-from valkey_plans.cli.backup import backup, restore_command  # noqa: E402
+from valkey_plans.cli.backup import backup, prune, restore_command  # noqa: E402
 
 main.add_command(backup)
+main.add_command(prune)
 main.add_command(restore_command)

@@ -20,6 +20,7 @@ from pyinfra.operations import apt, files
 
 from valkey_plans.deploy.adoption import ListeningPrograms, adopting, refusal
 from valkey_plans.deploy.backup import converge_backups
+from valkey_plans.deploy.backup_host import converge_backup_host
 from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
 from valkey_plans.deploy.exporter import converge_exporters
@@ -297,7 +298,8 @@ def valkey_plan() -> None:
     refused = refusal(plan, host.get_fact(ListeningPrograms))
     if refused:
         raise DeployError(refused)
-    _install_debian_family(plan, host.get_fact(LinuxDistribution))
+    distro = host.get_fact(LinuxDistribution)
+    _install_debian_family(plan, distro)
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     for inst in plan.instances:
@@ -318,5 +320,8 @@ def valkey_plan() -> None:
                 auth_file=admin_auth(inst, passwords),
             )
     converge_exporters(plan, init, passwords, plans)
+    # Before any host's backups: their repositories on a backup host are initialised
+    # through its rest-server, which must be running by then.
+    converge_backup_host(plans, plan, init, distro)
     converge_backups(plans, plan, init)
     app_settings(plan, passwords, plan.app.env_dir, "root", plan.app.group, plans)

@@ -8,10 +8,14 @@ RandomizedDelaySec) kept running through the one service runner. Hosts without s
 get no timer: `valkey-plans backup` runs the same runner on demand. The repository
 password is the secret `backup`, written to one root-only file restic reads
 (RESTIC_PASSWORD_FILE): it is never an argument, and `checked_file` never prints it.
+With a `backup_host`, the off-host repository is reached through root-only location
+files (the login included) and the backup host's pinned certificate; that host's side
+is deploy/backup_host.py.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Generator
 
 from pydantic import SecretStr
@@ -20,7 +24,15 @@ from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import apt, files, systemd
 
-from valkey_plans.backup.settings import PASSWORD_FILE, RUNNER, STATE_DIR, env_path, for_instance
+from valkey_plans.backup import offhost
+from valkey_plans.backup.settings import (
+    PASSWORD_FILE,
+    REST_DIR,
+    RUNNER,
+    STATE_DIR,
+    env_path,
+    for_instance,
+)
 from valkey_plans.deploy.operations import checked_file
 from valkey_plans.deploy.service import (
     Init,
@@ -106,8 +118,8 @@ class ResticRepository(FactBase[bool]):
     def command(self, repo: str, password_file: str) -> StringCommand:
         return StringCommand(
             _password_env(password_file),
-            "restic -r",
-            QuoteString(repo),
+            "restic",
+            repo_options(repo),
             "cat config >/dev/null 2>&1 && echo yes || echo no",
         )
 
@@ -128,7 +140,19 @@ def restic_repository(repo: str, password_file: str) -> Generator[StringCommand,
     if host.get_fact(ResticRepository, repo=repo, password_file=password_file):
         host.noop(f"restic repository {repo} exists")
         return
-    yield StringCommand(_password_env(password_file), "restic -r", QuoteString(repo), "init")
+    yield StringCommand(_password_env(password_file), "restic", repo_options(repo), "init")
+
+
+def repo_options(repo: str) -> StringCommand:
+    """restic's options naming `repo`: `-r LOCATION`, or for `@FILE` (a backup host's
+    repository, plan/backup.py REPO_OPTIONS) the file and the certificate pinned beside it."""
+    if repo.startswith("@"):
+        location = repo[1:]
+        ca = f"{posixpath.dirname(location)}/ca.pem"
+        return StringCommand(
+            "--repository-file", QuoteString(location), "--cacert", QuoteString(ca)
+        )
+    return StringCommand("-r", QuoteString(repo))
 
 
 def _password_env(password_file: str) -> StringCommand:
@@ -174,6 +198,8 @@ def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
         mode="755",
     )
     units = _units(plan) if init is Init.SYSTEMD else []
+    if plan.backup.backup_host:
+        _backup_host_logins(plans, plan, [inst.name for inst in chosen])
     for inst in chosen:
         settings = for_instance(plan, inst)
         for repo in settings.repositories:
@@ -201,6 +227,32 @@ def converge_backups(plans: list[Plan], plan: Plan, init: Init) -> None:
             )
             runner.running()
             runner.restart_if(units)
+
+
+def _backup_host_logins(plans: list[Plan], plan: Plan, instances: list[str]) -> None:
+    """Root-only: the backup host's certificate (pinned: restic trusts only it there) and
+    each instance's repository location there, this host's own login included."""
+    backup_plan = next(p for p in plans if p.host == plan.backup.backup_host)
+    try:
+        secret = offhost.server_secret(backup_plan)
+    except SecretsError as exc:
+        raise DeployError(f"host {backup_plan.host} (backup host of {plan.host}): {exc}") from None
+    _, cert = offhost.tls_pair(secret, backup_plan)
+    files.directory(
+        name=f"Root-only directory {REST_DIR}", path=REST_DIR, user="root", group="root", mode="700"
+    )
+    contents = [(f"Certificate of backup host {backup_plan.host}", cert, f"{REST_DIR}/ca.pem")]
+    for inst in instances:
+        location = offhost.rest_location(secret, backup_plan, plan.host, inst)
+        contents.append(
+            (
+                f"Location of {inst}'s repository on {backup_plan.host} (root only)",
+                location.get_secret_value(),
+                f"{REST_DIR}/{inst}",
+            )
+        )
+    for name, content, dest in contents:
+        checked_file(name=name, content=content, dest=dest, user="root", group="root", mode="600")
 
 
 def _units(plan: Plan) -> list:

@@ -6,7 +6,11 @@ is refused before any change. The interval is one of a few simple forms, turned 
 OnCalendar expression that fires at even times (so that "two intervals" is a real age
 bound for the checks): `hourly`, `daily`, `Nmin` with N dividing 60, `Nh` with N
 dividing 24. Repositories are restic's own: a local path (one repository per instance
-below it) and optionally an off-host restic URL (sftp:, rest:, s3:, ...).
+below it) and optionally an off-host one: either any restic URL (`offsite`: sftp:,
+rest:, s3:, ...) or another inventory host (`backup_host`) that the deploy sets up to
+serve it (backup/offhost.py). A `backup_host` repository is named by a root-only file on
+the Valkey host holding its location, login included (restic's --repository-file), so
+the login is never an argument: `@FILE` in the repository lists (`REPO_OPTIONS`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 
 from valkey_plans.plan import values as rule
 from valkey_plans.plan.defaults import DEFAULTS
+from valkey_plans.plan.layout import DEBIAN
 
 if TYPE_CHECKING:
     from valkey_plans.plan.model import Instance, Plan
@@ -40,6 +45,19 @@ OFFSITE_RULE = (
     " digits and . _ ~ : / @ = + , % [ ] -, e.g. sftp:backup@vault.example.org:/srv/restic"
 )
 _BACKUP = DEFAULTS["valkey_backup"]
+#: Where the deploy keeps backup state on a host: env files, the password, staging dirs.
+STATE_DIR = f"{DEBIAN.state}/backup"
+#: Root-only files holding the location (login included) of each instance's repository
+#: on the backup host, and `ca.pem` beside them: the backup host's pinned certificate.
+REST_DIR = f"{STATE_DIR}/rest"
+#: Shell: restic's repository options for the word in "$r", set as the positional
+#: arguments before "$@": `-r LOCATION`, or for `@FILE` (a backup host's repository)
+#: `--repository-file FILE --cacert DIR/ca.pem` (the certificate pinned beside FILE).
+#: The backup runner (templates/valkey-plans-backup.sh) holds this same text.
+REPO_OPTIONS = (
+    'case "$r" in @*) l="${r#@}"; set -- --repository-file "$l" --cacert "$(dirname "$l")/ca.pem"'
+    ' "$@";; *) set -- -r "$r" "$@";; esac;'
+)
 
 
 def interval(value: str) -> str:
@@ -128,6 +146,9 @@ class Backup(BaseModel):
     repository: Annotated[str, AfterValidator(rule.path)]
     #: An off-host restic repository URL; each instance gets its own path below it.
     offsite: Annotated[str, AfterValidator(offsite)] | None
+    #: Another inventory host that keeps the off-host repositories (exclusive with
+    #: `offsite`): the deploy makes it serve them (README "Backups").
+    backup_host: Annotated[str, AfterValidator(rule.host_name)] | None
     #: Random delay of the timer (RandomizedDelaySec=); a quarter interval at most.
     random_delay_s: int = Field(ge=0, le=86_400)
 
@@ -138,6 +159,16 @@ class Backup(BaseModel):
         if not isinstance(data, Mapping):
             return data
         return {**_BACKUP, **data}
+
+    @model_validator(mode="after")
+    def _one_offsite(self) -> Backup:
+        if self.offsite and self.backup_host:
+            raise ValueError(
+                f"offsite ({self.offsite}) and backup_host ({self.backup_host}) both name the"
+                " off-host repository; allowed: one of them (backup_host: another inventory"
+                " host the deploy sets up; offsite: a restic URL you run yourself)"
+            )
+        return self
 
     @property
     def interval_s(self) -> int:
@@ -153,7 +184,50 @@ class Backup(BaseModel):
         return f"{self.repository}/{inst}"
 
     def offsite_repository(self, inst: str) -> str | None:
+        """The off-host repository of `inst`: a restic URL, `@FILE` (backup_host), or None."""
+        if self.backup_host:
+            return f"@{REST_DIR}/{inst}"
         return f"{self.offsite.rstrip('/')}/{inst}" if self.offsite else None
+
+    @property
+    def has_offsite(self) -> bool:
+        return bool(self.offsite or self.backup_host)
+
+
+def backup_host_problems(plans: Iterable[Plan]) -> list[str]:
+    """The inventory-wide rules of `backup_host`: another host of the same inventory."""
+    plans = list(plans)
+    names = [p.host for p in plans]
+    by_name = {p.host: p for p in plans}
+    problems = []
+    for plan in plans:
+        named = plan.backup.backup_host if plan.backup.enabled else None
+        if named is None:
+            continue
+        if named == plan.host:
+            problems.append(
+                f"host {plan.host}: valkey_backup.backup_host = {named!r} is this host itself;"
+                " allowed: another inventory host (off-host means another disk)"
+            )
+        elif named not in names:
+            problems.append(
+                f"host {plan.host}: valkey_backup.backup_host = {named!r}: no such host in the"
+                f" inventory; allowed: one of {', '.join(n for n in names if n != plan.host)}"
+            )
+        else:
+            try:
+                rule.reach_address(by_name[named].address)
+            except ValueError as exc:
+                problems.append(
+                    f"host {named}: ssh_hostname {by_name[named].address!r} (where the Valkey"
+                    f" hosts reach this backup host): {exc}"
+                )
+    return problems
+
+
+def clients_of(plans: Iterable[Plan], backup_host: str) -> list[Plan]:
+    """The plans whose off-host repositories `backup_host` keeps, in inventory order."""
+    return [p for p in plans if p.backup.enabled and p.backup.backup_host == backup_host]
 
 
 def targets(plan: Plan, plans: Iterable[Plan] = ()) -> list[Instance]:

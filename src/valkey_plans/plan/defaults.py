@@ -79,6 +79,9 @@ DEFAULTS: dict[str, Any] = {
         "repository": "/var/backups/valkey-plans",
         # An off-host restic repository URL (sftp:..., rest:..., s3:...); None: local only.
         "offsite": None,
+        # Another inventory host that keeps the off-host repositories (instead of offsite):
+        # the deploy sets it up (rest-server append-only on Debian 13+).
+        "backup_host": None,
         # The timer's RandomizedDelaySec=: hosts do not all back up on the same second.
         "random_delay_s": 300,
     },

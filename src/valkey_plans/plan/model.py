@@ -454,6 +454,9 @@ class Plan(_Strict):
     """
 
     host: Annotated[str, AfterValidator(rule.host_name)]
+    #: Where other hosts reach this one: its `ssh_hostname`, else the inventory name (a
+    #: backup host's repositories are served there; checked there, `backup_host_problems`).
+    address: str
     instances: list[Instance] = Field(alias="valkey_instances")
     domains: Annotated[list[str], AfterValidator(rule.domain_codes)] = Field(alias="valkey_domains")
     custom_domains: Annotated[dict[str, str], AfterValidator(rule.custom_domains)] = Field(
@@ -602,7 +605,7 @@ class Plan(_Strict):
         if unknown:
             shown = shown_host(host)
             raise PlanError("invalid plan\n" + "\n".join(f"host {shown}: {u}" for u in unknown))
-        raw: dict[str, Any] = {"host": host}
+        raw: dict[str, Any] = {"host": host, "address": get("ssh_hostname", None) or host}
         for key, default in DEFAULTS.items():
             value = get(key, None)
             raw[key] = default if value is None else value

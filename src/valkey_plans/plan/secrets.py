@@ -32,8 +32,10 @@ HOSTED_SHARED = "hosted"
 HOSTED_WORKLOADS = ("api", "blocking", "subscriber", "background")
 HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
 ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,) + HOSTED_SECRETS
-#: Secrets that are no ACL user's password: restic's repository password (plan/backup.py).
-OTHER_SECRETS = ("backup",)
+#: Secrets that are no ACL user's password: restic's repository password (plan/backup.py),
+#: and a backup host's own secret, from which the controller derives its TLS key and each
+#: Valkey host's login (backup/offhost.py); only the backup host's plan reads it.
+OTHER_SECRETS = ("backup", "backup_server")
 
 
 def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from valkey_plans.plan.backup import backup_host_problems
 from valkey_plans.plan.model import Instance, Plan, PlanError
 
 MIN_CLUSTER_PRIMARIES = 3
@@ -173,6 +174,7 @@ def validate(plans: Iterable[Plan]) -> None:
         *_replica_problems(plans, by_ref),
         *_cluster_problems(plans),
         *_sentinel_problems(plans, by_ref),
+        *backup_host_problems(plans),
     ]
     if problems:
         raise PlanError("invalid plan\n" + "\n".join(problems))

@@ -376,6 +376,13 @@ SERVICE_USER_RULE = "1 to 128 of letters, digits and . _ @ + - (a letter or digi
 PEM_CERTIFICATE = "-----BEGIN CERTIFICATE-----"
 
 
+def reach_address(value: str) -> str:
+    """Where other hosts reach this one (its ssh_hostname): a DNS name or an IP address."""
+    if not (HOSTNAME.fullmatch(value) or _is_ip(value)):
+        raise ValueError("allowed: a DNS host name (letters, digits, '-' and '.') or an IP address")
+    return value
+
+
 def server_name(value: str) -> str:
     """The DNS name a hosted tier's certificate must carry (TLS SNI and hostname check)."""
     if not HOSTNAME.fullmatch(value):

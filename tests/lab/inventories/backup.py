@@ -8,12 +8,15 @@ modules to find):
 
 - the first host is the production box, reached as the non-root `ops` with sudo (the
   README walkthrough's login); it backs `vault` up to its local repository and to
-- the second host (trixie), the backup host: an SFTP-only account `vpbackup` holds
-  the off-host repository; its own `vault` (AOF on) is where the drill restores too;
+- the second host (trixie), the backup host (`valkey_backup.backup_host`): the deploy
+  makes it serve the box's off-host repository with restic's rest-server, append-only,
+  behind TLS, as the account `vpbackup`, and prune it daily; its own `vault` (AOF on)
+  is where the drill restores too;
 - the third host (bookworm) is the box that replaces a lost one: `vault` with
   appendonly off, restored onto with `--onto`.
 
-The two restore targets back nothing up (`instances: []`), so no timer of theirs
+The box keeps 2 hourly and 1 daily snapshots (not the production plan's 24 + 30), so
+that the drill sees pruning remove some. The two restore targets back nothing up (`instances: []`), so no timer of theirs
 touches the repository during the drill; they still get restic and the repository
 password. VALKEY_PLANS_BACKUP_EVERY_MINUTE=HOST gives that host its own backups every
 minute, to its local repository (the timer drill); VALKEY_PLANS_LAB_HOST_DATA (JSON, host name -> object)
@@ -26,9 +29,9 @@ import os
 from valkey_plans.lab.inventory import connection, running_lab, secrets_file
 
 PORT = 6421
-BACKUP_USER = "vpbackup"
-BACKUP_HOME = "/srv/valkey-backup"
 OPS_USER = "ops"
+#: The box's retention in the drill: few enough that pruning shows.
+RETENTION = {"hourly": 2, "daily": 1}
 
 _lab = running_lab(3, "tests/lab/inventories/backup.py")
 _box, _vault, _spare = _lab.hosts[:3]
@@ -39,15 +42,12 @@ _every_minute = os.environ.get("VALKEY_PLANS_BACKUP_EVERY_MINUTE", "")
 
 def _data(host, instance: dict, ssh: dict, restore_target: bool) -> dict:
     """One host's plan: the vault instance, and backups to both repositories."""
-    backup: dict = {
-        "enabled": True,
-        "offsite": f"sftp:{BACKUP_USER}@{_vault.address}:{BACKUP_HOME}/restic",
-    }
+    backup: dict = {"enabled": True, "backup_host": _vault.name, "retention": RETENTION}
     if host.name == _every_minute:
         # Its local repository only: no lock of its runs meets the drill's in the other.
-        backup.update(interval="1min", offsite=None)
+        backup = {"enabled": True, "interval": "1min"}
     elif restore_target:
-        backup["instances"] = []
+        backup = {"enabled": True, "instances": []}
     data = {
         **connection(_lab, host),
         **ssh,

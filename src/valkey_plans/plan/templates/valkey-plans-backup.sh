@@ -5,7 +5,9 @@
 #
 # ENV_FILE (root only, 0600, written by the deploy) holds the instance's settings:
 #   VP_INSTANCE VP_HOST VP_SOCKET VP_AUTH_FILE VP_USER VP_RDB VP_STAGING VP_WAIT_S
-#   VP_REPOSITORIES (one or two restic repositories, blank-separated) VP_KEEP
+#   VP_REPOSITORIES (one or two restic repositories, blank-separated; `@FILE` is a backup
+#   host's append-only repository: its location, login included, is in the root-only
+#   FILE, its certificate pinned beside it) VP_KEEP
 #   RESTIC_PASSWORD_FILE (restic reads the password there: never on a command line)
 #   VP_METRICS_FILE (optional: where the time of the last good backup is published)
 # VP_TIME (optional, from the caller's environment) backdates the snapshot (tests).
@@ -14,8 +16,9 @@
 # rdb_last_bgsave_status:ok, valkey-check-rdb, the keys per db from the file's RESIZEDB
 # opcodes (a throwaway load counts them when those cannot be read), `restic backup` of
 # that file tagged instance=, valkey=, rdb=, dbN=; only when every
-# repository holds the new snapshot, `restic forget --prune` per the plan. A failure at
-# any step leaves every earlier snapshot and the retention untouched.
+# repository holds the new snapshot, `restic forget --prune` per the plan in each one
+# but a backup host's (append-only: its login cannot delete; the backup host prunes it).
+# A failure at any step leaves every earlier snapshot and the retention untouched.
 set -eu
 umask 077
 [ $# -eq 1 ] || { echo "usage: $0 ENV_FILE" >&2; exit 2; }
@@ -32,6 +35,13 @@ cli() {
     else
         valkey-cli -s "$VP_SOCKET" "$@"
     fi
+}
+# restic on the repository word $1 (a location, or @FILE): plan/backup.py REPO_OPTIONS.
+restic_in() {
+    r=$1
+    shift
+    case "$r" in @*) l="${r#@}"; set -- --repository-file "$l" --cacert "$(dirname "$l")/ca.pem" "$@";; *) set -- -r "$r" "$@";; esac;
+    restic "$@"
 }
 # One INFO field of the instance (empty when it is missing).
 info() { cli INFO "$1" | tr -d '\r' | sed -n "s/^$2://p"; }
@@ -135,14 +145,15 @@ tags="--tag instance=$VP_INSTANCE --tag valkey=$version --tag rdb=$format"
 for db in $(cat "$VP_STAGING/keys"); do tags="$tags --tag $db"; done
 for repo in $VP_REPOSITORIES; do
     # shellcheck disable=SC2086  # $tags: the script's own words, one per tag
-    restic -r "$repo" backup --quiet --host "$VP_HOST" --stdin --stdin-filename dump.rdb \
+    restic_in "$repo" backup --quiet --host "$VP_HOST" --stdin --stdin-filename dump.rdb \
         ${VP_TIME:+--time "$VP_TIME"} $tags <"$VP_STAGING/dump.rdb" || die "restic backup to $repo"
 done
 for repo in $VP_REPOSITORIES; do
+    case "$repo" in @*) continue ;; esac
     # Only this host's snapshots of this instance: another host backing up an instance
     # of the same name into the same repository (a replacement box) keeps its own.
     # shellcheck disable=SC2086  # $VP_KEEP: --keep-* words rendered from the plan
-    restic -r "$repo" forget --quiet --prune --host "$VP_HOST" --group-by host,paths \
+    restic_in "$repo" forget --quiet --prune --host "$VP_HOST" --group-by host,paths \
         --tag "instance=$VP_INSTANCE" $VP_KEEP || die "restic forget --prune in $repo"
 done
 rm -f "$VP_STAGING/dump.rdb"

@@ -12,15 +12,17 @@ import datetime as dt
 import json
 import re
 
-from valkey_plans.backup.settings import PASSWORD_FILE
+from valkey_plans.backup.settings import PASSWORD_FILE, REPO_OPTIONS
 from valkey_plans.plan.backup import targets
 from valkey_plans.verify.report import advise, not_applicable
 
 #: This host's newest snapshot of one instance: a shared off-host repository may also
 #: hold another host's backups of an instance of the same name.
 #: --no-lock: a read that never waits on, nor fails against, a running prune's lock.
+#: The repository is a location or `@FILE` (a backup host's: REPO_OPTIONS).
 NEWEST = (
-    "RESTIC_PASSWORD_FILE=%s restic -r %s snapshots --no-lock --json --latest 1 --host %s --tag %s"
+    "f=%s; r=%s; h=%s; t=%s; set --; " + REPO_OPTIONS + ' RESTIC_PASSWORD_FILE="$f" restic "$@"'
+    ' snapshots --no-lock --json --latest 1 --host "$h" --tag "$t"'
 )
 #: Seconds since the instance's backup timer became active (empty: never, or no systemd).
 TIMER_AGE = (
@@ -96,8 +98,9 @@ def _timer_younger_than(host, instance: str, seconds: int) -> bool:
 
 def test_backups_leave_the_host(plan, plans):
     backed_up(plan, plans)
-    if not plan.backup.offsite:
+    if not plan.backup.has_offsite:
         advise(
-            "valkey_backup.offsite is not set: the backups live on the same disk as the data"
-            " (a dead disk loses both); set a restic URL (sftp:, rest:, s3:...)"
+            "neither valkey_backup.offsite nor backup_host is set: the backups live on the same"
+            " disk as the data (a dead disk loses both); set backup_host (another inventory"
+            " host) or offsite (a restic URL: sftp:, rest:, s3:...)"
         )
