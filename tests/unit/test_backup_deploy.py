@@ -108,7 +108,7 @@ def test_production_never_generates_the_password(monkeypatch):
     for user in ALL_USERS:
         monkeypatch.setenv(f"{ENV_PREFIX}{user.upper()}", f"{user}-password-0123456789")
     monkeypatch.delenv(f"{ENV_PREFIX}BACKUP", raising=False)
-    with pytest.raises(DeployError, match="valkey_backup: no password for ACL users backup"):
+    with pytest.raises(DeployError, match="valkey_backup: no password for backup;"):
         _deploy(linux_facts())
 
 

@@ -29,11 +29,9 @@ from collections.abc import Iterable
 from pydantic import SecretStr
 
 from valkey_plans.plan import Plan
-from valkey_plans.plan.backup import STATE_DIR, clients_of, targets
+from valkey_plans.plan.backup import SERVER_SECRET, STATE_DIR, clients_of, targets
 from valkey_plans.plan.secrets import load_secrets
 
-#: The backup host's secret (VALKEY_PLANS_SECRET_BACKUP_SERVER or the secrets file).
-SERVER_SECRET = "backup_server"
 ACCOUNT = "vpbackup"
 HOME = "/srv/valkey-backup"
 #: rest-server's data directory: with --private-repos, Valkey host H owns REPOS/H/...

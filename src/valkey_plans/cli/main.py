@@ -82,8 +82,18 @@ def main(ctx: click.Context, project_dir: Path) -> None:
 @main.command("check-plan")
 @click.argument("inventory", type=click.Path(exists=True, dir_okay=False))
 def check_plan(inventory: str) -> None:
-    """Validate every host's plan in INVENTORY without touching any host."""
-    for target in _targets(inventory):
+    """Validate every host's plan in INVENTORY, and that every secret its deploy reads is
+    there (unless the plan generates them), without touching any host."""
+    from valkey_plans.plan.secrets import SecretsError
+    from valkey_plans.plan.secrets_needed import check_secrets
+
+    targets = _targets(inventory)
+    plans = [target.plan for target in targets]
+    for target in targets:
+        try:
+            check_secrets(target.plan, plans)
+        except SecretsError as exc:
+            raise click.ClickException(str(exc)) from None
         names = ", ".join(f"{i.name} ({i.role}, port {i.port})" for i in target.plan.instances)
         click.echo(f"{target.name}: ok: {names}")
 

@@ -31,7 +31,9 @@ EXPORTER_USER = "exporter"
 HOSTED_SHARED = "hosted"
 HOSTED_WORKLOADS = ("api", "blocking", "subscriber", "background")
 HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
-ALL_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,) + HOSTED_SECRETS
+#: The users whose ACL lines this project writes (their passwords are ours to set).
+PLAN_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,)
+ALL_USERS = PLAN_USERS + HOSTED_SECRETS
 #: Secrets that are no ACL user's password: restic's repository password (plan/backup.py),
 #: and a backup host's own secret, from which the controller derives its TLS key and each
 #: Valkey host's login (backup/offhost.py); only the backup host's plan reads it.
@@ -171,7 +173,7 @@ def load_secrets(
     if missing:
         raise SecretsError(
             "no password for "
-            + ("" if set(users) <= set(HOSTED_SECRETS) else "ACL users ")
+            + ("ACL users " if set(users) <= set(PLAN_USERS) else "")
             + ", ".join(missing)
             + f"; set {ENV_PREFIX}<USER>"
             + (f" or add them to {file}" if file else " or name a valkey_secrets_file")
