@@ -50,8 +50,8 @@ from valkey_plans.plan.secrets import (
     SecretsError,
     hosted_secret_names,
     load_secrets,
-    users_for,
 )
+from valkey_plans.plan.secrets_needed import acl_users
 
 Passwords = dict[str, SecretStr]
 
@@ -79,8 +79,7 @@ def current_passwords(plan: Plan) -> Passwords | None:
     if not plan.acl:
         return None
     try:
-        users = users_for(plan.replication, plan.sentinel is not None, bool(plan.exported))
-        return load_secrets(plan.secrets_file, plan.secrets_generate, users=users)
+        return load_secrets(plan.secrets_file, plan.secrets_generate, users=acl_users(plan))
     except SecretsError as exc:
         raise DeployError(f"host {plan.host}: {exc}") from None
 

@@ -35,12 +35,16 @@ class Needed:
     min_length: int = 16
 
 
+def acl_users(plan: Plan) -> tuple[str, ...]:
+    """The ACL users whose passwords the deploy of `plan` writes."""
+    return users_for(plan.replication, plan.sentinel is not None, bool(plan.exported))
+
+
 def needed_secrets(plan: Plan, plans: Iterable[Plan] = ()) -> list[Needed]:
     """The groups the deploy of `plan` reads, in the order it reads them."""
     needed = []
     if plan.acl:
-        users = users_for(plan.replication, plan.sentinel is not None, bool(plan.exported))
-        needed.append(Needed("", users, plan.secrets_generate))
+        needed.append(Needed("", acl_users(plan), plan.secrets_generate))
     if plan.app.hosted is not None:
         names = hosted_secret_names(plan.app.hosted.login)
         needed.append(Needed("valkey_app.hosted: ", names, False, min_length=1))
