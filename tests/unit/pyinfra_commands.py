@@ -165,3 +165,13 @@ def _execute(state: State, host: Any, op_hash: str) -> tuple[str, list[PyinfraCo
     commands = list(op_data.command_generator())
     op_data.operation_meta.set_complete(True, [shell_text(c) for c in commands], CommandOutput([]))
     return ", ".join(state.op_meta[op_hash].names), commands
+
+
+def uploaded(planned: Sequence[tuple[Any, Sequence[Any]]]) -> dict[str, str]:
+    """dest -> content of every file the planned operations upload from memory."""
+    return {
+        c.dest: c.src.getvalue()
+        for _, commands in planned
+        for c in commands
+        if isinstance(c, FileUploadCommand) and isinstance(c.src, StringIO)
+    }

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
-from pyinfra.api import FileUploadCommand
 from pyinfra.api.exceptions import DeployError
 
 from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations
+from tests.unit.pyinfra_commands import uploads as uploaded
 from valkey_plans.backup.settings import PASSWORD_FILE, for_instance
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.backup import instance_control, timer_file, unit_file
@@ -38,22 +36,13 @@ def _deploy(facts, **data):
     return planned_operations(valkey_plan, facts, {**DATA, **data}, HOST)
 
 
-def _uploads(planned) -> dict[str, str]:
-    return {
-        c.dest: c.src.getvalue()
-        for _, commands in planned
-        for c in commands
-        if isinstance(c, FileUploadCommand) and isinstance(c.src, StringIO)
-    }
-
-
 def _commands(planned) -> list[str]:
     return [c.get_raw_value() for _, cs in planned for c in cs if hasattr(c, "get_raw_value")]
 
 
 def test_the_password_is_only_in_its_root_only_file(secrets_env):
     planned = _deploy(linux_facts(ResticRepository=lambda **kw: False))
-    uploads = _uploads(planned)
+    uploads = uploaded(planned)
     holders = [dest for dest, text in uploads.items() if SECRET in text]
     assert holders == ["/var/lib/valkey-plans/backup/.restic-password.candidate"]
     commands = _commands(planned)
@@ -86,7 +75,7 @@ def test_a_second_deploy_changes_nothing_of_the_backups(secrets_env):
         ),
     )
     second = _deploy(facts)
-    backup_uploads = [d for d in _uploads(second) if "backup" in d or "restic" in d]
+    backup_uploads = [d for d in uploaded(second) if "backup" in d or "restic" in d]
     assert backup_uploads == []
     assert not [c for c in _commands(second) if "restic -r" in c]
 
@@ -101,7 +90,7 @@ def test_only_the_primary_gets_a_timer_started_through_the_service_runner(secret
 def test_without_systemd_no_timer_only_the_runner(secrets_env):
     planned = _deploy(linux_facts(HasSystemd=False, ResticRepository=lambda **kw: True))
     assert not [c for c in _commands(planned) if "valkey-plans-backup@" in c]
-    assert "/var/lib/valkey-plans/backup/.main.env.candidate" in _uploads(planned)
+    assert "/var/lib/valkey-plans/backup/.main.env.candidate" in uploaded(planned)
 
 
 def test_production_never_generates_the_password(monkeypatch):

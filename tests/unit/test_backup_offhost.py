@@ -9,17 +9,16 @@ argument); a second deploy of the same inventory changes nothing.
 from __future__ import annotations
 
 import subprocess
-from io import StringIO
 
 import bcrypt
 import pytest
 from cryptography import x509
 from pydantic import SecretStr
-from pyinfra.api import FileUploadCommand
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Groups, Users, Which
 
 from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations
+from tests.unit.pyinfra_commands import uploads as uploaded
 from valkey_plans.backup import offhost
 from valkey_plans.backup.restore import RESTIC
 from valkey_plans.backup.settings import REPO_OPTIONS, REST_DIR, for_instance
@@ -133,15 +132,6 @@ def _deploy(name: str, facts) -> list:
     return planned_operations(valkey_plan, facts, data, name, [other])
 
 
-def _uploads(planned) -> dict[str, str]:
-    return {
-        c.dest: c.src.getvalue()
-        for _, commands in planned
-        for c in commands
-        if isinstance(c, FileUploadCommand) and isinstance(c.src, StringIO)
-    }
-
-
 def _text(planned) -> str:
     commands = [c.get_raw_value() for _, cs in planned for c in cs if hasattr(c, "get_raw_value")]
     return "\n".join(commands + [name for name, _ in planned])
@@ -155,7 +145,7 @@ def test_secrets_reach_only_root_or_account_only_files(secrets_env):
         planned = _deploy(name, _facts(distro))
         text = _text(planned)
         assert login not in text and "BEGIN PRIVATE KEY" not in text and SERVER_SECRET not in text
-        holders = {d for d, t in _uploads(planned).items() if login in t or key in t}
+        holders = {d for d, t in uploaded(planned).items() if login in t or key in t}
         modes = [c.get_raw_value() for _, cs in planned for c in cs if hasattr(c, "get_raw_value")]
         for dest in holders:
             assert f"chmod 600 {dest}" in modes or f"chmod 640 {dest}" in modes, dest
@@ -186,7 +176,7 @@ def test_a_second_deploy_of_the_backup_host_changes_nothing(secrets_env):
         SystemdEnabled=lambda **kw: {offhost.REST_UNIT: True, offhost.PRUNE_TIMER: True},
     )
     second = _deploy("vault-1", facts)
-    assert [d for d in _uploads(second) if "backup" in d or "rest" in d or "prune" in d] == []
+    assert [d for d in uploaded(second) if "backup" in d or "rest" in d or "prune" in d] == []
     assert "systemctl start valkey-plans-rest-server" not in _text(second)
 
 

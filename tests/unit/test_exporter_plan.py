@@ -6,13 +6,11 @@ never in a command line pyinfra would run (systemd or start-stop-daemon).
 
 from __future__ import annotations
 
-from io import StringIO
-
 import pytest
 from pydantic import SecretStr
-from pyinfra.api import FileUploadCommand
 
 from tests.unit.pyinfra_commands import linux_facts, planned_commands, planned_operations
+from tests.unit.pyinfra_commands import uploads as uploaded
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.plan import Plan
 from valkey_plans.plan.acl import acl_lines
@@ -116,15 +114,6 @@ def _deploy(facts, **data):
     return planned_operations(valkey_plan, facts, {"valkey_acl": True, **data}, HOST)
 
 
-def _uploads(planned) -> dict[str, str]:
-    return {
-        c.dest: c.src.getvalue()
-        for _, commands in planned
-        for c in commands
-        if isinstance(c, FileUploadCommand) and isinstance(c.src, StringIO)
-    }
-
-
 def _commands(planned) -> list[str]:
     return [
         c.get_raw_value()
@@ -137,7 +126,7 @@ def _commands(planned) -> list[str]:
 def test_systemd_deploy_password_only_in_the_0600_env_file(secrets_env):
     planned = _deploy(linux_facts())
     names = [name for name, _ in planned]
-    uploads = _uploads(planned)
+    uploads = uploaded(planned)
     (env_dest,) = [d for d in uploads if d.endswith("/.cache.env.candidate")]
     assert "exporter-password-0123456789" in uploads[env_dest]
     holders = [d for d, text in uploads.items() if "exporter-password-0123456789" in text]
@@ -207,7 +196,7 @@ def test_key_patterns_of_dbs_an_instance_lacks_are_left_out_for_it():
 
 def test_the_hosts_alert_rules_go_beside_the_exporters_readable_by_its_prometheus(secrets_env):
     planned = _deploy(linux_facts())
-    uploads = _uploads(planned)
+    uploads = uploaded(planned)
     (dest,) = [d for d in uploads if d.endswith("/.valkey-alerts.rules.yml.candidate")]
     assert dest.startswith("/etc/valkey-plans-exporter/")
     plan = Plan.from_host_data(HOST, {"valkey_acl": True})
