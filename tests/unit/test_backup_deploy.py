@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations
-from tests.unit.pyinfra_commands import uploads as uploaded
+from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations, uploaded
 from valkey_plans.backup.settings import PASSWORD_FILE, for_instance
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.backup import instance_control, timer_file, unit_file

@@ -17,8 +17,7 @@ from pydantic import SecretStr
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Groups, Users, Which
 
-from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations
-from tests.unit.pyinfra_commands import uploads as uploaded
+from tests.unit.pyinfra_commands import installed_hashes, linux_facts, planned_operations, uploaded
 from valkey_plans.backup import offhost
 from valkey_plans.backup.restore import RESTIC
 from valkey_plans.backup.settings import REPO_OPTIONS, REST_DIR, for_instance

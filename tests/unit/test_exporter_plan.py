@@ -9,8 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from tests.unit.pyinfra_commands import linux_facts, planned_commands, planned_operations
-from tests.unit.pyinfra_commands import uploads as uploaded
+from tests.unit.pyinfra_commands import linux_facts, planned_commands, planned_operations, uploaded
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.plan import Plan
 from valkey_plans.plan.acl import acl_lines
