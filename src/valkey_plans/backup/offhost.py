@@ -29,8 +29,8 @@ from collections.abc import Iterable
 from pydantic import SecretStr
 
 from valkey_plans.plan import Plan
-from valkey_plans.plan.backup import SERVER_SECRET, STATE_DIR, clients_of, targets
-from valkey_plans.plan.secrets import load_secrets
+from valkey_plans.plan.backup import STATE_DIR, clients_of, targets
+from valkey_plans.plan.secrets import SERVER_SECRET, load_secrets
 
 ACCOUNT = "vpbackup"
 HOME = "/srv/valkey-backup"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from typing import Any
 
 import click
 
@@ -39,20 +40,26 @@ def backup(inventory: str, only_host: str | None, only_instance: str | None) -> 
     """
     found = _targets(inventory)
     plans = [t.plan for t in found]
-    failed = ran = 0
-    for target in found:
-        if only_host and target.name != only_host:
-            continue
-        for inst in backup_targets(target.plan, plans):
-            if only_instance and inst.name != only_instance:
-                continue
-            ran += 1
-            result = HostShell(target.testinfra_url).run(RUN, RUNNER, env_path(inst.name))
-            status = "ok" if result.ok else "FAILED"
-            click.echo(f"{target.name}/{inst.name}: {status}: {result.err.strip()}")
-            failed += not result.ok
-    if not ran:
-        raise click.ClickException("nothing to back up: no instance matches (valkey_backup)")
+    jobs = [
+        (f"{target.name}/{inst.name}", target, (RUN, RUNNER, env_path(inst.name)))
+        for target in found
+        if not only_host or target.name == only_host
+        for inst in backup_targets(target.plan, plans)
+        if not only_instance or inst.name == only_instance
+    ]
+    _run_each(jobs, "nothing to back up: no instance matches (valkey_backup)")
+
+
+def _run_each(jobs: list[tuple[str, Any, tuple[str, ...]]], nothing: str) -> None:
+    """Run each (label, target, script + args) on its host, one line each; exits
+    non-zero when any failed, and refuses when there is nothing to run."""
+    if not jobs:
+        raise click.ClickException(nothing)
+    failed = 0
+    for label, target, command in jobs:
+        result = HostShell(target.testinfra_url).run(*command)
+        click.echo(f"{label}: {'ok' if result.ok else 'FAILED'}: {result.err.strip()}")
+        failed += not result.ok
     if failed:
         sys.exit(1)
 
@@ -149,16 +156,9 @@ def prune(inventory: str, only_host: str | None) -> None:
 
     found = _targets(inventory)
     plans = [t.plan for t in found]
-    ran = failed = 0
-    for target in found:
-        if (only_host and target.name != only_host) or not clients_of(plans, target.name):
-            continue
-        ran += 1
-        result = HostShell(target.testinfra_url).run('exec "$1"', offhost.PRUNER)
-        status = "ok" if result.ok else "FAILED"
-        click.echo(f"{target.name}: {status}: {result.err.strip()}")
-        failed += not result.ok
-    if not ran:
-        raise click.ClickException("nothing to prune: no host is a valkey_backup.backup_host")
-    if failed:
-        sys.exit(1)
+    jobs = [
+        (target.name, target, ('exec "$1"', offhost.PRUNER))
+        for target in found
+        if (not only_host or target.name == only_host) and clients_of(plans, target.name)
+    ]
+    _run_each(jobs, "nothing to prune: no host is a valkey_backup.backup_host")

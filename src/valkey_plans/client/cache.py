@@ -35,7 +35,6 @@ from valkey_plans.client.commands import (
     Reply,
     bulk,
     fcall,
-    quietly,
     runner,
 )
 from valkey_plans.client.commands import run as run  # re-exported: canary, tests, store
@@ -455,8 +454,9 @@ class LruCalls:
         self.clock = clock
         self.touches = f"{lru}{TOUCHES_SUFFIX}"
         self.leases = f"{lru}{LEASES_SUFFIX}"
-        # a hit's wire: RPUSH <touches> <key>, GET <key>, with the constant parts packed once
-        self._touch_head = quietly(b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches))
+        # a hit's wire: CLIENT REPLY SKIP, RPUSH <touches> <key>, GET <key>, with the
+        # constant parts packed once
+        self._touch_head = SKIP_REPLY + b"*3\r\n$5\r\nRPUSH\r\n" + bulk(self.touches)
         self.cap = _cap(cap, f"{domain} cache cap")
         self.ttl_ms = _ms(ttl, f"{domain} cache ttl")
         self._reads = 0
@@ -484,7 +484,7 @@ class LruCalls:
         if len(before) == 1:  # the common case: packed here, without a loop
             arg = bulk(key)
             wire = b"%b%b*2\r\n$3\r\nGET\r\n%b" % (self._touch_head, arg, arg)
-        return Call(("GET", key), decode, before=before, wire=wire, quiet=bool(wire))
+        return Call(("GET", key), decode, before=before, wire=wire)
 
     def get_many(self, keys: Sequence[str]) -> Call[dict[str, Record]]:
         checked = [self.key(k) for k in keys]
@@ -564,7 +564,7 @@ class SessionCalls:
             self._fields,
         )
         before = (("PEXPIRE", key, self.ttl_ms, "XX"),)
-        return Call(command, parse, before=before, wire=wire, quiet=True)
+        return Call(command, parse, before=before, wire=wire)
 
     def get(self, key: str, slide: bool | None = None) -> Call[Session | None]:
         def session(reply: list[Any]) -> Session | None:

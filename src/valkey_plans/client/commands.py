@@ -43,9 +43,10 @@ class Call(Generic[T]):
     touch): their replies are read and dropped, and an error reply of any of them
     raises (or is `refused`) as the command's own would. `wire`, when given, is those
     commands already in RESP (a builder on the hot path packs its constant parts once);
-    the sync runner sends it as it is. A `wire` made with `quiet` asks the server to
-    skip the replies of `before` (CLIENT REPLY SKIP), so only the command's own reply
-    comes back: reading a reply costs the client more than the server's touch does.
+    the sync runner sends it as it is. A `wire` that opens with SKIP_REPLY carries one
+    `before` command whose reply the server skips (CLIENT REPLY SKIP), so only the
+    command's own reply comes back: reading a reply costs the client more than the
+    server's touch does.
     (Not frozen: a frozen dataclass costs a microsecond per call to build, a tenth of a
     cache hit's budget.)
     """
@@ -55,8 +56,6 @@ class Call(Generic[T]):
     refused: Callable[[ResponseError], T] | None = None
     before: tuple[tuple[str | int, ...], ...] = ()
     wire: bytes = b""
-    #: `wire` skips the replies of `before`: one reply comes back.
-    quiet: bool = False
 
     def then(self, after: Callable[[T], U]) -> Call[U]:
         """The same round trip with `after` applied to its result, so work that needs the
@@ -137,19 +136,12 @@ def bulk(text: str) -> bytes:
 SKIP_REPLY = b"*3\r\n$6\r\nCLIENT\r\n$5\r\nREPLY\r\n$4\r\nSKIP\r\n"
 
 
-def quietly(command: bytes) -> bytes:
-    """RESP of `command` (one packed command) whose reply the server skips."""
-    return SKIP_REPLY + command
-
-
-def _exchange(
-    conn: Any, commands: Sequence[tuple[str | int, ...]], wire: bytes, quiet: bool = False
-) -> list[Any]:
+def _exchange(conn: Any, commands: Sequence[tuple[str | int, ...]], wire: bytes) -> list[Any]:
     """Write all commands at once and read every reply, errors included (so the
-    connection is never left with unread replies); a quiet wire has only the last."""
+    connection is never left with unread replies); a SKIP_REPLY wire has only the last."""
     conn.send_packed_command([wire or _packed(commands)])
     replies: list[Any] = []
-    for _ in commands[-1:] if wire and quiet else commands:
+    for _ in commands[-1:] if wire.startswith(SKIP_REPLY) else commands:
         try:
             replies.append(conn.read_response())
         except ResponseError as error:
@@ -158,10 +150,7 @@ def _exchange(
 
 
 def _round_trip(
-    client: valkey.Valkey,
-    commands: Sequence[tuple[str | int, ...]],
-    wire: bytes = b"",
-    quiet: bool = False,
+    client: valkey.Valkey, commands: Sequence[tuple[str | int, ...]], wire: bytes = b""
 ) -> list[Any]:
     """Several commands in one round trip on a connection of the pool, with the
     client's retry policy, and no per-command layers: what a cache hit pays for is
@@ -170,7 +159,7 @@ def _round_trip(
     conn = client.connection or pool.get_connection(str(commands[-1][0]))
     try:
         return conn.retry.call_with_retry(
-            lambda: _exchange(conn, commands, wire, quiet),
+            lambda: _exchange(conn, commands, wire),
             lambda error: client._disconnect_raise(conn, error),
         )
     finally:
@@ -210,17 +199,15 @@ class SyncRunner(_OnClient):
     def run(self, call: Call[T]) -> T:
         """Send one call (the hot path: one frame between the caller and valkey-py)."""
         if call.before:
-            return _last(call, self._round(_commands(call), call.wire, call.quiet))
+            return _last(call, self._round(_commands(call), call.wire))
         try:
             return call.parse(self._execute(*call.command))
         except ResponseError as error:
             return _refusal(call, error)
 
-    def _round(
-        self, commands: Sequence[tuple[str | int, ...]], wire: bytes, quiet: bool
-    ) -> list[Any]:
+    def _round(self, commands: Sequence[tuple[str | int, ...]], wire: bytes) -> list[Any]:
         if isinstance(self.client, valkey.Valkey):
-            return _round_trip(self.client, commands, wire, quiet)
+            return _round_trip(self.client, commands, wire)
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)

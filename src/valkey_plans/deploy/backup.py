@@ -22,7 +22,7 @@ from pydantic import SecretStr
 from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import apt, files
 
 from valkey_plans.backup import offhost
 from valkey_plans.backup.settings import (
@@ -33,7 +33,7 @@ from valkey_plans.backup.settings import (
     env_path,
     for_instance,
 )
-from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.operations import checked_file, root_only_directory, systemd_units
 from valkey_plans.deploy.service import (
     Init,
     Service,
@@ -43,15 +43,14 @@ from valkey_plans.deploy.service import (
     service_runner,
 )
 from valkey_plans.plan import Instance, Plan
-from valkey_plans.plan.backup import BACKUP_SECRET, on_calendar, targets
+from valkey_plans.plan.backup import on_calendar, targets
 from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import MANAGED_HEADER, TEMPLATE_DIR
-from valkey_plans.plan.secrets import SecretsError, load_secrets
+from valkey_plans.plan.secrets import BACKUP_SECRET, SecretsError, load_secrets
 
 PACKAGE = "restic"
 UNIT = "valkey-plans-backup@.service"
 TIMER = "valkey-plans-backup@.timer"
-SYSTEMD_DIR = "/etc/systemd/system"
 
 
 def backup_password(plan: Plan) -> SecretStr:
@@ -165,9 +164,7 @@ def _restic_and_password(plan: Plan) -> None:
     password = backup_password(plan)
     apt.packages(name="Install restic", packages=[PACKAGE], cache_time=plan.apt_cache_time)
     for path in (DEBIAN.state, STATE_DIR, plan.backup.repository):
-        files.directory(
-            name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
-        )
+        root_only_directory(path)
     checked_file(
         name="restic repository password (root only)",
         content=password.get_secret_value(),
@@ -238,9 +235,7 @@ def _backup_host_logins(plans: list[Plan], plan: Plan, instances: list[str]) -> 
     except SecretsError as exc:
         raise DeployError(f"host {backup_plan.host} (backup host of {plan.host}): {exc}") from None
     _, cert = offhost.tls_pair(secret, backup_plan)
-    files.directory(
-        name=f"Root-only directory {REST_DIR}", path=REST_DIR, user="root", group="root", mode="700"
-    )
+    root_only_directory(REST_DIR)
     contents = [(f"Certificate of backup host {backup_plan.host}", cert, f"{REST_DIR}/ca.pem")]
     for inst in instances:
         location = offhost.rest_location(secret, backup_plan, plan.host, inst)
@@ -257,18 +252,4 @@ def _backup_host_logins(plans: list[Plan], plan: Plan, instances: list[str]) -> 
 
 def _units(plan: Plan) -> list:
     """The template service and timer units, and systemd reading them when they change."""
-    ops = [
-        checked_file(
-            name=f"Backup unit {name}",
-            content=content,
-            dest=f"{SYSTEMD_DIR}/{name}",
-            user="root",
-            group="root",
-            mode="644",
-        )
-        for name, content in ((UNIT, unit_file()), (TIMER, timer_file(plan)))
-    ]
-    systemd.daemon_reload(
-        name="systemd reads the backup units", _if=lambda: any(op.did_change() for op in ops)
-    )
-    return ops
+    return systemd_units({UNIT: unit_file(), TIMER: timer_file(plan)}, "Backup unit")

@@ -18,10 +18,10 @@ import shlex
 
 from pydantic import SecretStr
 from pyinfra.api.exceptions import DeployError
-from pyinfra.operations import apt, files, server, systemd
+from pyinfra.operations import apt, files, server
 
 from valkey_plans.backup import offhost
-from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.operations import checked_file, root_only_directory, systemd_units
 from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
 from valkey_plans.plan import Plan
 from valkey_plans.plan.backup import STATE_DIR
@@ -29,7 +29,6 @@ from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import MANAGED_HEADER, TEMPLATE_DIR
 from valkey_plans.plan.secrets import SecretsError
 
-SYSTEMD_DIR = "/etc/systemd/system"
 PACKAGES = ["restic", "restic-rest-server"]
 
 
@@ -105,15 +104,7 @@ def converge_backup_host(plans: list[Plan], plan: Plan, init: Init, distro: dict
     package_service_off("restic-rest-server", init, " (valkey-plans runs its own unit)")
     _account()
     watched = _server_files(plan, secret, [p.host for p, _ in served])
-    unit = checked_file(
-        name=f"Unit {offhost.REST_UNIT}",
-        content=rest_unit(),
-        dest=f"{SYSTEMD_DIR}/{offhost.REST_UNIT}",
-        user="root",
-        group="root",
-        mode="644",
-    )
-    systemd.daemon_reload(name="systemd reads the rest-server unit", _if=unit.did_change)
+    (unit,) = systemd_units({offhost.REST_UNIT: rest_unit()}, "rest-server unit")
     runner = service_runner(
         Service(label="rest-server", config=offhost.HTPASSWD, pidfile="", unit=offhost.REST_UNIT),
         init,
@@ -177,18 +168,10 @@ def _pruner(served: list[tuple[Plan, list[str]]], init: Init) -> None:
         mode="755",
     )
     for path in (DEBIAN.state, STATE_DIR, offhost.PRUNE_DIR):
-        files.directory(
-            name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
-        )
+        root_only_directory(path)
     for client, instances in served:
         job_dir = f"{offhost.PRUNE_DIR}/{client.host}"
-        files.directory(
-            name=f"Root-only directory {job_dir}",
-            path=job_dir,
-            user="root",
-            group="root",
-            mode="700",
-        )
+        root_only_directory(job_dir)
         checked_file(
             name=f"Repository password of {client.host} for the pruner (root only)",
             content=backup_password(client).get_secret_value(),
@@ -206,20 +189,7 @@ def _pruner(served: list[tuple[Plan, list[str]]], init: Init) -> None:
                 group="root",
                 mode="600",
             )
-    ops = [
-        checked_file(
-            name=f"Unit {unit}",
-            content=text,
-            dest=f"{SYSTEMD_DIR}/{unit}",
-            user="root",
-            group="root",
-            mode="644",
-        )
-        for unit, text in prune_units().items()
-    ]
-    systemd.daemon_reload(
-        name="systemd reads the pruner units", _if=lambda: any(op.did_change() for op in ops)
-    )
+    ops = systemd_units(prune_units(), "Pruner unit")
     runner = service_runner(
         Service(label="Pruner timer", config=offhost.PRUNER, pidfile="", unit=offhost.PRUNE_TIMER),
         init,

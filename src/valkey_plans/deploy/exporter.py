@@ -19,7 +19,7 @@ from pyinfra import host
 from pyinfra.operations import files, server, systemd
 
 from valkey_plans.deploy.facts import RunningPid
-from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.operations import checked_file, root_only_directory
 from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
 from valkey_plans.plan import Instance, Plan
 from valkey_plans.plan.alerts import alert_rules
@@ -129,9 +129,7 @@ def _env_dir() -> None:
     """The root-only directory of the exporters' env files (and its parent's state dir)."""
     env_dir = posixpath.dirname(exporter_paths(DEBIAN, "any").env_file)
     for path in (DEBIAN.state, env_dir):
-        files.directory(
-            name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
-        )
+        root_only_directory(path)
 
 
 def _exporter_off(inst: Instance, init: Init) -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from io import StringIO
 
 from pyinfra import host
 from pyinfra.api import FileUploadCommand, OperationError, QuoteString, StringCommand, operation
 from pyinfra.facts.files import File, Sha256File
+from pyinfra.operations import files, systemd
 
 from valkey_plans.deploy.valkey_cli import valkey_cli
 
@@ -196,3 +197,34 @@ def unsupported_os(description: str) -> OperationError:
         f"valkey-plans cannot install Valkey on {description}; supported: Debian 12"
         " (bookworm-backports), Debian 13 and later, Ubuntu 24.04 and later, macOS (Homebrew)"
     )
+
+
+#: Where the deploy's own systemd units live.
+SYSTEMD_DIR = "/etc/systemd/system"
+
+
+def root_only_directory(path: str) -> None:
+    """A directory only root can enter: state, passwords and env files go below it."""
+    files.directory(
+        name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
+    )
+
+
+def systemd_units(units: Mapping[str, str], label: str) -> list:
+    """The deploy's unit files (name -> content), and systemd reading them once when any
+    changed; the returned operations say whether a unit changed (for restarts)."""
+    ops = [
+        checked_file(
+            name=f"{label} {name}",
+            content=content,
+            dest=f"{SYSTEMD_DIR}/{name}",
+            user="root",
+            group="root",
+            mode="644",
+        )
+        for name, content in units.items()
+    ]
+    systemd.daemon_reload(
+        name=f"systemd reads the {label.lower()}s", _if=lambda: any(op.did_change() for op in ops)
+    )
+    return ops

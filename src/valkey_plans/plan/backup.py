@@ -28,12 +28,6 @@ from valkey_plans.plan.layout import DEBIAN
 if TYPE_CHECKING:
     from valkey_plans.plan.model import Instance, Plan
 
-#: The secret (VALKEY_PLANS_SECRET_BACKUP or "backup" in the secrets file) that
-#: encrypts every restic repository of the plan.
-BACKUP_SECRET = "backup"
-#: The backup host's own secret (VALKEY_PLANS_SECRET_BACKUP_SERVER or the secrets file),
-#: from which the controller derives its TLS key and each Valkey host's login.
-SERVER_SECRET = "backup_server"
 INTERVAL = re.compile(r"hourly|daily|(?P<n>[1-9][0-9]?)(?P<unit>min|h)")
 INTERVAL_RULE = (
     "hourly, daily, Nmin with N dividing 60 (5min, 15min, 30min...) or Nh with N"

@@ -34,10 +34,14 @@ HOSTED_SECRETS = (HOSTED_SHARED, *(f"hosted_{w}" for w in HOSTED_WORKLOADS))
 #: The users whose ACL lines this project writes (their passwords are ours to set).
 PLAN_USERS = ACL_USERS + SCALE_OUT_USERS + (EXPORTER_USER,)
 ALL_USERS = PLAN_USERS + HOSTED_SECRETS
-#: Secrets that are no ACL user's password: restic's repository password (plan/backup.py),
-#: and a backup host's own secret, from which the controller derives its TLS key and each
+#: The secret (VALKEY_PLANS_SECRET_BACKUP or "backup" in the secrets file) that
+#: encrypts every restic repository of the plan (plan/backup.py).
+BACKUP_SECRET = "backup"
+#: A backup host's own secret, from which the controller derives its TLS key and each
 #: Valkey host's login (backup/offhost.py); only the backup host's plan reads it.
-OTHER_SECRETS = ("backup", "backup_server")
+SERVER_SECRET = "backup_server"
+#: Secrets that are no ACL user's password.
+OTHER_SECRETS = (BACKUP_SECRET, SERVER_SECRET)
 
 
 def users_for(replication: bool, sentinel: bool, exporter: bool = False) -> tuple[str, ...]:

@@ -14,9 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from valkey_plans.plan.backup import BACKUP_SECRET, SERVER_SECRET, clients_of
+from valkey_plans.plan.backup import clients_of
 from valkey_plans.plan.model import Plan
 from valkey_plans.plan.secrets import (
+    BACKUP_SECRET,
+    SERVER_SECRET,
     SecretsError,
     check_location,
     hosted_secret_names,
