@@ -46,11 +46,12 @@ from tests.unit.pyinfra_commands import (
     upload_destinations,
 )
 from valkey_plans.deploy import valkey_plan
-from valkey_plans.deploy.cluster import ClusterView, cluster_formed, node_restarted
+from valkey_plans.deploy.cluster import ClusterView, cluster_formed
 from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file
+from valkey_plans.deploy.restarts import settled_restart, systemctl_restart
 from valkey_plans.deploy.service import Init, Service, daemon, service_runner
 from valkey_plans.plan import Plan, PlanError, topology
 from valkey_plans.plan.render import TEMPLATE_DIR
@@ -636,7 +637,12 @@ def test_valkey_cli_calls_quote_socket_login_and_paths(value):
         library_loaded(
             name="lib", port=6379, socket=socket, auth_file=auth, path=f"/etc/{value}/l.lua"
         )
-        node_restarted(name="restart", unit=f"valkey-server@{value}.service", socket=socket)
+        settled_restart(
+            name="restart",
+            restart=systemctl_restart(f"valkey-server@{value}.service"),
+            socket=socket,
+            cluster=True,
+        )
 
     commands = builder_commands(deploy)
     commands += [

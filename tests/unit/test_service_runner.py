@@ -56,6 +56,8 @@ SDD_START = (
     " --exec /usr/bin/valkey-server -- /etc/valkey/valkey-cache.conf --daemonize yes "
     " && i=0; while [ ! -S /run/valkey-cache/valkey-server.sock ]"
 )
+#: Every restart of an instance waits until it is settled, before and after.
+SETTLED = "i=0; until valkey-cli -s /run/valkey-cache/valkey-server.sock INFO 2>/dev/null"
 MAC_START = f"{MAC_SERVER} {HOSTED.config} --daemonize yes"
 MAC_STOP = (
     "kill 4242 && i=0 && while kill -0 4242 2>/dev/null; do i=$((i+1));"
@@ -91,10 +93,16 @@ RUNNERS = [
         Init.SYSTEMD,
         CACHE,
         [f"systemctl start {UNIT}", f"systemctl enable {UNIT}"],
-        [f"systemctl restart {UNIT}"],
+        [SETTLED, f"timeout 300 systemctl restart {UNIT}", SETTLED],
         id="systemd",
     ),
-    pytest.param(Init.START_STOP_DAEMON, CACHE, [SDD_START], [SDD_STOP, SDD_START], id="sdd"),
+    pytest.param(
+        Init.START_STOP_DAEMON,
+        CACHE,
+        [SDD_START],
+        [SETTLED, f"{SDD_STOP} && {SDD_START}", SETTLED],
+        id="sdd",
+    ),
     pytest.param(
         Init.BREW,
         Service(label="valkey-server cache", config="/c", pidfile="/p", formula="valkey"),
@@ -151,35 +159,44 @@ def test_nothing_changed_nothing_happens(init, service, start, restart):
     assert service_commands(init, service, running=True, changed=False) == [[], []]
 
 
-def test_a_cluster_node_restarts_settled_and_one_host_at_a_time_under_systemd():
+@pytest.mark.parametrize("init", [Init.SYSTEMD, Init.START_STOP_DAEMON])
+@pytest.mark.parametrize("cluster_node", [False, True])
+def test_every_instance_restarts_settled_bounded_and_one_host_at_a_time(init, cluster_node):
     node = Service(
         label="valkey-server n0",
         config="/etc/valkey/valkey-n0.conf",
         pidfile="/run/valkey-n0/valkey-server.pid",
         unit="valkey-server@n0.service",
+        run_dir="/run/valkey-n0",
         socket="/run/valkey-n0/valkey-server.sock",
-        cluster_node=True,
+        cluster_node=cluster_node,
         auth_file="/var/lib/valkey-plans/auth/n0/admin",
     )
     arguments = {}
 
     def deploy() -> None:
         config = touched(name="config", change=True)
-        runner = service_runner(node, Init.SYSTEMD)
+        runner = service_runner(node, init)
         runner.running()
         restart = runner.restart_if([config])
         state = ctx_state.get()  # _serial is the operation's, _retries each host's
         arguments.update(state.op_meta[restart._hash].global_arguments)
         arguments.update(state.get_op_data_for_host(host, restart._hash).global_arguments)
 
-    planned = planned_commands(deploy, facts_for(Init.SYSTEMD, running=True), {})
-    name, commands = planned[-1]
-    assert "one cluster node at a time" in name
-    assert commands[1] == "timeout 300 systemctl restart valkey-server@n0.service"
-    assert "cluster_state:ok" in commands[0] and commands[0] == commands[2]
-    assert 'REDISCLI_AUTH="$(cat /var/lib/valkey-plans/auth/n0/admin)"' in commands[0]
+    planned = planned_commands(deploy, facts_for(init, running=True), {})
+    name, (before, restart, after) = planned[-1]
+    assert "settled, one host at a time" in name
+    if init is Init.SYSTEMD:
+        assert restart == "timeout 300 systemctl restart valkey-server@n0.service"
+        assert {k: arguments[k] for k in SYSTEMD_RETRY} == SYSTEMD_RETRY
+    else:
+        assert restart.startswith(f"start-stop-daemon --stop --quiet --oknodo --retry {STOP_RETRY}")
+    assert ("cluster_state:ok" in before) is cluster_node
+    assert "-s /run/valkey-n0/valkey-server.sock INFO" in before
+    assert "[ $i -gt 240 ]" in before and "[ $i -gt 600 ]" in after  # 120 s, then 300 s
+    assert after == before.replace("240", "600").replace("120 s", "300 s")
+    assert 'REDISCLI_AUTH="$(cat /var/lib/valkey-plans/auth/n0/admin)"' in before
     assert arguments["_serial"] is True
-    assert {k: arguments[k] for k in SYSTEMD_RETRY} == SYSTEMD_RETRY
 
 
 def test_the_runner_follows_the_hosts_init_system():

@@ -31,7 +31,6 @@ from valkey_plans.deploy.sentinel import converge_sentinel
 from valkey_plans.deploy.service import (
     Init,
     Service,
-    changed,
     init_system,
     package_service_off,
     service_runner,
@@ -169,14 +168,17 @@ def _converge_instance(
     )
     runner = service_runner(instance_service(inst, passwords), init)
     started = runner.running()
-    runner.restart_if([config, repl])
-    if acl is not None:
+    if acl is not None and passwords:
+        # The running instance takes its new users before a restart, and the login files
+        # follow: the restart's settled checks log in with what the instance knows.
         acl_reload(
             name=f"ACL LOAD on {inst.name} (no restart)",
             socket=inst.paths.unixsocket,
             auth_file=inst.paths.auth_file("admin"),
-            _if=lambda: acl.did_change() and not changed(config, started),
+            _if=lambda: acl.did_change() and not started.did_change(),
         )
+        _auth_files(inst, passwords)
+    runner.restart_if([config, repl])
 
 
 def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
@@ -217,28 +219,31 @@ def _clusters(plans: list[Plan], plan: Plan, passwords: Passwords | None) -> Non
         )
 
 
-def _auth_files(plan: Plan, passwords: Passwords) -> None:
-    """admin and checks passwords for valkey-cli on the host: root only, one set per instance.
-
-    Per instance, because two plans on one host may give their instances different
-    passwords. Written after every ACL LOAD, so that when the admin password is
-    rotated, ACL LOAD still authenticates with the one the running instance knows.
-    """
+def _auth_dirs(plan: Plan) -> None:
+    """The root-only directories of the login files valkey-cli reads on the host."""
     shared = [DEBIAN.state, posixpath.dirname(DEBIAN.paths("any").auth_dir)]
     for path in shared + [inst.paths.auth_dir for inst in plan.instances]:
         files.directory(
             name=f"Root-only directory {path}", path=path, user="root", group="root", mode="700"
         )
-    for inst in plan.instances:
-        for user in ("admin", "checks"):
-            checked_file(
-                name=f"Password of ACL user {user} for valkey-cli on {inst.name}",
-                content=passwords[user].get_secret_value(),
-                dest=inst.paths.auth_file(user),
-                user="root",
-                group="root",
-                mode="600",
-            )
+
+
+def _auth_files(inst: Instance, passwords: Passwords) -> None:
+    """admin and checks passwords for valkey-cli on the host: root only, one set per instance.
+
+    Per instance, because two plans on one host may give their instances different
+    passwords. Written after the instance's ACL LOAD, so that when the admin password is
+    rotated, ACL LOAD still authenticates with the one the running instance knows.
+    """
+    for user in ("admin", "checks"):
+        checked_file(
+            name=f"Password of ACL user {user} for valkey-cli on {inst.name}",
+            content=passwords[user].get_secret_value(),
+            dest=inst.paths.auth_file(user),
+            user="root",
+            group="root",
+            mode="600",
+        )
 
 
 def app_settings(
@@ -301,12 +306,12 @@ def valkey_plan() -> None:
     _install_debian_family(plan, distro)
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
+    if passwords:
+        _auth_dirs(plan)
     for inst in plan.instances:
         converge = partial(_converge_instance, plans, plan, init=init, passwords=passwords)
         if not adopting(plan, plans, inst, converge, passwords):
             _converge_instance(plans, plan, inst, init, passwords)
-    if passwords:
-        _auth_files(plan, passwords)
     _clusters(plans, plan, passwords)
     if plan.sentinel:
         converge_sentinel(plans, plan, init, passwords)

@@ -16,6 +16,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, operation
 
 from valkey_plans.deploy import cluster_nodes
+from valkey_plans.deploy.restarts import until
 from valkey_plans.deploy.valkey_cli import valkey_cli
 
 SEPARATOR = "--- nodes ---"
@@ -60,23 +61,6 @@ def _cli(*args: str | StringCommand, auth_file: str | None) -> StringCommand:
     return valkey_cli(None, *args, auth_file=auth_file)
 
 
-def _until(
-    condition: str | StringCommand, give_up: str | StringCommand, seconds: int = 60
-) -> StringCommand:
-    """Shell: run `condition` every 0.5 s until it succeeds; after `seconds`, run
-    `give_up` (which explains) and fail. Every wait of the cluster deploy is one of these."""
-    return StringCommand(
-        "i=0; until ",
-        condition,
-        "; do i=$((i+1)); [ $i -gt ",
-        str(2 * seconds),
-        " ] && { ",
-        give_up,
-        "; exit 1; }; sleep 0.5; done",
-        _separator="",
-    )
-
-
 def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     """Wait until every node says cluster_state:ok (up to 60 s each).
 
@@ -90,7 +74,7 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
         node, port = address.rsplit(":", 1)
         info = _cli("-h", node, "-p", port, "CLUSTER", "INFO", auth_file=auth_file)
         probes.append(
-            _until(
+            until(
                 StringCommand(info, "2>/dev/null | grep -q '^cluster_state:ok'"),
                 StringCommand("echo", QuoteString(f"{address}: cluster_state is not ok")),
             )
@@ -287,7 +271,7 @@ def cluster_formed(
     steps = plan_growth(missing, replicas, _shards(view), where, _fresh(view))
     check = _cli("--cluster", "check", existing, auth_file=auth_file)
     # add-node returns before gossip has spread; moves and rebalance need nodes that agree
-    agree = _until(StringCommand(check, ">/dev/null 2>&1"), check, seconds=30)
+    agree = until(StringCommand(check, ">/dev/null 2>&1"), check, seconds=30)
     for step in steps:
         yield _step_command(step, existing, auth_file)
         yield agree
@@ -304,7 +288,7 @@ def _step_command(step: Step, existing: str, auth_file: str | None) -> StringCom
         replicate = _cli("-h", node, "-p", port, "CLUSTER", "REPLICATE", auth_file=auth_file)
         # valkey-cli exits 0 on an error reply; until gossip reaches the replica, it
         # answers "ERR Unknown node" for the new primary: retry until OK, then fail.
-        return _until(
+        return until(
             StringCommand(
                 "out=$(",
                 replicate,
@@ -352,65 +336,3 @@ def _rebalanced(
         )
     )
     yield _wait_ok(addresses, auth_file)
-
-
-#: awk over INFO (split at ':'): fails while the node loads, rewrites its AOF or syncs
-#: as a replica, or while its link to its primary is down.
-BUSY_AWK = (
-    '$1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"'
-    ' { if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }'
-    " END { exit bad }"
-)
-#: awk over CLUSTER NODES: fails while a node is flagged fail or not connected.
-UNWELL_AWK = '$3 ~ /fail/ || $8 != "connected" {bad=1} END {exit bad}'
-
-
-def _settled(socket: str, auth_file: str | None) -> StringCommand:
-    """Wait (up to 60 s) until this node is settled and sees the whole cluster.
-
-    Settled: not loading, no AOF rewrite running (Valkey refuses to shut down while it
-    writes its first AOF, and a SIGTERM then is lost: `systemctl restart` would wait
-    forever), and as a replica, linked to its primary with no sync in progress. Whole:
-    cluster_state ok, every node connected and none flagged fail.
-    """
-
-    def cli(*args: str) -> StringCommand:
-        return valkey_cli(None, *args, socket=socket, auth_file=auth_file)
-
-    return _until(
-        StringCommand(
-            cli("INFO"),
-            "2>/dev/null | tr -d '\\r' | awk -F:",
-            QuoteString(BUSY_AWK),
-            "&&",
-            cli("CLUSTER", "INFO"),
-            "2>/dev/null | grep -q '^cluster_state:ok' &&",
-            cli("CLUSTER", "NODES"),
-            "2>/dev/null | awk",
-            QuoteString(UNWELL_AWK),
-        ),
-        StringCommand("echo 'the node or its cluster is not settled:';", cli("CLUSTER", "NODES")),
-    )
-
-
-@operation()
-def node_restarted(
-    unit: str, socket: str, auth_file: str | None = None
-) -> Generator[StringCommand, None, None]:
-    """
-    Restart one cluster node's systemd unit once the node is settled and the cluster
-    whole, and wait until both hold again with this node back (see `_settled`).
-
-    Run with `_serial=True`, so that restarts go host by host: the cluster never has
-    more than this one node down, a primary and its replica are never down together,
-    and a restart never starts while another node is still rejoining. A stop Valkey
-    refuses anyway would hang `systemctl restart`: after 300 s the operation fails.
-
-    + unit: the node's systemd unit
-    + socket: the node's unix socket
-    + auth_file: root-only file with the admin password (None without ACLs)
-    """
-    settled = _settled(socket, auth_file)
-    yield settled
-    yield StringCommand("timeout 300 systemctl restart", QuoteString(unit))
-    yield settled

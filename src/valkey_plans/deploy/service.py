@@ -28,8 +28,8 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Os
 from pyinfra.operations import systemd, sysvinit
 
-from valkey_plans.deploy.cluster import node_restarted
 from valkey_plans.deploy.facts import BrewServiceRunning, HasSystemd, RunningPid
+from valkey_plans.deploy.restarts import settled_restart, systemctl_restart
 
 VALKEY_SERVER = "/usr/bin/valkey-server"
 
@@ -69,13 +69,13 @@ class Service:
     + unit: its systemd unit (systemd hosts)
     + run_dir: runtime directory of pidfile and socket (start-stop-daemon creates it, as
       systemd's RuntimeDirectory would)
-    + socket: its unix socket: start-stop-daemon waits for it after a start; a cluster
-      node's restart asks it whether the cluster is settled
+    + socket: its unix socket: start-stop-daemon waits for it after a start; a restart
+      asks it whether the instance is settled, before and after (`settled_restart`)
     + logfile: its log, whose tail a failed start-stop-daemon start shows
     + extra_args: more valkey-server arguments, the deploy's own text (`--sentinel`)
     + server: the valkey-server program
     + formula: Homebrew formula whose `brew services` runs it (macOS; None: daemonized)
-    + cluster_node: under systemd, restart it the cluster's way (`node_restarted`)
+    + cluster_node: a cluster node, settled only while it sees the whole cluster
     + auth_file: admin password file for the cluster node's checks (None without ACLs)
     + env_file: a program that is not valkey-server and reads its settings (a password
       among them) from this root-only environment file, never from its arguments:
@@ -105,6 +105,11 @@ class Service:
         if not value:
             raise ValueError(f"{self.label}: {runner} needs the service's {field}")
         return value
+
+    @property
+    def settles(self) -> bool:
+        """A valkey-server reached on its socket: its restarts wait until it is settled."""
+        return bool(self.socket) and self.server == VALKEY_SERVER and not self.env_file
 
 
 def changed(*ops: OperationMeta | None) -> bool:
@@ -162,15 +167,9 @@ class Systemd(ServiceRunner):
         )
 
     def _restart(self, when: Callable[[], bool]) -> OperationMeta:
-        if self.service.cluster_node:
-            return node_restarted(
-                name=f"Restart {self.unit} for its new config (one cluster node at a time)",
-                unit=self.unit,
-                socket=self.service.needs("socket", "a cluster node's restart"),
-                auth_file=self.service.auth_file,
-                **SYSTEMD_RETRY,
-                _serial=True,
-                _if=when,
+        if self.service.settles:
+            return restarted_settled(
+                self.service, systemctl_restart(self.unit), when, **SYSTEMD_RETRY
             )
         return systemd.service(
             name=f"Restart {self.unit} for its new config",
@@ -182,6 +181,23 @@ class Systemd(ServiceRunner):
 
     def stop(self) -> StringCommand:
         return StringCommand("systemctl stop", QuoteString(self.unit))
+
+
+def restarted_settled(
+    service: Service, restart: StringCommand, when: Callable[[], bool], **retry: int
+) -> OperationMeta:
+    """The restart of a valkey-server instance: settled before and after, bounded, one
+    host at a time (`settled_restart`)."""
+    return settled_restart(
+        name=f"Restart {service.label} for its new config (settled, one host at a time)",
+        restart=restart,
+        socket=service.needs("socket", "a settled restart"),
+        auth_file=service.auth_file,
+        cluster=service.cluster_node,
+        _serial=True,
+        _if=when,
+        **retry,
+    )
 
 
 class _OperationRunner(ServiceRunner):
@@ -204,6 +220,13 @@ class StartStopDaemon(_OperationRunner):
     """No systemd as PID 1 (containers, WSL, CI): start-stop-daemon and a pidfile."""
 
     start_name = "{label} running (no systemd: start-stop-daemon)"
+
+    def _restart(self, when: Callable[[], bool]) -> OperationMeta:
+        s = self.service
+        if not s.settles:
+            return super()._restart(when)
+        restart = StringCommand(_daemon_stop(s.pidfile, s.server), "&&", _waited_start(s))
+        return restarted_settled(s, restart, when)
 
     def _operation(self, restarted: bool, **global_arguments: object) -> OperationMeta:
         s = self.service
@@ -362,6 +385,13 @@ def daemon(
     if socket:
         start = StringCommand(start, _socket_wait(socket, logfile))
     yield from _pidfile_control(pidfile, server, start, restarted, config)
+
+
+def _waited_start(s: Service) -> StringCommand:
+    """`daemon`'s start of the instance `s`, waiting for its socket (see `daemon`)."""
+    run_dir = s.needs("run_dir", "start-stop-daemon")
+    start = _daemon_start(s.config, s.pidfile, run_dir, s.user, s.extra_args, s.server)
+    return StringCommand(start, _socket_wait(s.needs("socket", "a waited start"), s.logfile))
 
 
 def _pidfile_control(

@@ -1,0 +1,119 @@
+"""Restarts that are never blind: settled before, bounded, settled after, one host at a time.
+
+A valkey-server that loads its dataset, rewrites its AOF or syncs from its primary is
+busy, and restarting it then is how data goes missing or a deploy hangs: Valkey refuses
+SIGTERM while it writes its first AOF (seconds after a replica's full sync), so a stop
+sent then waits forever, and a replica restarted mid-sync starts its sync again. Every
+restart of an instance, a cluster node or a Sentinel is one of this module's operations:
+
+- before: wait (bounded) until the server is settled, and fail the deploy if it never is;
+- the restart itself, bounded by a timeout (`systemctl`) or the stop's TERM/KILL schedule;
+- after: wait (bounded) until it is settled again, back with its peers.
+
+Each runs with `_serial=True`: pyinfra runs it host by host, so two nodes of one shard, a
+primary and its replica, or two sentinels are never down at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator
+
+from pyinfra.api import QuoteString, StringCommand, operation
+
+from valkey_plans.deploy.valkey_cli import valkey_cli
+
+#: How long a server may stay busy before a restart (loading, an AOF rewrite, a sync).
+SETTLE_SECONDS = 120
+#: How long a restarted server may take to be settled again (load its data, resync).
+BACK_SECONDS = 300
+#: The bound of `systemctl restart`: a stop that Valkey refuses fails the operation.
+RESTART_SECONDS = 300
+
+#: awk over INFO (split at ':'): fails while the node loads, rewrites its AOF or syncs
+#: as a replica, or while its link to its primary is down; and on anything but INFO (an
+#: error reply such as NOAUTH has no `loading` field, and must never pass as settled).
+BUSY_AWK = (
+    '$1 == "loading" { seen = 1 }'
+    ' $1 == "loading" || $1 == "aof_rewrite_in_progress" || $1 == "master_sync_in_progress"'
+    ' { if ($2 != "0") bad = 1 } $1 == "master_link_status" { if ($2 != "up") bad = 1 }'
+    " END { exit bad || !seen }"
+)
+#: What a server that is not settled shows of itself when the wait gives up.
+BUSY_FIELDS = "^(loading|aof_rewrite_in_progress|master_sync_in_progress|master_link_status):"
+#: awk over CLUSTER NODES: fails while a node is flagged fail or not connected.
+UNWELL_AWK = '$3 ~ /fail/ || $8 != "connected" {bad=1} END {exit bad}'
+
+
+def until(
+    condition: str | StringCommand, give_up: str | StringCommand, seconds: int = 60
+) -> StringCommand:
+    """Shell: run `condition` every 0.5 s until it succeeds; after `seconds`, run
+    `give_up` (which explains) and fail. Every wait of the deploy is one of these."""
+    return StringCommand(
+        "i=0; until ",
+        condition,
+        "; do i=$((i+1)); [ $i -gt ",
+        str(2 * seconds),
+        " ] && { ",
+        give_up,
+        "; exit 1; }; sleep 0.5; done",
+        _separator="",
+    )
+
+
+def settled(
+    socket: str, auth_file: str | None, cluster: bool = False, seconds: int = SETTLE_SECONDS
+) -> StringCommand:
+    """Wait (up to `seconds`) until the instance behind `socket` is settled.
+
+    Settled: not loading, no AOF rewrite running, and as a replica, linked to its
+    primary with no sync in progress. A cluster node must also see the whole cluster:
+    cluster_state ok, every node connected and none flagged fail.
+    """
+
+    def cli(*args: str) -> StringCommand:
+        return valkey_cli(None, *args, socket=socket, auth_file=auth_file)
+
+    checks = [cli("INFO"), "2>/dev/null | tr -d '\\r' | awk -F:", QuoteString(BUSY_AWK)]
+    shown: list[str | StringCommand] = [
+        StringCommand(cli("INFO"), "2>&1 | tr -d '\\r' | grep -E", QuoteString(BUSY_FIELDS))
+    ]
+    if cluster:
+        checks += [
+            "&&",
+            cli("CLUSTER", "INFO"),
+            "2>/dev/null | grep -q '^cluster_state:ok' &&",
+            cli("CLUSTER", "NODES"),
+            "2>/dev/null | awk",
+            QuoteString(UNWELL_AWK),
+        ]
+        shown += [";", cli("CLUSTER", "NODES")]
+    what = "the node or its cluster" if cluster else "the instance"
+    give_up = StringCommand(
+        "echo", QuoteString(f"{what} at {socket} is not settled after {seconds} s:"), ";", *shown
+    )
+    return until(StringCommand(*checks), give_up, seconds=seconds)
+
+
+@operation()
+def settled_restart(
+    restart: StringCommand, socket: str, auth_file: str | None = None, cluster: bool = False
+) -> Generator[StringCommand, None, None]:
+    """
+    Restart one valkey-server once it is settled, and wait until it is settled again.
+
+    Run with `_serial=True` (see the module's docstring); `restart` is bounded itself.
+
+    + restart: the init system's restart, its values quoted (the service runner's)
+    + socket: the instance's unix socket
+    + auth_file: root-only file with the admin password (None without ACLs)
+    + cluster: a cluster node, settled only while it sees the whole cluster
+    """
+    yield settled(socket, auth_file, cluster)
+    yield restart
+    yield settled(socket, auth_file, cluster, seconds=BACK_SECONDS)
+
+
+def systemctl_restart(unit: str) -> StringCommand:
+    """`systemctl restart` that fails after RESTART_SECONDS instead of waiting forever."""
+    return StringCommand(f"timeout {RESTART_SECONDS} systemctl restart", QuoteString(unit))
