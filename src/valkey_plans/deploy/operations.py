@@ -113,35 +113,6 @@ def _owned(
             yield StringCommand(program, QuoteString(value), QuoteString(path))
 
 
-@operation()
-def swapped_in_stopped(
-    source: str, dest: str, stop: StringCommand
-) -> Generator[StringCommand, None, None]:
-    """
-    Copy `source` over `dest` with the service stopped: for a file the service itself
-    rewrites when it exits (Sentinel flushes its config on shutdown, which would undo a
-    file replaced under a running Sentinel). A later "running" operation starts it.
-
-    + source: the file to install
-    + dest: the service's live file
-    + stop: command that stops the service (a no-op if it is not running), its plan
-      values quoted: the service runner's `stop()`
-
-    **Example:**
-
-    .. code:: python
-
-        swapped_in_stopped(
-            source="/etc/valkey/.sentinel-main.conf.deployed",
-            dest="/etc/valkey/sentinel-main.conf",
-            stop=runner.stop(),
-            _if=seed.did_change,
-        )
-    """
-    yield stop
-    yield StringCommand("cp", "-p", QuoteString(source), QuoteString(dest))
-
-
 #: ACL LOAD segfaults a replica on Valkey before 8.0.3 (valkey-io/valkey#1842; Debian 12's
 #: bookworm-backports ships 8.0.1). On a replica the file is applied user by user instead,
 #: in one valkey-cli session (one login, so a rotated admin password cannot lock it out):

@@ -117,3 +117,124 @@ def settled_restart(
 def systemctl_restart(unit: str) -> StringCommand:
     """`systemctl restart` that fails after RESTART_SECONDS instead of waiting forever."""
     return StringCommand(f"timeout {RESTART_SECONDS} systemctl restart", QuoteString(unit))
+
+
+#: sed over SENTINEL CKQUORUM: the number of usable sentinels, nothing if it is not OK.
+USABLE_SED = "s/^OK \\([0-9]*\\) usable.*/\\1/p"
+#: awk over a sentinel's config: the id it gave itself.
+MYID_AWK = '$1 == "sentinel" && $2 == "myid" { print $3 }'
+#: awk over SENTINEL MASTER: the value after num-other-sentinels.
+OTHERS_AWK = 'p { print; exit } $0 == "num-other-sentinels" { p = 1 }'
+
+
+def _braced(command: StringCommand) -> StringCommand:
+    """`{ COMMAND; }`: a wait (several statements) as one link of a `&&` chain."""
+    return StringCommand("{", command, "; }")
+
+
+def _sentinel_checks(
+    address: str, port: int, name: str, auth_file: str | None
+) -> dict[str, StringCommand]:
+    """Shell of a sentinel's restart: `answers` (one PING), and the bounded waits `up`
+    (answers), `whole` (every sentinel it knows is usable; sets $n) and `back` (as many
+    usable as $n)."""
+
+    def cli(*args: str) -> StringCommand:
+        return valkey_cli(port, *args, host_address=address, auth_file=auth_file, user="default")
+
+    def usable(into: str) -> StringCommand:
+        ckquorum = cli("SENTINEL", "CKQUORUM", name)
+        return StringCommand(
+            f"{into}=$(",
+            ckquorum,
+            " 2>/dev/null | sed -n ",
+            QuoteString(USABLE_SED),
+            ")",
+            _separator="",
+        )
+
+    answers = StringCommand(cli("PING"), "2>/dev/null | grep -q PONG")
+    others = StringCommand(
+        cli("SENTINEL", "MASTER", name), "2>/dev/null | awk", QuoteString(OTHERS_AWK)
+    )
+    whole = StringCommand(
+        usable("n"), "; k=$(", others, '); [ -n "$n" ] && [ "$n" -gt "${k:-999}" ]', _separator=""
+    )
+    back = StringCommand(usable("m"), '; [ -n "$m" ] && [ "$m" -ge "$n" ]', _separator="")
+    explain = StringCommand(
+        "echo",
+        QuoteString(f"sentinel {name} on port {port}:"),
+        ";",
+        cli("SENTINEL", "CKQUORUM", name),
+        "2>&1",
+    )
+    silent = StringCommand("echo", QuoteString(f"sentinel {name} on port {port} does not answer"))
+    return {
+        "answers": answers,
+        "up": until(answers, silent, seconds=30),
+        "whole": until(whole, explain, seconds=SETTLE_SECONDS),
+        "back": until(back, explain, seconds=BACK_SECONDS),
+    }
+
+
+@operation()
+def sentinel_swapped(
+    source: str,
+    dest: str,
+    stop: StringCommand,
+    start: StringCommand,
+    address: str,
+    port: int,
+    group: str,
+    auth_file: str | None = None,
+) -> Generator[StringCommand, None, None]:
+    """
+    Install a sentinel's planned config with the sentinel stopped, keeping its id, and
+    start it again. A running sentinel is stopped only while every sentinel it knows is
+    usable, and counts as back once it sees as many usable as before; a sentinel that
+    was down is only started.
+
+    Sentinel rewrites its config on exit, so the file is swapped in while it is down.
+    Its `sentinel myid` line is carried over: the other sentinels know it by that id,
+    and a new one would leave them a stale peer that never answers. Run with
+    `_serial=True`, so that a majority of the sentinels is never down at once.
+
+    + source: the planned config
+    + dest: the sentinel's live config
+    + stop: the service runner's stop (a no-op when it is down)
+    + start: the service runner's start command
+    + address: where the sentinel is reached on the host (one of its binds)
+    + port: the sentinel's port
+    + group: the name of the group it monitors
+    + auth_file: root-only file with the sentinel's password (None without ACLs)
+    """
+    check = _sentinel_checks(address, port, group, auth_file)
+    keep_id = StringCommand(
+        "myid=$(awk",
+        QuoteString(MYID_AWK),
+        QuoteString(dest),
+        "2>/dev/null) &&",
+        "cp -p",
+        QuoteString(source),
+        QuoteString(dest),
+        '&& { [ -z "$myid" ] || echo "sentinel myid $myid" >>',
+        QuoteString(dest),
+        "; }",
+    )
+    yield StringCommand(
+        "n=0; if",
+        check["answers"],
+        "; then",
+        check["whole"],
+        "; fi;",
+        stop,
+        "&&",
+        keep_id,
+        "&&",
+        start,
+        "&&",
+        _braced(check["up"]),
+        '&& { [ "$n" = 0 ] ||',
+        _braced(check["back"]),
+        "; }",
+    )

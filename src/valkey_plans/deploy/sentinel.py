@@ -7,7 +7,8 @@ file only when the plan changes.
 
 from __future__ import annotations
 
-from valkey_plans.deploy.operations import checked_file, swapped_in_stopped
+from valkey_plans.deploy.operations import checked_file
+from valkey_plans.deploy.restarts import sentinel_swapped
 from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
 from valkey_plans.plan import Plan, topology
 from valkey_plans.plan.layout import DEBIAN, sentinel_paths
@@ -32,13 +33,30 @@ def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict
         dest=paths.record,
         mode="640",
     )
+    auth_file = None
+    if password:
+        auth_file = paths.auth_file
+        checked_file(
+            name=f"Password of sentinel {name} for valkey-cli on the host",
+            content=password.get_secret_value(),
+            dest=auth_file,
+            user="root",
+            group="root",
+            mode="600",
+        )
     package_service_off(PACKAGE, init)
     runner = service_runner(sentinel_service(name), init)
-    swapped_in_stopped(
-        name=f"Sentinel {name} config swapped in (sentinel stopped meanwhile)",
+    sentinel_swapped(
+        name=f"Sentinel {name} config swapped in (stopped meanwhile, one host at a time)",
         source=paths.record,
         dest=paths.config,
         stop=runner.stop(),
+        start=runner.start(),
+        address=plan.sentinel.address,
+        port=plan.sentinel.port,
+        group=name,
+        auth_file=auth_file,
+        _serial=True,
         _if=seed.did_change,
     )
     runner.running()

@@ -142,6 +142,10 @@ class ServiceRunner(ABC):
         """A command that stops the service, a no-op when it is not running (for a file
         the service rewrites on exit, swapped in while it is down)."""
 
+    def start(self) -> StringCommand:
+        """A command that starts the service (for an operation that restarts it itself)."""
+        raise ValueError(f"{self.service.label}: no start command under {type(self).__name__}")
+
     @abstractmethod
     def _start(self) -> OperationMeta: ...
 
@@ -181,6 +185,9 @@ class Systemd(ServiceRunner):
 
     def stop(self) -> StringCommand:
         return StringCommand("systemctl stop", QuoteString(self.unit))
+
+    def start(self) -> StringCommand:
+        return StringCommand("systemctl start", QuoteString(self.unit))
 
 
 def restarted_settled(
@@ -225,7 +232,8 @@ class StartStopDaemon(_OperationRunner):
         s = self.service
         if not s.settles:
             return super()._restart(when)
-        restart = StringCommand(_daemon_stop(s.pidfile, s.server), "&&", _waited_start(s))
+        waited = StringCommand(self.start(), _socket_wait(s.needs("socket", "restart"), s.logfile))
+        restart = StringCommand(self.stop(), "&&", waited)
         return restarted_settled(s, restart, when)
 
     def _operation(self, restarted: bool, **global_arguments: object) -> OperationMeta:
@@ -254,6 +262,11 @@ class StartStopDaemon(_OperationRunner):
 
     def stop(self) -> StringCommand:
         return _daemon_stop(self.service.pidfile, self.service.server)
+
+    def start(self) -> StringCommand:
+        s = self.service
+        run_dir = s.needs("run_dir", "start-stop-daemon")
+        return _daemon_start(s.config, s.pidfile, run_dir, s.user, s.extra_args, s.server)
 
 
 class BrewServices(_OperationRunner):
@@ -385,13 +398,6 @@ def daemon(
     if socket:
         start = StringCommand(start, _socket_wait(socket, logfile))
     yield from _pidfile_control(pidfile, server, start, restarted, config)
-
-
-def _waited_start(s: Service) -> StringCommand:
-    """`daemon`'s start of the instance `s`, waiting for its socket (see `daemon`)."""
-    run_dir = s.needs("run_dir", "start-stop-daemon")
-    start = _daemon_start(s.config, s.pidfile, run_dir, s.user, s.extra_args, s.server)
-    return StringCommand(start, _socket_wait(s.needs("socket", "a waited start"), s.logfile))
 
 
 def _pidfile_control(

@@ -75,6 +75,8 @@ class SentinelPaths:
     pidfile: str
     logfile: str
     data_dir: str
+    #: The sentinel's password for valkey-cli on the host (root only; with ACLs).
+    auth_file: str
 
 
 @dataclass(frozen=True)
@@ -105,7 +107,9 @@ def exporter_paths(layout: Layout, name: str) -> ExporterPaths:
 
 def sentinel_paths(layout: Layout, name: str) -> SentinelPaths:
     """Files of Debian's `valkey-sentinel@NAME` unit."""
-    return SentinelPaths(**layout.process_files("sentinel", "valkey-sentinel", name))
+    files = layout.process_files("sentinel", "valkey-sentinel", name)
+    # beside the instances' login directories; '@' is in no instance name
+    return SentinelPaths(**files, auth_file=f"{layout.state}/auth/sentinel@{name}")
 
 
 DEBIAN = Layout(
