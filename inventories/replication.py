@@ -9,11 +9,17 @@ it. Every host runs a Sentinel (`valkey-sentinel@main`, port 26379, quorum 2), s
 majority survives the loss of any one host. After a failover Sentinel owns the
 topology: a later deploy of the same plan changes nothing and restarts nobody.
 Passwords are generated once into the lab dir (`replication-secrets.json`, 0600).
+A changed config restarts the instances, then the sentinels, one host at a time (try
+VALKEY_PLANS_REPL_MAXMEMORY=96mb VALKEY_PLANS_REPL_DOWN_AFTER_MS=6000).
 """
+
+import os
 
 from valkey_plans.lab.inventory import connection, running_lab, secrets_file
 
 PORT = 6390
+MAXMEMORY = os.environ.get("VALKEY_PLANS_REPL_MAXMEMORY") or "64mb"
+DOWN_AFTER_MS = int(os.environ.get("VALKEY_PLANS_REPL_DOWN_AFTER_MS") or 5000)
 
 _lab = running_lab(3, "inventories/replication.py")
 _hosts = _lab.hosts[:3]
@@ -26,7 +32,7 @@ def _data(index: int) -> dict:
         "name": "main",
         "port": PORT,
         "bind": ["127.0.0.1", host.address],
-        "maxmemory": "64mb",
+        "maxmemory": MAXMEMORY,
     }
     if index == 0:
         instance["role"] = "primary"
@@ -35,7 +41,11 @@ def _data(index: int) -> dict:
     return {
         **connection(_lab, host),
         "valkey_instances": [instance],
-        "valkey_sentinel": {"primary": f"{_primary}/main", "bind": ["127.0.0.1", host.address]},
+        "valkey_sentinel": {
+            "primary": f"{_primary}/main",
+            "bind": ["127.0.0.1", host.address],
+            "down_after_ms": DOWN_AFTER_MS,
+        },
         "valkey_acl": True,
         "valkey_secrets_file": secrets_file(_lab, "replication"),
         "valkey_secrets_generate": True,

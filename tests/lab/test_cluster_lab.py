@@ -27,6 +27,7 @@ import valkey
 from valkey.exceptions import ValkeyError
 
 from tests.lab.conftest import RELEASES
+from tests.lab.downwatch import DownWatch
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
 from tests.valkey_server import ValkeyProcess
 from valkey_plans import lab
@@ -302,6 +303,62 @@ def test_status_sees_every_node_and_the_cluster_ok(cluster):
     assert sorted({r["replication"]["role"] for r in rows}) == ["master", "slave"], rows
 
 
+def owns(member: Member, slot: int) -> bool:
+    """Whether `member` serves `slot` (its CLUSTER NODES ranges; open-slot marks skipped)."""
+    for part in member.slots:
+        if part.startswith("["):
+            continue
+        first, _, last = part.partition("-")
+        if int(first) <= slot <= int(last or first):
+            return True
+    return False
+
+
+def test_a_slot_move_left_open_by_a_killed_deploy_is_finished_by_the_next(
+    lab_hosts, hosts, cluster
+):
+    """What a deploy killed during a rebalance leaves: one slot MIGRATING on its owner and
+    IMPORTING on its target, half of its keys moved. The next deploy finds it open
+    (`--cluster check`), closes it with `--cluster fix`, and every key reads back."""
+    admins = {(h.address, p): Admin(lab_hosts, h.address, p) for h in hosts for p in PORTS}
+    try:
+        first = admins[(hosts[0].address, PORTS[0])]
+        keys = [f"{{half-moved}}:{i}" for i in range(200)]
+        slot = int(first.client.execute_command("CLUSTER", "KEYSLOT", keys[0]))
+        primaries = [m for m in first.nodes().values() if m.primary and m.slots]
+        owner = next(m for m in primaries if owns(m, slot))
+        target = next(m for m in primaries if m.id != owner.id)
+        source = admins[(owner.ip, int(owner.address.rsplit(":", 1)[1]))].client
+        dest = admins[(target.ip, int(target.address.rsplit(":", 1)[1]))].client
+        for key in keys:
+            source.set(key, key)
+        dest.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", owner.id)
+        source.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.id)
+        password = json.loads(Path(lab_hosts.state.lab_dir, "cluster-secrets.json").read_text())
+        host, port = target.address.rsplit(":", 1)
+        source.execute_command(
+            "MIGRATE", host, port, "", 0, 5000, "AUTH2", "admin", password["admin"],
+            "KEYS", *keys[:100],
+        )  # fmt: skip
+        run, elapsed = run_deploy()
+        figure(f"deploy that closes an open slot: {elapsed:.1f} s")
+        assert run.returncode == 0, run.tail()
+        assert any("formed" in op for op in run.changed_operations(hosts[0].name)), run.tail()
+        for admin in admins.values():
+            marks = [p for m in admin.nodes().values() for p in m.slots if p.startswith("[")]
+            assert not marks, f"{admin.where} still has open slots: {marks}"
+        holders = [m for m in first.nodes().values() if m.primary and owns(m, slot)]
+        assert len(holders) == 1, holders
+        holder = admins[(holders[0].ip, int(holders[0].address.rsplit(":", 1)[1]))].client
+        assert holder.mget(keys) == keys, "a key of the half-moved slot was lost"
+        again, _ = run_deploy()
+        assert again.returncode == 0, again.tail()
+        assert not any(again.changed_operations(h.name) for h in hosts), again.tail()
+    finally:
+        for admin in admins.values():
+            admin.close()
+
+
 #: A store process that saves one user through the lab cluster, as an application does
 #: (the rendered settings, its own local cache), until the test kills it.
 STORE_WRITER = """
@@ -572,37 +629,6 @@ def test_losing_a_primary_s_host(lab_hosts, hosts, cluster, tmp_path):
         assert not again.changed_operations(host.name), again.changed_operations(host.name)
 
 
-class DownWatch:
-    """Pings every node every 20 ms from a thread; records which were down at each tick."""
-
-    def __init__(self, lab_hosts, nodes: list[tuple[str, int]]) -> None:
-        self.admins = {node: Admin(lab_hosts, *node, timeout=0.3) for node in nodes}
-        self.ticks: list[set[tuple[str, int]]] = []
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            down = set()
-            for node, admin in self.admins.items():
-                try:
-                    admin.client.ping()
-                except (ValkeyError, OSError):
-                    down.add(node)
-            self.ticks.append(down)
-            time.sleep(0.02)
-
-    def __enter__(self) -> DownWatch:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join()
-        for admin in self.admins.values():
-            admin.close()
-
-
 def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
     """A changed value restarts every node, host by host: never two nodes down at once,
     no failover, and the rerun changes nothing."""
@@ -611,8 +637,9 @@ def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
     pids = {node: a.client.info("server")["process_id"] for node, a in admins.items()}
     primaries = {n.address for n in admins[nodes[0]].nodes().values() if n.primary and n.slots}
     env = {**cluster_env(), "VALKEY_PLANS_CLUSTER_MAXMEMORY": "96mb"}
+    watched = {node: Admin(lab_hosts, *node, timeout=0.3) for node in nodes}
     try:
-        with DownWatch(lab_hosts, nodes) as watch:
+        with DownWatch({node: a.client for node, a in watched.items()}) as watch:
             start = time.monotonic()
             run = deploy(env, inventory=INVENTORY)
             elapsed = time.monotonic() - start
@@ -623,8 +650,7 @@ def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
         assert all(
             a.client.config_get("maxmemory")["maxmemory"] == str(96 << 20) for a in admins.values()
         )
-        seen_down = set().union(*watch.ticks)
-        overlapping = [sorted(tick) for tick in watch.ticks if len(tick) > 1]
+        seen_down, overlapping = watch.seen_down(), watch.overlapping()
         figure(f"nodes seen down: {len(seen_down)} of {len(nodes)}; ticks: {len(watch.ticks)}")
         assert not overlapping, f"two nodes down at once: {overlapping[:3]}"
         now = {n.address for n in admins[nodes[0]].nodes().values() if n.primary and n.slots}
@@ -635,7 +661,7 @@ def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
         )
     finally:
         restored = deploy(cluster_env(), inventory=INVENTORY)  # back to the plan's 64mb
-        for admin in admins.values():
+        for admin in [*admins.values(), *watched.values()]:
             admin.close()
     assert restored.returncode == 0, restored.tail()
 

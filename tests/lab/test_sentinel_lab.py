@@ -10,6 +10,7 @@ the failover must change nothing and restart nobody.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -17,6 +18,7 @@ import pytest
 import valkey
 
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
+from tests.lab.downwatch import DownWatch
 from valkey_plans.client.clients import Clients
 from valkey_plans.client.settings import load_settings
 from valkey_plans.keys import new_key
@@ -77,6 +79,125 @@ def test_status_sees_the_group_over_ssh(replication):
     (primary,) = [r for r in rows if r["replication"]["role"] == "master"]
     assert len(primary["replication"]["replicas"]) == 2, primary
     assert all(r["memory"]["max_bytes"] for r in rows), rows
+
+
+KEYS = 3000
+CHANGED = {"VALKEY_PLANS_REPL_MAXMEMORY": "96mb", "VALKEY_PLANS_REPL_DOWN_AFTER_MS": "6000"}
+
+
+def secrets(lab) -> dict[str, str]:
+    return json.loads(Path(lab.state.lab_dir, "replication-secrets.json").read_text())
+
+
+def admin(lab, host, timeout: float = 5) -> valkey.Valkey:
+    """The admin user on `host`'s instance, from outside (the checks' view)."""
+    return valkey.Valkey(
+        host=host.address,
+        port=6390,
+        username="admin",
+        password=secrets(lab)["admin"],
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+
+
+def sentinel(lab, host, timeout: float = 5) -> valkey.Valkey:
+    return valkey.Valkey(
+        host=host.address,
+        port=26379,
+        password=secrets(lab)["sentinel"],
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
+
+
+def until(condition, what: str, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
+        time.sleep(0.05)
+
+
+def full_sync_under_way(lab, primary, replica) -> None:
+    """Make `replica` sync in full from `primary` now, with a first AOF that takes about
+    45 s to write (15 ms a key): the window in which Valkey refuses SIGTERM, wide enough
+    that the deploy reaches this replica's restart inside it."""
+    p, r = admin(lab, primary), admin(lab, replica)
+    full_syncs = int(p.info("stats")["sync_full"])
+    r.config_set("rdb-key-save-delay", "15000")
+    r.execute_command("REPLICAOF", "NO", "ONE")  # a new replication id: no partial sync
+    r.execute_command("REPLICAOF", primary.address, "6390")
+    until(lambda: r.info("replication")["master_link_status"] == "up", "the replica linked")
+    assert int(p.info("stats")["sync_full"]) > full_syncs, "the replica did not sync in full"
+    assert r.info("persistence")["aof_rewrite_in_progress"] == 1, "no first AOF under way"
+
+
+def _aof_written(lab, host, into: list[float]) -> None:
+    """Append the moment `host`'s AOF rewrite is over (or give up after 120 s)."""
+    node = admin(lab, host)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if node.info("persistence")["aof_rewrite_in_progress"] == 0:
+            into.append(time.monotonic())
+            return
+        time.sleep(0.05)
+
+
+def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync(replication):
+    """Instances, then sentinels, restart host by host, each settled first: a replica in
+    the middle of its first AOF after a full sync is waited for, not stopped blind."""
+    lab, _ = replication
+    hosts = lab.hosts[:3]
+    primary = admin(lab, hosts[0])
+    primary.mset({f"restart:{i}": str(i) for i in range(KEYS)})
+    assert primary.wait(2, 5000) == 2
+    pids = {h.name: admin(lab, h).info("server")["process_id"] for h in hosts}
+    myids = {h.name: sentinel(lab, h).execute_command("SENTINEL", "MYID") for h in hosts}
+    full_sync_under_way(lab, hosts[0], hosts[2])
+    late = hosts[2].name
+    instances = {h.name: admin(lab, h, timeout=0.3) for h in hosts}
+    sentinels = {h.name: sentinel(lab, h, timeout=0.3) for h in hosts}
+    aof_done: list[float] = []
+    try:
+        with DownWatch(instances) as seen, DownWatch(sentinels) as heard:
+            start = time.monotonic()
+            watcher = threading.Thread(target=_aof_written, args=(lab, hosts[2], aof_done))
+            watcher.start()
+            run = pyinfra(INVENTORY, env=CHANGED)
+            elapsed = time.monotonic() - start
+            watcher.join()
+        assert run.returncode == 0, run.output[-5000:]
+        print(f"\nrolling restart of 3 instances and 3 sentinels: {elapsed:.1f} s")
+        assert aof_done, "the replica's first AOF was never seen written"
+        before = seen.down_times(hosts[1].name)
+        assert before and before[-1] < aof_done[0], "the deploy reached no restart in the window"
+        assert min(seen.down_times(late)) > aof_done[0], "restarted while writing its first AOF"
+        print(
+            f"first AOF written {aof_done[0] - start:.1f} s into the deploy; {late} went"
+            f" down {min(seen.down_times(late)) - aof_done[0]:.1f} s after it"
+        )
+        assert not seen.overlapping(), f"two instances down at once: {seen.overlapping()[:3]}"
+        assert not heard.overlapping(), f"two sentinels down at once: {heard.overlapping()[:3]}"
+        assert heard.seen_down() == set(myids), "a sentinel was not restarted"
+        for h in hosts:
+            node = admin(lab, h)
+            assert node.info("server")["process_id"] != pids[h.name], f"{h.name} not restarted"
+            assert node.config_get("maxmemory")["maxmemory"] == str(96 << 20)
+            assert node.dbsize() == KEYS, f"{h.name} holds {node.dbsize()} keys, not {KEYS}"
+            watcher = sentinel(lab, h)
+            assert watcher.execute_command("SENTINEL", "MYID") == myids[h.name]
+            assert watcher.sentinel_master("main")["num-other-sentinels"] == 2, "a stale peer"
+            assert watcher.sentinel_master("main")["down-after-milliseconds"] == 6000
+        assert primary_port(lab, hosts[1], secrets(lab)["sentinel"]).startswith(hosts[0].address)
+        again = pyinfra(INVENTORY, env=CHANGED)
+        assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
+    finally:
+        for client in [*instances.values(), *sentinels.values()]:
+            client.close()
+        restored = pyinfra(INVENTORY)
+    assert restored.returncode == 0, restored.output[-5000:]
 
 
 def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(

@@ -36,7 +36,7 @@ from pyinfra.facts.sysvinit import InitdStatus
 
 from valkey_plans.deploy.adoption import ListeningPrograms
 from valkey_plans.deploy.backup import ResticRepository
-from valkey_plans.deploy.cluster import ClusterView
+from valkey_plans.deploy.cluster import ClusterView, OpenSlots
 from valkey_plans.deploy.facts import HasSystemd, RunningPid
 from valkey_plans.deploy.functions import ValkeyLibraryVersion
 
@@ -75,6 +75,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         RunningPid: lambda pidfile: None,
         ValkeyLibraryVersion: lambda **kwargs: None,
         ClusterView: lambda **kwargs: dict(LONE_NODE),
+        OpenSlots: lambda **kwargs: [],
         ResticRepository: lambda **kwargs: False,
         ListeningPrograms: {},
     }

@@ -46,12 +46,12 @@ from tests.unit.pyinfra_commands import (
     upload_destinations,
 )
 from valkey_plans.deploy import valkey_plan
-from valkey_plans.deploy.cluster import ClusterView, cluster_formed
+from valkey_plans.deploy.cluster import ClusterView, OpenSlots, cluster_formed
 from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.functions import library_loaded
 from valkey_plans.deploy.operations import acl_reload, checked_file
-from valkey_plans.deploy.restarts import settled_restart, systemctl_restart
+from valkey_plans.deploy.restarts import sentinel_swapped, settled_restart, systemctl_restart
 from valkey_plans.deploy.service import Init, Service, daemon, service_runner
 from valkey_plans.plan import Plan, PlanError, topology
 from valkey_plans.plan.render import TEMPLATE_DIR
@@ -523,8 +523,10 @@ def test_cluster_commands_carry_each_plan_value_as_one_quoted_word(data, secrets
     commands, _ = first_and_rerun(created, 0)
     # the deploy of the first host grows the cluster the first three hosts formed
     old = [f"{i.peer_address}:{i.port}" for p in accepted(grown)[:3] for i in p.instances]
-    view = linux_facts(ClusterView=lambda **kwargs: formed(old))
+    # ... and finds a slot a killed deploy left open (closed first, by --cluster fix)
+    view = linux_facts(ClusterView=lambda **kwargs: formed(old), OpenSlots=lambda **kwargs: [5])
     commands += flat(deploy_commands(grown, 0, view))
+    assert any("--cluster fix" in c for c in commands)
     check_field(field, value, commands, CLUSTER)
     if field.key == "announce":  # the grown cluster asks the new node for its id
         assert any("CLUSTER MYID" in c and field.marker in c for c in commands)
@@ -643,11 +645,24 @@ def test_valkey_cli_calls_quote_socket_login_and_paths(value):
             socket=socket,
             cluster=True,
         )
+        runner = service_runner(sentinel(pid=f"/run/{value}/pid"), Init.START_STOP_DAEMON)
+        sentinel_swapped(
+            name="swap",
+            source=f"/etc/{value}/planned",
+            dest=f"/etc/{value}/live",
+            stop=runner.stop(),
+            start=runner.start(),
+            address="127.0.0.1",
+            port=26379,
+            group=value,
+            auth_file=auth,
+        )
 
     commands = builder_commands(deploy)
     commands += [
         shell_text(RunningPid().command(pidfile=f"/run/{value}/pid")),
         shell_text(ClusterView().command(socket=socket, auth_file=auth)),
+        shell_text(OpenSlots().command(address=f"{value}:7000", auth_file=auth)),
         shell_text(service_runner(sentinel(unit=f"s@{value}.service"), Init.SYSTEMD).stop()),
         shell_text(
             service_runner(sentinel(pid=f"/run/{value}/pid"), Init.START_STOP_DAEMON).stop()

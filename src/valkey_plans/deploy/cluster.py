@@ -54,6 +54,31 @@ class ClusterView(FactBase[dict]):
         }
 
 
+class OpenSlots(FactBase[list[int]]):
+    """Slots left importing or migrating anywhere in the cluster (a rebalance or a slot
+    move cut off midway), as `valkey-cli --cluster check` from one node finds them.
+
+    + address: "ADDRESS:PORT" of a member to start the check from
+    + auth_file: root-only file with the admin password (None without ACLs)
+    """
+
+    def command(self, address: str, auth_file: str | None = None) -> StringCommand:
+        # --cluster check exits non-zero when it finds a problem: its words are the fact
+        return StringCommand(_cli("--cluster", "check", address, auth_file=auth_file), "|| true")
+
+    def process(self, output: list[str]) -> list[int]:
+        slots: set[int] = set()
+        for line in output:
+            _, found, listed = line.partition(OPEN_SLOTS)
+            if found:
+                slots.update(int(s) for s in listed.strip().rstrip(".").split(",") if s.strip())
+        return sorted(slots)
+
+
+#: How `valkey-cli --cluster check` names the slots a cut-off migration left open.
+OPEN_SLOTS = "The following slots are open:"
+
+
 def _cli(*args: str | StringCommand, auth_file: str | None) -> StringCommand:
     """valkey-cli as admin, its arguments naming the nodes (`-h`/`-p`, `--cluster ...`: the
     --cluster tools talk TCP to every node). Quoted like every valkey-cli call (node
@@ -256,6 +281,7 @@ def cluster_formed(
         return
     missing = [(h, a) for h, a in zip(hosts, addresses, strict=True) if a not in members]
     existing = next(a for a in addresses if a in members)
+    yield from _open_slots_closed(existing, auth_file)
     if not missing:
         if view["state"] != "ok":
             raise OperationError(
@@ -276,6 +302,24 @@ def cluster_formed(
         yield _step_command(step, existing, auth_file)
         yield agree
     yield from _rebalanced(addresses, existing, auth_file)
+
+
+def _open_slots_closed(existing: str, auth_file: str | None) -> Generator[StringCommand]:
+    """Finish what a killed deploy left midway: slots still importing or migrating are
+    closed by `valkey-cli --cluster fix` (it moves the slot's keys to one owner and marks
+    the slot stable), then the check must find none open."""
+    open_slots = host.get_fact(OpenSlots, address=existing, auth_file=auth_file)
+    if not open_slots:
+        return
+    check = _cli("--cluster", "check", existing, auth_file=auth_file)
+    yield _cli("--cluster", "fix", existing, "--cluster-yes", auth_file=auth_file)
+    yield StringCommand(
+        "out=$(",
+        check,
+        ' 2>&1); echo "$out"; ! echo "$out" | grep -qF ',
+        QuoteString(OPEN_SLOTS),
+        _separator="",
+    )
 
 
 def _step_command(step: Step, existing: str, auth_file: str | None) -> StringCommand:
