@@ -213,7 +213,7 @@ def sentinel_swapped(
         "myid=$(awk",
         QuoteString(MYID_AWK),
         QuoteString(dest),
-        "2>/dev/null) &&",
+        "2>/dev/null || :) &&",
         "cp -p",
         QuoteString(source),
         QuoteString(dest),

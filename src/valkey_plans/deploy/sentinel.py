@@ -7,6 +7,9 @@ file only when the plan changes.
 
 from __future__ import annotations
 
+from pyinfra import host
+from pyinfra.facts.files import File
+
 from valkey_plans.deploy.operations import checked_file
 from valkey_plans.deploy.restarts import sentinel_swapped
 from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
@@ -46,6 +49,9 @@ def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict
         )
     package_service_off(PACKAGE, init)
     runner = service_runner(sentinel_service(name), init)
+    # A run killed after the record was written and before the swap leaves no live
+    # config: the next run swaps it in though the record is unchanged.
+    live = host.get_fact(File, path=paths.config)
     sentinel_swapped(
         name=f"Sentinel {name} config swapped in (stopped meanwhile, one host at a time)",
         source=paths.record,
@@ -57,7 +63,7 @@ def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict
         group=name,
         auth_file=auth_file,
         _serial=True,
-        _if=seed.did_change,
+        _if=lambda: seed.did_change() or not live,
     )
     runner.running()
 
