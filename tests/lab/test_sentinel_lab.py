@@ -170,6 +170,10 @@ def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync
             watcher.join()
         assert run.returncode == 0, run.output[-5000:]
         print(f"\nrolling restart of 3 instances and 3 sentinels: {elapsed:.1f} s")
+        downs = {
+            h.name: f"{min(seen.down_times(h.name), default=start) - start:.1f}" for h in hosts
+        }
+        print(f"instances first seen down (s into the deploy): {downs}")
         assert aof_done, "the replica's first AOF was never seen written"
         before = seen.down_times(hosts[1].name)
         assert before and before[-1] < aof_done[0], "the deploy reached no restart in the window"

@@ -39,6 +39,7 @@ from valkey_plans.deploy.backup import ResticRepository
 from valkey_plans.deploy.cluster import ClusterView, OpenSlots
 from valkey_plans.deploy.facts import HasSystemd, RunningPid
 from valkey_plans.deploy.functions import ValkeyLibraryVersion
+from valkey_plans.deploy.packages import HeldPackages
 
 HostData = dict[str, Any]
 Planned = list[tuple[str, list[PyinfraCommand]]]
@@ -76,6 +77,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         ValkeyLibraryVersion: lambda **kwargs: None,
         ClusterView: lambda **kwargs: dict(LONE_NODE),
         OpenSlots: lambda **kwargs: [],
+        HeldPackages: lambda: [],
         ResticRepository: lambda **kwargs: False,
         ListeningPrograms: {},
     }

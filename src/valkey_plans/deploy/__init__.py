@@ -15,8 +15,9 @@ from pydantic import SecretStr
 from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import LinuxDistribution
-from pyinfra.operations import apt, files
+from pyinfra.operations import files
 
 from valkey_plans.deploy.adoption import ListeningPrograms, adopting, refusal
 from valkey_plans.deploy.backup import converge_backups
@@ -25,8 +26,8 @@ from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
 from valkey_plans.deploy.exporter import converge_exporters
 from valkey_plans.deploy.functions import library_loaded
-from valkey_plans.deploy.operations import acl_reload, checked_file, unsupported_os
-from valkey_plans.deploy.sentinel import PACKAGE as SENTINEL_PACKAGE
+from valkey_plans.deploy.operations import acl_reload, checked_file
+from valkey_plans.deploy.packages import install_valkey, version_refusal
 from valkey_plans.deploy.sentinel import converge_sentinel
 from valkey_plans.deploy.service import (
     Init,
@@ -54,7 +55,6 @@ from valkey_plans.plan.secrets_needed import acl_users
 
 Passwords = dict[str, SecretStr]
 
-PACKAGES = ["valkey-server", "valkey-tools"]
 CHECKER = "/usr/local/lib/valkey-plans/check-config"
 
 
@@ -96,32 +96,6 @@ def hosted_passwords(plan: Plan) -> Passwords | None:
         raise DeployError(f"host {plan.host}: valkey_app.hosted: {exc}") from None
 
 
-def _install_debian_family(plan: Plan, distro: dict) -> None:
-    packages = PACKAGES + ([SENTINEL_PACKAGE] if plan.sentinel else [])
-    packages += [EXPORTER_PACKAGE] if plan.exported else []
-    name, major = distro.get("name"), distro.get("major") or 0
-    codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME", "")
-    if name == "Debian" and major == 12:
-        backports = apt.repo(
-            name="Add bookworm-backports (Valkey 8.0 lives there on Debian 12)",
-            src=f"deb {plan.debian_mirror} bookworm-backports main",
-            filename="bookworm-backports",
-        )
-        apt.update(name="Refresh package lists for backports", _if=backports.did_change)
-        extra = "-t bookworm-backports"
-    elif (name == "Debian" and major >= 13) or (name == "Ubuntu" and major >= 24):
-        extra = ""
-    else:
-        raise unsupported_os(f"{name} {major} ({codename or 'unknown codename'})")
-    apt.packages(
-        name=f"Install {', '.join(packages)}",
-        packages=packages,
-        extra_install_args=extra or None,
-        update=True,
-        cache_time=plan.apt_cache_time,
-    )
-
-
 def _install_checker() -> None:
     files.directory(name="valkey-plans helper directory", path="/usr/local/lib/valkey-plans")
     files.put(
@@ -138,7 +112,10 @@ def _converge_instance(
     inst: Instance,
     init: Init,
     passwords: Passwords | None,
+    upgraded: OperationMeta | None = None,
 ) -> None:
+    """One instance's files, its service running, and its restart when a file or
+    Valkey itself (`upgraded`: the package operation) changed."""
     repl = None
     if passwords and plan.replication:
         repl = checked_file(
@@ -178,7 +155,7 @@ def _converge_instance(
             _if=lambda: acl.did_change() and not started.did_change(),
         )
         _auth_files(inst, passwords)
-    runner.restart_if([config, repl])
+    runner.restart_if([config, repl, upgraded])
 
 
 def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
@@ -303,7 +280,10 @@ def valkey_plan() -> None:
     if refused:
         raise DeployError(refused)
     distro = host.get_fact(LinuxDistribution)
-    _install_debian_family(plan, distro)
+    refused = version_refusal(plans, plan, distro)
+    if refused:
+        raise DeployError(refused)
+    valkey = install_valkey(plan, distro, [EXPORTER_PACKAGE] if plan.exported else [])
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     if passwords:
@@ -311,7 +291,7 @@ def valkey_plan() -> None:
     for inst in plan.instances:
         converge = partial(_converge_instance, plans, plan, init=init, passwords=passwords)
         if not adopting(plan, plans, inst, converge, passwords):
-            _converge_instance(plans, plan, inst, init, passwords)
+            _converge_instance(plans, plan, inst, init, passwords, valkey)
     _clusters(plans, plan, passwords)
     if plan.sentinel:
         converge_sentinel(plans, plan, init, passwords)

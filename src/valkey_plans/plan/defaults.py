@@ -47,7 +47,11 @@ DEFAULTS: dict[str, Any] = {
     "valkey_secrets_file": None,
     # Create the secrets file with random passwords if it is missing (dev laptops).
     "valkey_secrets_generate": False,
-    # Debian mirror used for the bookworm-backports source line.
+    # Valkey series to run ("8.0", "8.1", "9.1", or a major: "9"), per OS (plan/versions.py);
+    # None: keep what the host runs, else its OS's own. Changing it upgrades the host;
+    # a downgrade is refused.
+    "valkey_version": None,
+    # Debian mirror used for the bookworm-backports and forky source lines.
     "valkey_debian_mirror": "http://deb.debian.org/debian",
     # Seconds an apt package list stays fresh before the deploy refreshes it.
     "valkey_apt_cache_time": 86400,

@@ -41,6 +41,7 @@ from valkey_plans.plan.defaults import (
     TLS_DEFAULTS,
 )
 from valkey_plans.plan.layout import DEBIAN, InstancePaths
+from valkey_plans.plan.versions import check_version
 
 Role = Literal["cache", "primary", "replica", "cluster-node"]
 Policy = Literal[
@@ -470,6 +471,7 @@ class Plan(_Strict):
         alias="valkey_secrets_file"
     )
     secrets_generate: bool = Field(alias="valkey_secrets_generate")
+    version: Annotated[str | None, AfterValidator(check_version)] = Field(alias="valkey_version")
     debian_mirror: Annotated[str, AfterValidator(rule.mirror)] = Field(alias="valkey_debian_mirror")
     apt_cache_time: int = Field(alias="valkey_apt_cache_time", ge=0)
     alerts: Alerts = Field(alias="valkey_alerts")

@@ -1,0 +1,201 @@
+"""Valkey's packages at the plan's series (`valkey_version`): source, pin, hold, upgrade.
+
+The packages are held (`apt-mark hold`), so unattended upgrades or an operator's
+`apt upgrade` never replace or restart Valkey behind the deploy. The deploy installs or
+upgrades them only when the host's series differs from the plan's, and the instances
+then restart the settled way (deploy/restarts.py). Refusals come before any change:
+a series the OS cannot run, a downgrade, and (not built yet) a version change on a host
+whose instances replicate.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+
+from pyinfra import host
+from pyinfra.api import FactBase, QuoteString, StringCommand, operation
+from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt
+
+from valkey_plans.deploy.operations import checked_file, unsupported_os
+from valkey_plans.plan import Plan, topology
+from valkey_plans.plan.render import MANAGED_HEADER
+from valkey_plans.plan.versions import Source, VersionError, resolve, series_of
+
+VALKEY_PACKAGES = ["valkey-server", "valkey-tools"]
+PIN_FILE = "/etc/apt/preferences.d/valkey-plans-valkey.pref"
+
+
+class HeldPackages(FactBase[list[str]]):
+    """Packages apt keeps at their version (`apt-mark showhold`)."""
+
+    default = list
+
+    def command(self) -> str:
+        return "apt-mark showhold"
+
+    def process(self, output: list[str]) -> list[str]:
+        return [line.strip() for line in output if line.strip()]
+
+
+def installed_version(package: str = "valkey-server") -> str | None:
+    """The installed version of `package` (None: not installed)."""
+    versions = host.get_fact(DebPackages).get(package) or []
+    return sorted(versions)[-1] if versions else None
+
+
+def planned_source(plan: Plan, distro: dict) -> Source | None:
+    """The series this host runs after the deploy; VersionError before any change when it
+    cannot (see plan/versions.py). None: an OS whose own Valkey is all it gets."""
+    name, major = distro.get("name") or "", distro.get("major") or 0
+    return resolve(plan.version, name, major, installed_version())
+
+
+def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
+    """Why this host's Valkey must not be touched, checked before the first operation."""
+    try:
+        source = planned_source(plan, distro)
+    except VersionError as error:
+        return f"host {plan.host}: {error}"
+    installed = installed_version()
+    if source is None or installed is None or series_of(installed) == source.series:
+        return None
+    if _replicated(plans, plan):
+        return (
+            f"host {plan.host}: valkey_version {plan.version!r} would upgrade Valkey"
+            f" {series_of(installed)} to {source.series} on a host whose instances replicate"
+            " (Sentinel, replicas or a cluster); allowed here: the series it runs. Upgrading"
+            " a replicated group (replicas first, then a failover) is not built yet. Nothing"
+            " was changed"
+        )
+    return None
+
+
+def _replicated(plans: list[Plan], plan: Plan) -> bool:
+    mine = {f"{plan.host}/{i.name}" for i in plan.instances}
+    followed = {i.replicaof for p in plans for i in p.instances if i.role == "replica"}
+    return (
+        plan.sentinel is not None
+        or any(i.role in ("replica", "cluster-node") for i in plan.instances)
+        or bool(mine & followed)
+        or bool(mine & topology.sentinel_watched(plans))
+    )
+
+
+def _pin(suite: str) -> str:
+    """apt preferences: Valkey's packages from `suite`, nothing else from it."""
+    return (
+        f"# {MANAGED_HEADER}\n"
+        f"Package: *\nPin: release n={suite}\nPin-Priority: 1\n\n"
+        f"Package: valkey-server valkey-tools valkey-sentinel\n"
+        f"Pin: release n={suite}\nPin-Priority: 990\n"
+    )
+
+
+def install_valkey(plan: Plan, distro: dict, extra: Sequence[str]) -> OperationMeta:
+    """Valkey's packages (and `extra` ones) at the plan's series; the returned operation
+    changed the host when Valkey was installed or upgraded (its instances restart)."""
+    source = planned_source(plan, distro)
+    name, major = distro.get("name"), distro.get("major") or 0
+    if source is None and not (name == "Ubuntu" and major >= 24):
+        raise unsupported_os(f"{name} {major}")
+    added = _sources(plan, source) if source is not None and source.suite else []
+    apt.update(
+        name="Refresh package lists for the new source",
+        _if=lambda: any(op.did_change() for op in added),
+    )
+    apt.update(name="Package lists fresh", cache_time=plan.apt_cache_time)
+    packages = VALKEY_PACKAGES + (["valkey-sentinel"] if plan.sentinel else [])
+    series = source.series if source else None
+    target = source.suite if source and source.suite and not source.pinned else None
+    valkey = valkey_at_series(
+        name=f"Valkey {series or '(the OS own)'}: {', '.join(packages)} installed and held",
+        packages=packages,
+        series=series,
+        target=target,
+    )
+    if extra:
+        apt.packages(
+            name=f"Install {', '.join(extra)}",
+            packages=list(extra),
+            extra_install_args=f"-t {target}" if target else None,
+        )
+    return valkey
+
+
+def _sources(plan: Plan, source: Source) -> list[OperationMeta]:
+    """The apt source of `source` (and its pin when only Valkey may come from it)."""
+    suite = source.suite or ""
+    added = [
+        apt.repo(
+            name=f"Add {suite} (Valkey {source.series} lives there)",
+            src=f"deb {plan.debian_mirror} {suite} main",
+            filename=suite,
+        )
+    ]
+    if source.pinned:
+        added.append(
+            checked_file(
+                name=f"Only Valkey's packages come from {suite} (apt pin)",
+                content=_pin(suite),
+                dest=PIN_FILE,
+                user="root",
+                group="root",
+                mode="644",
+            )
+        )
+    return added
+
+
+#: apt-get install without questions, keeping config files the host has.
+APT_INSTALL = (
+    "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-change-held-packages"
+    " -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+)
+
+
+@operation()
+def valkey_at_series(
+    packages: list[str], series: str | None, target: str | None = None
+) -> Generator[StringCommand, None, None]:
+    """
+    Install `packages` at `series` (upgrading them when they are at another), then hold
+    them; nothing when they are installed at that series and held.
+
+    + packages: Valkey's packages
+    + series: e.g. "9.1" (None: whatever the OS's sources give, installed once)
+    + target: apt's target release for the install (`-t`, e.g. bookworm-backports)
+    """
+    installed = host.get_fact(DebPackages)
+    held = set(host.get_fact(HeldPackages))
+    missing = [
+        p
+        for p in packages
+        if not any(series is None or series_of(v) == series for v in installed.get(p) or [])
+    ]
+    if missing:
+        where = ["-t", QuoteString(target)] if target else []
+        yield StringCommand(APT_INSTALL, *where, *(QuoteString(p) for p in packages))
+        if series:
+            for package in packages:
+                yield _at_series(package, series)
+    if missing or not held.issuperset(packages):
+        yield StringCommand("apt-mark hold", *(QuoteString(p) for p in packages))
+    else:
+        host.noop(f"{', '.join(packages)} at {series or 'the OS own'} and held")
+
+
+def _at_series(package: str, series: str) -> StringCommand:
+    """Fail unless `package` is now installed at `series` (a source or pin gone wrong)."""
+    return StringCommand(
+        "v=$(dpkg-query -W -f='${Version}'",
+        QuoteString(package),
+        '); case "${v#*:}" in',
+        StringCommand(QuoteString(f"{series}."), "*)", _separator=""),
+        ";; *) echo",
+        QuoteString(f"{package} is at"),
+        '"$v",',
+        QuoteString(f"not Valkey {series}"),
+        "; exit 1;; esac",
+    )
