@@ -48,7 +48,7 @@ def prepare(state: LabState, host: Host) -> str:
     resolv.unlink(missing_ok=True)
     resolv.write_text("# lab host: no DNS; apt reaches the mirror through the proxy\n")
     (etc / "apt/apt.conf.d/00valkey-plans-lab-proxy").write_text(
-        f'Acquire::http::Proxy "{state.proxy_url}";\n'
+        f'Acquire::http::Proxy "{state.proxy_url}";\n' + archive_checks()
     )
     for unit in MASKED_UNITS:
         link = etc / "systemd/system" / unit
@@ -56,6 +56,24 @@ def prepare(state: LabState, host: Host) -> str:
         link.symlink_to("/dev/null")
     ssh.authorize(root, Path(state.ssh_key))
     return ssh.make_host_key(root, host.name)
+
+
+#: apt settings a machine may have for the archive it reaches (a frozen snapshot of
+#: Debian, whose testing suites carry Release files past their Valid-Until date).
+ARCHIVE_CHECKS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
+
+
+def archive_checks() -> str:
+    """This machine's own apt lines for ARCHIVE_CHECKS: lab hosts reach the same archive
+    (through the proxy) and must judge its Release files the same way."""
+    try:
+        dump = subprocess.run(
+            ["apt-config", "dump"], capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:  # no apt here: the hosts keep apt's defaults
+        return ""
+    lines = [line for line in dump.splitlines() if line.split(" ", 1)[0] in ARCHIVE_CHECKS]
+    return "".join(f"{line}\n" for line in lines)
 
 
 def write_etc_hosts(state: LabState, host: Host) -> None:
