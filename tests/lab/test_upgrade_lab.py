@@ -86,7 +86,7 @@ def test_valkey_8_1_becomes_9_1_with_every_key_and_a_downgrade_is_refused(lab_ho
         f"{CLI} SAVE >/dev/null; cd $({CLI} CONFIG GET dir | sed -n 2p) &&"
         f" head -c 9 $({CLI} CONFIG GET dbfilename | sed -n 2p)",
     )
-    assert rdb == "REDIS0080", rdb
+    assert rdb == "VALKEY080", rdb  # RDB format 80, under its new magic
 
     again = pyinfra(INVENTORY, "--limit", host.name, env={"VALKEY_PLANS_UPGRADE_VERSION": "9"})
     assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
