@@ -7,7 +7,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.pyinfra_commands import linux_facts, planned_commands
-from valkey_plans.deploy.packages import valkey_at_series, version_refusal
+from valkey_plans.deploy.packages import (
+    install_valkey,
+    packages_held,
+    valkey_at_series,
+    version_refusal,
+)
 from valkey_plans.plan import Plan
 from valkey_plans.plan.versions import VersionError, check_version, resolve, series_of
 
@@ -75,7 +80,9 @@ def test_series_of_a_debian_version():
 
 def commands(series: str | None, installed: dict, held: list[str]) -> list[str]:
     def deploy() -> None:
-        valkey_at_series(name="valkey", packages=["valkey-server", "valkey-tools"], series=series)
+        both = ["valkey-server", "valkey-tools"]
+        valkey_at_series(name="valkey", packages=both, series=series)
+        packages_held(name="held", packages=both)
 
     facts = linux_facts(DebPackages=lambda: installed, HeldPackages=lambda: held)
     return [c for _, cs in planned_commands(deploy, facts, {}) for c in cs]
@@ -91,8 +98,9 @@ def test_the_packages_are_upgraded_only_when_their_series_differs_and_stay_held(
         "--allow-change-held-packages -o Dpkg::Options::=--force-confdef"
         " -o Dpkg::Options::=--force-confold valkey-server valkey-tools"
     )
-    assert ['in 9.1.*) ;;' in c for c in upgrade[1:3]] == [True, True], upgrade
-    assert upgrade[3] == "apt-mark hold valkey-server valkey-tools"
+    assert ["in 9.1.*) ;;" in c for c in upgrade[1:3]] == [True, True], upgrade
+    assert len(upgrade) == 3, "held already: upgraded, checked, not held again"
+    assert commands("9.1", at_81, [])[3] == "apt-mark hold valkey-server valkey-tools"
 
 
 def replicated_plans() -> list[Plan]:
@@ -118,3 +126,31 @@ def test_a_version_change_on_a_replicated_host_is_refused_before_any_change():
     planned_commands(deploy, linux_facts(DebPackages=lambda: installed), {})
     assert "would upgrade Valkey 8.1 to 9.1 on a host whose instances replicate" in refusal[0]
     assert refusal[1] is None
+
+
+def watched_change(installed: str, version: str | None) -> tuple[bool, list[str]]:
+    """On a trixie host with Valkey at `installed`, not held: whether the operation the
+    instances' restarts watch (install_valkey's) changes the host, and what runs."""
+    trixie = {"name": "Debian", "major": 13, "release_meta": {"VERSION_CODENAME": "trixie"}}
+    plan = Plan.from_host_data("db1", {"valkey_version": version})
+    watched: list = []
+
+    def deploy() -> None:
+        watched.append(install_valkey(plan, trixie, []))
+
+    facts = linux_facts(
+        LinuxDistribution=lambda: trixie,
+        DebPackages=lambda: {p: [installed] for p in ("valkey-server", "valkey-tools")},
+        HeldPackages=lambda: [],
+    )
+    ran = [c for _, cs in planned_commands(deploy, facts, {}) for c in cs]
+    return watched[0].did_change(), ran
+
+
+def test_holding_the_packages_is_no_change_the_instances_restart_for():
+    for version in (None, "8.1"):
+        changed, ran = watched_change(TRIXIE_81, version)
+        assert not changed and "apt-mark hold valkey-server valkey-tools" in ran, ran
+        assert not [c for c in ran if "apt-get install" in c], ran
+    changed, ran = watched_change(TRIXIE_81, "9")
+    assert changed and any("apt-get install" in c for c in ran), ran

@@ -110,11 +110,12 @@ def install_valkey(plan: Plan, distro: dict, extra: Sequence[str]) -> OperationM
     series = source.series if source else None
     target = source.suite if source and source.suite and not source.pinned else None
     valkey = valkey_at_series(
-        name=f"Valkey {series or '(the OS own)'}: {', '.join(packages)} installed and held",
+        name=f"Valkey {series or '(the OS own)'}: {', '.join(packages)} installed",
         packages=packages,
         series=series,
         target=target,
     )
+    packages_held(name=f"{', '.join(packages)} held (apt-mark hold)", packages=packages)
     if extra:
         apt.packages(
             name=f"Install {', '.join(extra)}",
@@ -160,15 +161,14 @@ def valkey_at_series(
     packages: list[str], series: str | None, target: str | None = None
 ) -> Generator[StringCommand, None, None]:
     """
-    Install `packages` at `series` (upgrading them when they are at another), then hold
-    them; nothing when they are installed at that series and held.
+    Install `packages` at `series`, upgrading them when they are at another (held ones
+    too); nothing when they are installed at that series.
 
     + packages: Valkey's packages
     + series: e.g. "9.1" (None: whatever the OS's sources give, installed once)
     + target: apt's target release for the install (`-t`, e.g. bookworm-backports)
     """
     installed = host.get_fact(DebPackages)
-    held = set(host.get_fact(HeldPackages))
     missing = [
         p
         for p in packages
@@ -180,10 +180,22 @@ def valkey_at_series(
         if series:
             for package in packages:
                 yield _at_series(package, series)
-    if missing or not held.issuperset(packages):
-        yield StringCommand("apt-mark hold", *(QuoteString(p) for p in packages))
     else:
-        host.noop(f"{', '.join(packages)} at {series or 'the OS own'} and held")
+        host.noop(f"{', '.join(packages)} at {series or 'the OS own'}")
+
+
+@operation()
+def packages_held(packages: list[str]) -> Generator[StringCommand, None, None]:
+    """
+    Hold `packages` (`apt-mark hold`): unattended upgrades and `apt upgrade` leave them.
+
+    + packages: installed packages to hold
+    """
+    held = set(host.get_fact(HeldPackages))
+    if held.issuperset(packages):
+        host.noop(f"{', '.join(packages)} held")
+        return
+    yield StringCommand("apt-mark hold", *(QuoteString(p) for p in packages))
 
 
 def _at_series(package: str, series: str) -> StringCommand:
