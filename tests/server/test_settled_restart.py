@@ -63,6 +63,40 @@ def test_an_instance_that_refuses_the_login_is_never_settled(tmp_path):
         proc.stop()
 
 
+def test_an_instance_with_acl_users_is_settled_through_its_login_file(tmp_path):
+    password = "admin-password-0123456789"
+    proc = with_socket(
+        tmp_path,
+        "acl",
+        ("admin", password),
+        requirepass="the-default-users-password-42",
+        user=f"admin on >{password} ~* &* +@all",
+    )
+    login = tmp_path / "admin"
+    login.write_text(password)
+    login.chmod(0o600)
+    try:
+        assert wait_settled(socket_of(proc)).returncode == 1, "passed with no login"
+        run = wait_settled(socket_of(proc), str(login))
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        proc.stop()
+
+
+def test_a_login_file_the_instance_does_not_take_is_no_stop(tmp_path):
+    """A plan that turns ACLs on restarts an instance that runs without them yet: the
+    new plan's admin login file is already there, and the instance answers without it."""
+    proc = with_socket(tmp_path, "open")
+    login = tmp_path / "admin"
+    login.write_text("the-new-plans-admin-password")
+    login.chmod(0o600)
+    try:
+        run = wait_settled(socket_of(proc), str(login))
+        assert run.returncode == 0, run.stdout + run.stderr
+    finally:
+        proc.stop()
+
+
 def test_a_replica_whose_primary_is_gone_is_not_settled(tmp_path):
     gone = with_socket(tmp_path, "gone")
     port = gone.port

@@ -16,6 +16,7 @@ from pyinfra import host, inventory
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
+from pyinfra.facts.files import File
 from pyinfra.facts.server import LinuxDistribution
 from pyinfra.operations import files
 
@@ -32,6 +33,7 @@ from valkey_plans.deploy.sentinel import converge_sentinel
 from valkey_plans.deploy.service import (
     Init,
     Service,
+    changed,
     init_system,
     package_service_off,
     service_runner,
@@ -144,15 +146,21 @@ def _converge_instance(
         record=inst.paths.config_record if watched else None,
     )
     runner = service_runner(instance_service(inst, passwords), init)
+    # An instance that already has ACL users (its login file exists) takes its new ones
+    # before a restart, and the login files follow: the restart's settled checks log in
+    # with what the instance knows. One without them yet gets them by its restart.
+    had_login = host.get_fact(File, path=inst.paths.auth_file("admin")) is not None
     started = runner.running()
     if acl is not None and passwords:
-        # The running instance takes its new users before a restart, and the login files
-        # follow: the restart's settled checks log in with what the instance knows.
         acl_reload(
             name=f"ACL LOAD on {inst.name} (no restart)",
             socket=inst.paths.unixsocket,
             auth_file=inst.paths.auth_file("admin"),
-            _if=lambda: acl.did_change() and not started.did_change(),
+            _if=lambda: (
+                acl.did_change()
+                and not started.did_change()
+                and (had_login or not changed(config, repl))
+            ),
         )
         _auth_files(inst, passwords)
     runner.restart_if([config, repl, upgraded])
@@ -175,7 +183,9 @@ def instance_service(inst: Instance, passwords: Passwords | None) -> Service:
         socket=paths.unixsocket,
         logfile=paths.logfile,
         cluster_node=inst.role == "cluster-node",
-        auth_file=admin_auth(inst, passwords),
+        # whether or not this plan has ACLs: a restart's settled checks log in with it
+        # when it exists and the running instance takes it (deploy/restarts.py)
+        auth_file=inst.paths.auth_file("admin"),
     )
 
 

@@ -61,6 +61,31 @@ def until(
     )
 
 
+def _answer(socket: str, auth_file: str | None, args: tuple[str, ...], field: str) -> StringCommand:
+    """Shell printing the instance's answer to `args` on `socket`: as admin when the
+    login file exists and the answer holds `field`, else without a login.
+
+    Either may be what the running instance takes: a plan that turns ACLs on or off
+    restarts an instance that still runs the other way, and its login file is already
+    the new plan's (or still the old one's)."""
+    plain = valkey_cli(None, *args, socket=socket)
+    if not auth_file:
+        return StringCommand(plain, "2>/dev/null")
+    admin = valkey_cli(None, *args, socket=socket, auth_file=auth_file)
+    return StringCommand(
+        "{ out=; [ -r",
+        QuoteString(auth_file),
+        "] && out=$(",
+        admin,
+        "2>/dev/null);",
+        'case "$out" in',
+        StringCommand("*", QuoteString(field), "*)", _separator=""),
+        ";; *) out=$(",
+        plain,
+        "2>/dev/null);; esac; printf '%s\\n' \"$out\"; }",
+    )
+
+
 def settled(
     socket: str, auth_file: str | None, cluster: bool = False, seconds: int = SETTLE_SECONDS
 ) -> StringCommand:
@@ -68,26 +93,29 @@ def settled(
 
     Settled: not loading, no AOF rewrite running, and as a replica, linked to its
     primary with no sync in progress. A cluster node must also see the whole cluster:
-    cluster_state ok, every node connected and none flagged fail.
+    cluster_state ok, every node connected and none flagged fail. `auth_file` is the
+    admin login file, used when it exists and the instance takes it (see `_answer`).
     """
 
-    def cli(*args: str) -> StringCommand:
-        return valkey_cli(None, *args, socket=socket, auth_file=auth_file)
+    def answer(*args: str, field: str) -> StringCommand:
+        return _answer(socket, auth_file, args, field)
 
-    checks = [cli("INFO"), "2>/dev/null | tr -d '\\r' | awk -F:", QuoteString(BUSY_AWK)]
+    info = answer("INFO", field="loading:")
+    checks: list[str | StringCommand] = [info, "| tr -d '\\r' | awk -F:", QuoteString(BUSY_AWK)]
     shown: list[str | StringCommand] = [
-        StringCommand(cli("INFO"), "2>&1 | tr -d '\\r' | grep -E", QuoteString(BUSY_FIELDS))
+        StringCommand(info, "| tr -d '\\r' | grep -E", QuoteString(BUSY_FIELDS))
     ]
     if cluster:
+        nodes = answer("CLUSTER", "NODES", field="myself")
         checks += [
             "&&",
-            cli("CLUSTER", "INFO"),
-            "2>/dev/null | grep -q '^cluster_state:ok' &&",
-            cli("CLUSTER", "NODES"),
-            "2>/dev/null | awk",
+            answer("CLUSTER", "INFO", field="cluster_state:"),
+            "| grep -q '^cluster_state:ok' &&",
+            nodes,
+            "| awk",
             QuoteString(UNWELL_AWK),
         ]
-        shown += [";", cli("CLUSTER", "NODES")]
+        shown += [";", nodes]
     what = "the node or its cluster" if cluster else "the instance"
     give_up = StringCommand(
         "echo", QuoteString(f"{what} at {socket} is not settled after {seconds} s:"), ";", *shown

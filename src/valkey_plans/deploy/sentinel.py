@@ -12,7 +12,13 @@ from pyinfra.facts.files import File
 
 from valkey_plans.deploy.operations import checked_file
 from valkey_plans.deploy.restarts import sentinel_swapped
-from valkey_plans.deploy.service import Init, Service, package_service_off, service_runner
+from valkey_plans.deploy.service import (
+    SYSTEMD_RETRY,
+    Init,
+    Service,
+    package_service_off,
+    service_runner,
+)
 from valkey_plans.plan import Plan, topology
 from valkey_plans.plan.layout import DEBIAN, sentinel_paths
 from valkey_plans.plan.render import sentinel_config
@@ -64,6 +70,7 @@ def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict
         auth_file=auth_file,
         _serial=True,
         _if=lambda: seed.did_change() or not live,
+        **(SYSTEMD_RETRY if init is Init.SYSTEMD else {}),
     )
     runner.running()
 
