@@ -145,7 +145,7 @@ def _converge_instance(
         # Sentinel's, and must not make the next deploy restart the new primary.
         record=inst.paths.config_record if watched else None,
     )
-    runner = service_runner(instance_service(inst, passwords), init)
+    runner = service_runner(instance_service(inst), init)
     # An instance that already has ACL users (its login file exists) takes its new ones
     # before a restart, and the login files follow: the restart's settled checks log in
     # with what the instance knows. One without them yet gets them by its restart.
@@ -171,7 +171,7 @@ def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
     return inst.paths.auth_file("admin") if passwords else None
 
 
-def instance_service(inst: Instance, passwords: Passwords | None) -> Service:
+def instance_service(inst: Instance) -> Service:
     """What the service runner needs of an instance on a Debian-family host."""
     paths = inst.paths
     return Service(

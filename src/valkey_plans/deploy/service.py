@@ -76,7 +76,8 @@ class Service:
     + server: the valkey-server program
     + formula: Homebrew formula whose `brew services` runs it (macOS; None: daemonized)
     + cluster_node: a cluster node, settled only while it sees the whole cluster
-    + auth_file: admin password file for the cluster node's checks (None without ACLs)
+    + auth_file: admin login file for a restart's settled checks, used when it exists and
+      the running instance takes it (None: never log in)
     + env_file: a program that is not valkey-server and reads its settings (a password
       among them) from this root-only environment file, never from its arguments:
       systemd's unit names it (EnvironmentFile=); start-stop-daemon gets it from a root
