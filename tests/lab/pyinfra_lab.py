@@ -45,7 +45,16 @@ class Run:
         return names
 
     def tail(self) -> str:
-        return self.output[-5000:]
+        """What a failure message needs: every error pyinfra printed, with the lines just
+        before it (the command's own output), then the end of the run. The end alone is
+        the results table, which says that an operation failed but never why."""
+        lines = self.output.splitlines()
+        shown: dict[int, str] = {}
+        for i, line in enumerate(lines):
+            if "] Error" in line:
+                shown |= {j: lines[j] for j in range(max(0, i - 20), i + 3) if j < len(lines)}
+        errors = "\n".join(shown[j] for j in sorted(shown))[:8000]
+        return f"{errors}\n[...]\n{self.output[-3000:]}" if errors else self.output[-5000:]
 
 
 def plan_env(common: dict | None = None, per_host: dict | None = None) -> dict[str, str]:

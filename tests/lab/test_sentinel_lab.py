@@ -145,6 +145,26 @@ def _aof_written(lab, host, into: list[float]) -> None:
         time.sleep(0.05)
 
 
+def _socket_polls(lab, host, into: list[float], stop: threading.Event) -> None:
+    """Append the moment of every INFO that `host`'s instance gets over its unix socket,
+    seen through MONITOR, until `stop` or until the instance goes down.
+
+    Only the deploy's settled wait asks INFO over the socket again and again (every 0.5 s),
+    so polls shortly before the first AOF is written show that the deploy had reached this
+    instance's restart and was waiting on it: pyinfra's host order is its own (a set), so
+    the test cannot know in advance when that happens."""
+    with admin(lab, host).monitor() as watch:
+        while not stop.is_set():
+            try:
+                if not watch.connection.can_read(timeout=0.2):
+                    continue
+                seen = watch.next_command()
+            except (valkey.ValkeyError, OSError):
+                return
+            if seen["client_type"] == "unix" and seen["command"].upper().startswith("INFO"):
+                into.append(time.monotonic())
+
+
 def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync(replication):
     """Instances, then sentinels, restart host by host, each settled first: a replica in
     the middle of its first AOF after a full sync is waited for, not stopped blind."""
@@ -160,14 +180,20 @@ def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync
     instances = {h.name: admin(lab, h, timeout=0.3) for h in hosts}
     sentinels = {h.name: sentinel(lab, h, timeout=0.3) for h in hosts}
     aof_done: list[float] = []
+    polls: list[float] = []
+    stop_polls = threading.Event()
     try:
         with DownWatch(instances) as seen, DownWatch(sentinels) as heard:
             start = time.monotonic()
             watcher = threading.Thread(target=_aof_written, args=(lab, hosts[2], aof_done))
+            poller = threading.Thread(target=_socket_polls, args=(lab, hosts[2], polls, stop_polls))
             watcher.start()
+            poller.start()
             run = pyinfra(INVENTORY, env=CHANGED)
             elapsed = time.monotonic() - start
             watcher.join()
+            stop_polls.set()
+            poller.join()
         assert run.returncode == 0, run.output[-5000:]
         print(f"\nrolling restart of 3 instances and 3 sentinels: {elapsed:.1f} s")
         downs = {
@@ -175,8 +201,11 @@ def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync
         }
         print(f"instances first seen down (s into the deploy): {downs}")
         assert aof_done, "the replica's first AOF was never seen written"
-        before = seen.down_times(hosts[1].name)
-        assert before and before[-1] < aof_done[0], "the deploy reached no restart in the window"
+        waited = [t for t in polls if aof_done[0] - 3 <= t <= aof_done[0]]
+        assert len(waited) >= 3, (
+            f"the deploy was not waiting on {late} in the 3 s before its first AOF was written"
+            f" ({len(waited)} INFO over its socket; {len(polls)} in all): the test proves nothing"
+        )
         assert min(seen.down_times(late)) > aof_done[0], "restarted while writing its first AOF"
         print(
             f"first AOF written {aof_done[0] - start:.1f} s into the deploy; {late} went"

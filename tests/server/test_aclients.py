@@ -65,7 +65,10 @@ def test_async_api_finishes_1000_round_trips_while_blocking_waits(valkey_server:
             await pubsub.subscribe("events")
 
             async def block() -> None:
-                assert await clients.blocking.blpop("never-filled", timeout=2) is None
+                # Released by the api once it is done, never by the timeout: the test's
+                # order holds however slow the machine (the timeout only bounds a hang).
+                popped = await clients.blocking.blpop("filled-last", timeout=25)
+                assert popped == (b"filled-last", b"go")
                 events.append("blpop returned")
 
             async def parked() -> bool:
@@ -79,6 +82,7 @@ def test_async_api_finishes_1000_round_trips_while_blocking_waits(valkey_server:
                 assert await clients.api.get(f"k{i}") == str(i).encode()
             events.append("api done")
             assert await parked(), "the BLPOP must still be pending when the api finished"
+            await clients.api.rpush("filled-last", "go")
             await blocker
             await pubsub.aclose()
         return events

@@ -41,7 +41,9 @@ def ssh_forward_command(url: str, local_port: int, address: str, port: int) -> l
     if parts.scheme not in ("ssh", "paramiko"):
         raise ValueError(f"{url}: only ssh:// hosts are reached through a tunnel")
     query = parse_qs(parts.query)
+    # A connection of its own (never a shared master's): the forward ends with this process.
     cmd = ["ssh", "-N", "-o", "ExitOnForwardFailure=yes", "-o", "BatchMode=yes"]
+    cmd += ["-o", "ControlMaster=no", "-o", "ControlPath=none"]
     if "ssh_config" in query:
         cmd += ["-F", query["ssh_config"][0]]
     if "ssh_identity_file" in query:

@@ -7,6 +7,11 @@
 
 from __future__ import annotations
 
+import shlex
+import shutil
+import tempfile
+from functools import partial
+
 import pytest
 
 from valkey_plans.deploy.valkey_cli import cli_format
@@ -21,6 +26,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default="inventories/dev.py",
         help="pyinfra inventory whose plans the hosts are checked against",
     )
+
+
+#: Seconds an SSH connection shared by a host's checks outlives its last command.
+SHARED_SSH_SECONDS = 15
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every check of an ssh:// host runs over one shared SSH connection.
+
+    testinfra starts a new `ssh` for each command and asks for a ControlMaster, but
+    without a ControlPath (its `--ssh-extra-args` never reaches the hosts) each command
+    is a full handshake: about 0.25 s, hundreds of times per verify. A host whose own
+    ssh config names a ControlPath keeps it; the sockets live in a private directory."""
+    directory = None
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        host = callspec.params.get("_testinfra_host") if callspec else None
+        backend = getattr(host, "backend", None)
+        if getattr(backend, "NAME", None) != "ssh" or backend.controlpath:
+            continue
+        if directory is None:
+            directory = tempfile.mkdtemp(prefix="vp-ssh-")
+            config.add_cleanup(partial(shutil.rmtree, directory, ignore_errors=True))
+        # testinfra pastes it into a shell line that it %-formats: %%C becomes ssh's %C
+        backend.controlpath = shlex.quote(directory.replace("%", "%%") + "/%%C")
+        backend.controlpersist = SHARED_SSH_SECONDS
 
 
 @pytest.fixture(scope="session")
