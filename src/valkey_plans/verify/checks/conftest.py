@@ -37,8 +37,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     testinfra starts a new `ssh` for each command and asks for a ControlMaster, but
     without a ControlPath (its `--ssh-extra-args` never reaches the hosts) each command
-    is a full handshake: about 0.25 s, hundreds of times per verify. A host whose own
-    ssh config names a ControlPath keeps it; the sockets live in a private directory."""
+    is a full handshake: about 0.25 s, hundreds of times per verify. The sockets live in
+    a private directory, removed at the end of the run."""
     directory = None
     for item in items:
         callspec = getattr(item, "callspec", None)
