@@ -39,6 +39,7 @@ from valkey_plans.deploy.backup import ResticRepository
 from valkey_plans.deploy.cluster import ClusterView, OpenSlots
 from valkey_plans.deploy.facts import HasSystemd, RunningPid
 from valkey_plans.deploy.functions import ValkeyLibraryVersion
+from valkey_plans.deploy.handover import ReplicationRole
 from valkey_plans.deploy.packages import HeldPackages
 
 HostData = dict[str, Any]
@@ -78,6 +79,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         ClusterView: lambda **kwargs: dict(LONE_NODE),
         OpenSlots: lambda **kwargs: [],
         HeldPackages: lambda: [],
+        ReplicationRole: lambda **kwargs: None,
         ResticRepository: lambda **kwargs: False,
         ListeningPrograms: {},
     }

@@ -50,6 +50,7 @@ from valkey_plans.deploy.cluster import ClusterView, OpenSlots, cluster_formed
 from valkey_plans.deploy.cluster_nodes import Member
 from valkey_plans.deploy.facts import RunningPid
 from valkey_plans.deploy.functions import library_loaded
+from valkey_plans.deploy.handover import ReplicationRole, primary_handed_over
 from valkey_plans.deploy.operations import acl_reload, checked_file
 from valkey_plans.deploy.restarts import sentinel_swapped, settled_restart, systemctl_restart
 from valkey_plans.deploy.service import Init, Service, daemon, service_runner
@@ -658,8 +659,26 @@ def test_valkey_cli_calls_quote_socket_login_and_paths(value):
             auth_file=auth,
         )
 
+    def handover() -> None:
+        primary_handed_over(
+            name="handover",
+            socket=socket,
+            auth_file=auth,
+            address=value,
+            port=6390,
+            series="9.1",
+            group=value,
+            sentinel_address=value,
+            sentinel_port=26379,
+            sentinel_auth_file=f"/var/lib/{value}/sentinel",
+        )
+
     commands = builder_commands(deploy)
+    handed = builder_commands(handover, ReplicationRole=lambda **kwargs: "master")
+    assert any("SENTINEL FAILOVER" in c for c in handed), handed
+    commands += handed
     commands += [
+        shell_text(ReplicationRole().command(socket=socket, auth_file=auth)),
         shell_text(RunningPid().command(pidfile=f"/run/{value}/pid")),
         shell_text(ClusterView().command(socket=socket, auth_file=auth)),
         shell_text(OpenSlots().command(address=f"{value}:7000", auth_file=auth)),

@@ -7,6 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.unit.pyinfra_commands import linux_facts, planned_commands
+from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.packages import (
     install_valkey,
     packages_held,
@@ -103,29 +104,132 @@ def test_the_packages_are_upgraded_only_when_their_series_differs_and_stay_held(
     assert commands("9.1", at_81, [])[3] == "apt-mark hold valkey-server valkey-tools"
 
 
-def replicated_plans() -> list[Plan]:
-    data = {
-        "valkey_instances": [{"name": "main", "role": "primary", "port": 6390}],
-        "valkey_sentinel": {"primary": "db1/main", "bind": ["127.0.0.1"]},
-        "valkey_app": {"name": "repl", "hosted_instance": "main", "cache_instance": None},
-    }
-    return [Plan.from_host_data("db1", data)]
+@pytest.fixture(scope="module")
+def secrets(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where the group's passwords are generated (outside the checkout)."""
+    return str(tmp_path_factory.mktemp("group") / "secrets.json")
 
 
-def test_a_version_change_on_a_replicated_host_is_refused_before_any_change():
-    plans = replicated_plans()
+def group_hosts(
+    secrets: str, version: str | None = "9", other_version: str | None = "9"
+) -> list[tuple]:
+    """A Sentinel group: db1's primary `main`, replicas on db2 and db3, a sentinel on each."""
+    hosts = []
+    for n in (1, 2, 3):
+        role = {"role": "primary"} if n == 1 else {"role": "replica", "replicaof": "db1/main"}
+        bind = ["127.0.0.1", f"10.0.0.{n}"]
+        hosts.append(
+            (
+                f"db{n}",
+                {
+                    "valkey_version": version if n == 1 else other_version,
+                    "valkey_instances": [{"name": "main", "port": 6390, "bind": bind} | role],
+                    "valkey_sentinel": {"primary": "db1/main", "bind": bind},
+                    "valkey_app": {
+                        "name": "repl",
+                        "hosted_instance": "main",
+                        "cache_instance": None,
+                    },
+                    "valkey_acl": True,
+                    "valkey_secrets_file": secrets,
+                    "valkey_secrets_generate": True,
+                },
+            )
+        )
+    return hosts
+
+
+def refusals(hosts: list[tuple], installed: str = TRIXIE_81) -> list[str | None]:
+    """version_refusal of every host of `hosts`, on trixie hosts with Valkey `installed`."""
+    plans = [Plan.from_host_data(name, data) for name, data in hosts]
     trixie = {"name": "Debian", "major": 13}
-    installed = {"valkey-server": [TRIXIE_81]}
-
-    refusal: list[str | None] = []
+    said: list[str | None] = []
 
     def deploy() -> None:
-        refusal.append(version_refusal(plans, plans[0].model_copy(update={"version": "9"}), trixie))
-        refusal.append(version_refusal(plans, plans[0], trixie))
+        said.extend(version_refusal(plans, plan, trixie) for plan in plans)
 
-    planned_commands(deploy, linux_facts(DebPackages=lambda: installed), {})
-    assert "would upgrade Valkey 8.1 to 9.1 on a host whose instances replicate" in refusal[0]
-    assert refusal[1] is None
+    planned_commands(deploy, linux_facts(DebPackages=lambda: {"valkey-server": [installed]}), {})
+    return said
+
+
+def test_a_sentinel_group_may_change_version_when_every_host_plans_the_same(secrets):
+    assert refusals(group_hosts(secrets, "9", "9")) == [None, None, None]
+    assert refusals(group_hosts(secrets, None, None)) == [None, None, None], "no change"
+    mixed = refusals(group_hosts(secrets, "9", "8.1"))
+    assert "its Sentinel group plans other versions ({'db2': '8.1', 'db3': '8.1'})" in mixed[0]
+    assert mixed[1] is None, "db2 stays at its series: nothing to refuse there"
+
+
+def test_a_version_change_under_replication_without_sentinel_or_in_a_cluster_is_refused(secrets):
+    hosts = group_hosts(secrets)
+    for _, data in hosts:
+        del data["valkey_sentinel"]
+    said = refusals(hosts)
+    assert all(s and "whose instances replicate without Sentinel" in s for s in said), said
+    login = {k: v for k, v in hosts[0][1].items() if k.startswith(("valkey_acl", "valkey_sec"))}
+    cluster = [
+        (
+            f"db{n}",
+            {
+                **login,
+                "valkey_version": "9",
+                "valkey_app": {"hosted_instance": "n0", "cache_instance": None},
+                "valkey_instances": [
+                    {"name": "n0", "role": "cluster-node", "port": 7000, "cluster": "main"}
+                    | {"bind": ["127.0.0.1", f"10.0.0.{n}"]}
+                ],
+            },
+        )
+        for n in (1, 2, 3)
+    ]
+    said = refusals(cluster)
+    assert all(s and "whose instances are Valkey Cluster nodes" in s for s in said), said
+    assert all(s and "Nothing was changed" in s for s in said)
+
+
+def group_run(secrets: str, index: int, role: str) -> list[tuple[str, list[str]]]:
+    """What the deploy runs on host `index` of the group, at Valkey 8.1 on trixie, when
+    the plan asks for 9 and its instance reports `role`."""
+    hosts = group_hosts(secrets)
+    trixie = {"name": "Debian", "major": 13, "release_meta": {"VERSION_CODENAME": "trixie"}}
+    packages = ("valkey-server", "valkey-tools", "valkey-sentinel")
+    facts = linux_facts(
+        LinuxDistribution=lambda: dict(trixie),
+        DebPackages=lambda: {p: [TRIXIE_81] for p in packages},
+        HeldPackages=lambda: list(packages),
+        ReplicationRole=lambda **kwargs: role,
+        SystemdStatus=lambda **kwargs: {f"{u}@main.service": True for u in packages[::2]},
+        SystemdEnabled=lambda **kwargs: {f"{u}@main.service": True for u in packages[::2]},
+    )
+    name, data = hosts[index]
+    others = [h for i, h in enumerate(hosts) if i != index]
+    return planned_commands(valkey_plan, facts, data, name, others)
+
+
+def first(run: list[tuple[str, list[str]]], text: str) -> int:
+    return next(i for i, (_, commands) in enumerate(run) if any(text in c for c in commands))
+
+
+def last(run: list[tuple[str, list[str]]], text: str) -> int:
+    return len(run) - 1 - first(run[::-1], text)
+
+
+def test_the_primary_s_host_upgrades_after_its_handover_and_the_replicas_before_theirs(secrets):
+    primary = group_run(secrets, 0, "master")
+    handover = first(primary, "SENTINEL FAILOVER")
+    install = first(primary, "apt-get install")
+    restart = last(primary, "systemctl restart valkey-server@main.service")
+    assert handover < install < restart, [name for name, _ in primary]
+    names = [name for name, _ in primary]
+    sentinel = names.index(
+        "valkey-plans | Sentinel main restarted on its upgraded Valkey (one host at a time)"
+    )
+    assert sentinel > restart and primary[sentinel][1], "the sentinel restarts on 9.1 too"
+
+    replica = group_run(secrets, 1, "slave")
+    assert not [c for _, cs in replica for c in cs if "SENTINEL FAILOVER" in c]
+    install = first(replica, "apt-get install")
+    assert install < first(replica, "systemctl restart valkey-server@main.service")
 
 
 def watched_change(installed: str, version: str | None) -> tuple[bool, list[str]]:

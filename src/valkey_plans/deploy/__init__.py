@@ -27,9 +27,16 @@ from valkey_plans.deploy.cluster import cluster_formed
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
 from valkey_plans.deploy.exporter import converge_exporters
 from valkey_plans.deploy.functions import library_loaded
+from valkey_plans.deploy.handover import ReplicationRole, primary_handed_over
 from valkey_plans.deploy.operations import acl_reload, checked_file
-from valkey_plans.deploy.packages import install_valkey, version_refusal
-from valkey_plans.deploy.sentinel import converge_sentinel
+from valkey_plans.deploy.packages import (
+    install_valkey,
+    planned_source,
+    upgrade_pending,
+    valkey_packages,
+    version_refusal,
+)
+from valkey_plans.deploy.sentinel import converge_sentinel, sentinel_restart
 from valkey_plans.deploy.service import (
     Init,
     Service,
@@ -40,7 +47,7 @@ from valkey_plans.deploy.service import (
 )
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError, topology
 from valkey_plans.plan.app_settings import app_environment
-from valkey_plans.plan.layout import DEBIAN
+from valkey_plans.plan.layout import DEBIAN, sentinel_paths
 from valkey_plans.plan.render import (
     TEMPLATE_DIR,
     acl_file,
@@ -164,6 +171,59 @@ def _converge_instance(
         )
         _auth_files(inst, passwords)
     runner.restart_if([config, repl, upgraded])
+
+
+def _primary_to_hand_over(
+    plans: list[Plan], plan: Plan, distro: dict, passwords: Passwords | None
+) -> Instance | None:
+    """The Sentinel-watched instance on this host that is its group's primary now, when
+    this run upgrades Valkey here: it hands the role over before its host upgrades."""
+    if plan.sentinel is None or upgrade_pending(plan, distro) is None:
+        return None
+    watched = topology.sentinel_watched(plans)
+    for inst in plan.instances:
+        if f"{plan.host}/{inst.name}" not in watched:
+            continue
+        auth_file = admin_auth(inst, passwords)
+        role = host.get_fact(ReplicationRole, socket=inst.paths.unixsocket, auth_file=auth_file)
+        if role == "master":
+            return inst
+    return None
+
+
+def _hand_over_then_upgrade(
+    plan: Plan, primary: Instance, init: Init, passwords: Passwords | None, distro: dict
+) -> None:
+    """After every other host of the group: hand the primary role over, then upgrade this
+    host's Valkey and restart its instances and sentinel, settled, one host at a time."""
+    assert plan.sentinel is not None
+    sentinel_auth = sentinel_paths(DEBIAN, plan.sentinel.name).auth_file if passwords else None
+    source = planned_source(plan, distro)
+    assert source is not None
+    primary_handed_over(
+        name=f"{primary.name}: primary role handed over before Valkey {source.series}",
+        socket=primary.paths.unixsocket,
+        auth_file=admin_auth(primary, passwords),
+        address=primary.peer_address,
+        port=primary.port,
+        series=source.series,
+        group=plan.sentinel.name,
+        sentinel_address=plan.sentinel.address,
+        sentinel_port=plan.sentinel.port,
+        sentinel_auth_file=sentinel_auth,
+    )
+    late = valkey_packages(plan, source)
+    for inst in plan.instances:
+        runner = service_runner(instance_service(inst), init)
+        runner.running()
+        runner.restart_if([late])
+    sentinel_restart(
+        plan,
+        init,
+        sentinel_auth,
+        f"Sentinel {plan.sentinel.name} restarted on its upgraded Valkey (one host at a time)",
+        when=late.did_change,
+    )
 
 
 def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
@@ -293,7 +353,9 @@ def valkey_plan() -> None:
     refused = version_refusal(plans, plan, distro)
     if refused:
         raise DeployError(refused)
-    valkey = install_valkey(plan, distro, [EXPORTER_PACKAGE] if plan.exported else [])
+    handover = _primary_to_hand_over(plans, plan, distro, passwords)
+    extra = [EXPORTER_PACKAGE] if plan.exported else []
+    valkey = install_valkey(plan, distro, extra, defer=handover is not None)
     package_service_off("valkey-server", init, " (it would hold 6379)")
     _install_checker()
     if passwords:
@@ -304,7 +366,9 @@ def valkey_plan() -> None:
             _converge_instance(plans, plan, inst, init, passwords, valkey)
     _clusters(plans, plan, passwords)
     if plan.sentinel:
-        converge_sentinel(plans, plan, init, passwords)
+        converge_sentinel(plans, plan, init, passwords, valkey)
+    if handover is not None:
+        _hand_over_then_upgrade(plan, handover, init, passwords, distro)
     for inst in plan.instances:
         if inst.role == "cache":
             library_loaded(

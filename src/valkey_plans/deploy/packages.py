@@ -3,9 +3,10 @@
 The packages are held (`apt-mark hold`), so unattended upgrades or an operator's
 `apt upgrade` never replace or restart Valkey behind the deploy. The deploy installs or
 upgrades them only when the host's series differs from the plan's, and the instances
-then restart the settled way (deploy/restarts.py). Refusals come before any change:
-a series the OS cannot run, a downgrade, and (not built yet) a version change on a host
-whose instances replicate.
+then restart the settled way (deploy/restarts.py); in a Sentinel group the primary's
+host goes last, after a handover (deploy/handover.py). Refusals come before any change:
+a series the OS cannot run, a downgrade, a version change on a cluster node or on
+replication without Sentinel, and a Sentinel group whose hosts plan different versions.
 """
 
 from __future__ import annotations
@@ -61,13 +62,27 @@ def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
     installed = installed_version()
     if source is None or installed is None or series_of(installed) == source.series:
         return None
-    if _replicated(plans, plan):
+    change = f"valkey_version {plan.version!r} would upgrade Valkey {series_of(installed)} to"
+    change += f" {source.series} on host {plan.host}"
+    if any(i.role == "cluster-node" for i in plan.instances):
         return (
-            f"host {plan.host}: valkey_version {plan.version!r} would upgrade Valkey"
-            f" {series_of(installed)} to {source.series} on a host whose instances replicate"
-            " (Sentinel, replicas or a cluster); allowed here: the series it runs. Upgrading"
-            " a replicated group (replicas first, then a failover) is not built yet. Nothing"
-            " was changed"
+            f"{change}, whose instances are Valkey Cluster nodes; allowed here: the series it"
+            " runs. Upgrading a cluster (replicas first, a failover per shard) is not built"
+            " yet. Nothing was changed"
+        )
+    if _replicated(plans, plan) and not _sentinel_group(plans, plan):
+        return (
+            f"{change}, whose instances replicate without Sentinel; allowed here: the series"
+            " it runs, or a Sentinel group (it hands the primary role over before the old"
+            " primary is upgraded). Nothing was changed"
+        )
+    group = [p for p in _group(plans, plan) if p.host != plan.host]
+    others = {p.host: p.version for p in group if p.version != plan.version}
+    if others:
+        return (
+            f"{change}, but its Sentinel group plans other versions ({others}): one"
+            " valkey_version for every host of the group, so that no replica is left behind"
+            " a primary it cannot follow. Nothing was changed"
         )
     return None
 
@@ -83,6 +98,40 @@ def _replicated(plans: list[Plan], plan: Plan) -> bool:
     )
 
 
+def _sentinel_group(plans: list[Plan], plan: Plan) -> bool:
+    """Whether every instance of this host that replicates (or is followed) is one that
+    Sentinel watches, and the host runs a sentinel of that group."""
+    watched = topology.sentinel_watched(plans)
+    followed = {i.replicaof for p in plans for i in p.instances if i.role == "replica"}
+    replicating = {
+        f"{plan.host}/{i.name}"
+        for i in plan.instances
+        if i.role == "replica" or f"{plan.host}/{i.name}" in followed
+    }
+    return plan.sentinel is not None and replicating <= watched
+
+
+def _group(plans: list[Plan], plan: Plan) -> list[Plan]:
+    """The plans of the hosts in this host's Sentinel group (its sentinels' and instances')."""
+    if plan.sentinel is None:
+        return []
+    primary = plan.sentinel.primary
+    members = {primary}
+    members |= {f"{p.host}/{i.name}" for p in plans for i in p.instances if i.replicaof == primary}
+    hosts = {ref.split("/", 1)[0] for ref in members}
+    hosts |= {p.host for p in plans if p.sentinel and p.sentinel.primary == primary}
+    return [p for p in plans if p.host in hosts]
+
+
+def upgrade_pending(plan: Plan, distro: dict) -> str | None:
+    """The series this host's Valkey moves to in this run (None: it stays)."""
+    source = planned_source(plan, distro)
+    installed = installed_version()
+    if source is None or installed is None or series_of(installed) == source.series:
+        return None
+    return source.series
+
+
 def _pin(suite: str) -> str:
     """apt preferences: Valkey's packages from `suite`, nothing else from it."""
     return (
@@ -93,9 +142,14 @@ def _pin(suite: str) -> str:
     )
 
 
-def install_valkey(plan: Plan, distro: dict, extra: Sequence[str]) -> OperationMeta:
+def install_valkey(
+    plan: Plan, distro: dict, extra: Sequence[str], defer: bool = False
+) -> OperationMeta | None:
     """Valkey's packages (and `extra` ones) at the plan's series; the returned operation
-    changed the host when Valkey was installed or upgraded (its instances restart)."""
+    changed the host when Valkey was installed or upgraded (its instances restart).
+
+    `defer`: only the sources now; Valkey itself later, by `valkey_packages` (the host
+    of a Sentinel group's primary, upgraded after its handover)."""
     source = planned_source(plan, distro)
     name, major = distro.get("name"), distro.get("major") or 0
     if source is None and not (name == "Ubuntu" and major >= 24):
@@ -106,6 +160,20 @@ def install_valkey(plan: Plan, distro: dict, extra: Sequence[str]) -> OperationM
         _if=lambda: any(op.did_change() for op in added),
     )
     apt.update(name="Package lists fresh", cache_time=plan.apt_cache_time)
+    target = source.suite if source and source.suite and not source.pinned else None
+    valkey = None if defer else valkey_packages(plan, source)
+    if extra:
+        apt.packages(
+            name=f"Install {', '.join(extra)}",
+            packages=list(extra),
+            extra_install_args=f"-t {target}" if target else None,
+        )
+    return valkey
+
+
+def valkey_packages(plan: Plan, source: Source | None) -> OperationMeta:
+    """Valkey's own packages at `source`'s series, then held; the returned operation
+    changed the host when Valkey was installed or upgraded."""
     packages = VALKEY_PACKAGES + (["valkey-sentinel"] if plan.sentinel else [])
     series = source.series if source else None
     target = source.suite if source and source.suite and not source.pinned else None
@@ -116,12 +184,6 @@ def install_valkey(plan: Plan, distro: dict, extra: Sequence[str]) -> OperationM
         target=target,
     )
     packages_held(name=f"{', '.join(packages)} held (apt-mark hold)", packages=packages)
-    if extra:
-        apt.packages(
-            name=f"Install {', '.join(extra)}",
-            packages=list(extra),
-            extra_install_args=f"-t {target}" if target else None,
-        )
     return valkey
 
 

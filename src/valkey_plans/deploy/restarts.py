@@ -207,7 +207,7 @@ def _sentinel_checks(
 
 @operation()
 def sentinel_swapped(
-    source: str,
+    source: str | None,
     dest: str,
     stop: StringCommand,
     start: StringCommand,
@@ -227,7 +227,8 @@ def sentinel_swapped(
     and a new one would leave them a stale peer that never answers. Run with
     `_serial=True`, so that a majority of the sentinels is never down at once.
 
-    + source: the planned config
+    + source: the planned config (None: a plain restart on the live config, e.g. for a
+      new Valkey binary; the live config holds what the sentinel learned since)
     + dest: the sentinel's live config
     + stop: the service runner's stop (a no-op when it is down)
     + start: the service runner's start command
@@ -243,12 +244,13 @@ def sentinel_swapped(
         QuoteString(dest),
         "2>/dev/null || :) &&",
         "cp -p",
-        QuoteString(source),
+        QuoteString(source or dest),
         QuoteString(dest),
         '&& { [ -z "$myid" ] || echo "sentinel myid $myid" >>',
         QuoteString(dest),
         "; }",
     )
+    swap = [keep_id, "&&"] if source is not None else []
     yield StringCommand(
         "n=0; if",
         check["answers"],
@@ -257,8 +259,7 @@ def sentinel_swapped(
         "; fi;",
         stop,
         "&&",
-        keep_id,
-        "&&",
+        *swap,
         start,
         "&&",
         _braced(check["up"]),

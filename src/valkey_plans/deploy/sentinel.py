@@ -7,7 +7,10 @@ file only when the plan changes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from pyinfra import host
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 
 from valkey_plans.deploy.operations import checked_file
@@ -26,8 +29,15 @@ from valkey_plans.plan.render import sentinel_config
 PACKAGE = "valkey-sentinel"
 
 
-def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict | None) -> None:
-    """Install, configure and run this host's sentinel (the plan has one)."""
+def converge_sentinel(
+    plans: list[Plan],
+    plan: Plan,
+    init: Init,
+    passwords: dict | None,
+    upgraded: OperationMeta | None = None,
+) -> None:
+    """Install, configure and run this host's sentinel (the plan has one); restart it
+    when `upgraded` (the Valkey package operation) changed the host."""
     assert plan.sentinel is not None
     name = plan.sentinel.name
     paths = sentinel_paths(DEBIAN, name)
@@ -54,25 +64,55 @@ def converge_sentinel(plans: list[Plan], plan: Plan, init: Init, passwords: dict
             mode="600",
         )
     package_service_off(PACKAGE, init)
-    runner = service_runner(sentinel_service(name), init)
     # A run killed after the record was written and before the swap leaves no live
     # config: the next run swaps it in though the record is unchanged.
     live = host.get_fact(File, path=paths.config)
-    sentinel_swapped(
-        name=f"Sentinel {name} config swapped in (stopped meanwhile, one host at a time)",
+    swapped = sentinel_restart(
+        plan,
+        init,
+        auth_file,
+        f"Sentinel {name} config swapped in (stopped meanwhile, one host at a time)",
         source=paths.record,
+        when=lambda: seed.did_change() or not live,
+    )
+    service_runner(sentinel_service(name), init).running()
+    if upgraded is not None:
+        sentinel_restart(
+            plan,
+            init,
+            auth_file,
+            f"Sentinel {name} restarted on its upgraded Valkey (one host at a time)",
+            when=lambda: upgraded.did_change() and not swapped.did_change(),
+        )
+
+
+def sentinel_restart(
+    plan: Plan,
+    init: Init,
+    auth_file: str | None,
+    name: str,
+    when: Callable[[], bool],
+    source: str | None = None,
+) -> OperationMeta:
+    """The one rolling restart of this host's sentinel (`sentinel_swapped`), when `when()`
+    says so at run time; `source`: the planned config to swap in (None: keep the live one)."""
+    assert plan.sentinel is not None
+    paths = sentinel_paths(DEBIAN, plan.sentinel.name)
+    runner = service_runner(sentinel_service(plan.sentinel.name), init)
+    return sentinel_swapped(
+        name=name,
+        source=source,
         dest=paths.config,
         stop=runner.stop(),
         start=runner.start(),
         address=plan.sentinel.address,
         port=plan.sentinel.port,
-        group=name,
+        group=plan.sentinel.name,
         auth_file=auth_file,
         _serial=True,
-        _if=lambda: seed.did_change() or not live,
+        _if=when,
         **(SYSTEMD_RETRY if init is Init.SYSTEMD else {}),
     )
-    runner.running()
 
 
 def sentinel_service(name: str) -> Service:

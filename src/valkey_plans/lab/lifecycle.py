@@ -168,6 +168,7 @@ def down() -> None:
 
 def _teardown(base: Path, lab: LabState | None) -> None:
     """Remove what `lab` names plus anything carrying the lab's names (a crash without state)."""
+    ssh.close_shared_connections(base)
     recorded = [h.proc for h in lab.hosts if h.proc] if lab else []
     for proc in recorded + _orphans(base, "systemd-nspawn", f"--directory={base / 'hosts'}/"):
         procs.stop(proc)

@@ -8,6 +8,7 @@ known_hosts file, exactly as against real servers, with no trust-on-first-use.
 from __future__ import annotations
 
 import subprocess
+from contextlib import suppress
 from pathlib import Path
 
 from valkey_plans.lab.run import run
@@ -97,3 +98,17 @@ def ssh_run(
 def testinfra_hosts(state: LabState) -> str:
     """The `--hosts=` value for `pytest checks/`: every host over SSH with the lab's config."""
     return ",".join(f"ssh://root@{h.address}?ssh_config={state.ssh_config}" for h in state.hosts)
+
+
+def close_shared_connections(base: Path) -> None:
+    """End the shared SSH connections to lab hosts (the ssh config's ControlMaster):
+    `ssh -O exit` on each control socket, so that no ssh the config started outlives the
+    lab. A master whose host is gone already ends by itself (ServerAliveInterval)."""
+    for socket in (base / "ssh").glob("mux-*"):
+        with suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                ["ssh", "-o", f"ControlPath={socket}", "-O", "exit", "lab-host"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+            )
