@@ -45,18 +45,22 @@ UNWELL_AWK = '$3 ~ /fail/ || $8 != "connected" {bad=1} END {exit bad}'
 
 
 def until(
-    condition: str | StringCommand, give_up: str | StringCommand, seconds: int = 60
+    condition: str | StringCommand,
+    give_up: str | StringCommand,
+    seconds: int = 60,
+    tenths: int = 5,
 ) -> StringCommand:
-    """Shell: run `condition` every 0.5 s until it succeeds; after `seconds`, run
-    `give_up` (which explains) and fail. Every wait of the deploy is one of these."""
+    """Shell: run `condition` every `tenths` tenths of a second until it succeeds; after
+    `seconds`, run `give_up` (which explains) and fail. Every wait of the deploy is one
+    of these (a wait while writes are paused polls faster)."""
     return StringCommand(
         "i=0; until ",
         condition,
         "; do i=$((i+1)); [ $i -gt ",
-        str(2 * seconds),
+        str(10 * seconds // tenths),
         " ] && { ",
         give_up,
-        "; exit 1; }; sleep 0.5; done",
+        f"; exit 1; }}; sleep {tenths / 10:g}; done",
         _separator="",
     )
 
