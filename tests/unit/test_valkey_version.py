@@ -165,7 +165,7 @@ def test_a_version_change_under_replication_without_sentinel_or_in_a_cluster_is_
     for _, data in hosts:
         del data["valkey_sentinel"]
     said = refusals(hosts)
-    assert all(s and "whose instances replicate without Sentinel" in s for s in said), said
+    assert all(s and "replicate without a Sentinel of their group" in s for s in said), said
     login = {k: v for k, v in hosts[0][1].items() if k.startswith(("valkey_acl", "valkey_sec"))}
     cluster = [
         (

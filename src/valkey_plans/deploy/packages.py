@@ -72,9 +72,10 @@ def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
         )
     if _replicated(plans, plan) and not _sentinel_group(plans, plan):
         return (
-            f"{change}, whose instances replicate without Sentinel; allowed here: the series"
-            " it runs, or a Sentinel group (it hands the primary role over before the old"
-            " primary is upgraded). Nothing was changed"
+            f"{change}, whose instances replicate without a Sentinel of their group on this"
+            " host; allowed here: the series it runs, or a Sentinel group with a sentinel on"
+            " every host (it hands the primary role over before the old primary is"
+            " upgraded). Nothing was changed"
         )
     group = [p for p in _group(plans, plan) if p.host != plan.host]
     others = {p.host: p.version for p in group if p.version != plan.version}
