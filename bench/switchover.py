@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,33 +26,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.sentinel_group import (  # noqa: E402
-    Writer,
-    handover_command,
-    series,
-    start_group,
-    until,
-)
+from tests.sentinel_group import Writer, handed_over, start_group, until  # noqa: E402
 
 
 def planned(tmp: Path, down_after_ms: int) -> float:
     group = start_group(tmp, down_after_ms)
     writer = Writer(group.sentinels[1].port).start()
     try:
-        until(lambda: len(writer.acked) >= 200, "writes before the handover")
-        start = time.monotonic()
-        done = subprocess.run(
-            ["sh", "-c", handover_command(group, series(group.primary))],
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        end = time.monotonic()
-        if done.returncode:
-            raise SystemExit(f"the handover failed: {done.stdout}{done.stderr}")
-        until(lambda: writer.after(end) >= 1, "a write after the handover")
-        resumed = min(t for t in writer.ack_times if t > end)
-        return writer.longest_pause(start, resumed)
+        run = handed_over(group, writer, before=200)
+        if run.done.returncode:
+            raise SystemExit(f"the handover failed: {run.done.stdout}{run.done.stderr}")
+        until(lambda: writer.after(run.end) >= 1, "a write after the handover")
+        resumed = min(t for t in writer.ack_times if t > run.end)
+        return writer.longest_pause(run.start, resumed)
     finally:
         writer.join()
         group.stop()

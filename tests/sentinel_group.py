@@ -135,6 +135,28 @@ def handover_command(group: Group, series: str) -> str:
     return "\n".join(commands)
 
 
+@dataclass
+class Handover:
+    """One run of the handover while the writer writes: its result and when it ran."""
+
+    done: subprocess.CompletedProcess[str]
+    start: float
+    end: float
+
+
+def handed_over(group: Group, writer: Writer, before: int = 100) -> Handover:
+    """Run the handover by sh once `writer` has `before` waited writes acknowledged."""
+    until(lambda: len(writer.acked) >= before, "waited writes before the handover")
+    start = time.monotonic()
+    done = subprocess.run(
+        ["sh", "-c", handover_command(group, series(group.primary))],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return Handover(done, start, time.monotonic())
+
+
 def series(proc: ValkeyProcess) -> str:
     version = proc.client(decode_responses=True).info("server")["valkey_version"]
     return ".".join(version.split(".")[:2])

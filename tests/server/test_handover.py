@@ -9,14 +9,20 @@ upgrades that host's Valkey.
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import valkey
 
-from tests.sentinel_group import Group, Writer, handover_command, series, start_group, until
+from tests.sentinel_group import (
+    Group,
+    Writer,
+    handed_over,
+    handover_command,
+    start_group,
+    until,
+)
 
 
 @pytest.fixture
@@ -28,18 +34,10 @@ def group(tmp_path: Path) -> Iterator[Group]:
 
 def test_the_primary_role_moves_to_a_replica_and_no_waited_write_is_lost(group: Group):
     writer = Writer(group.sentinels[1].port).start()
-    until(lambda: len(writer.acked) >= 100, "writes acknowledged before the handover")
-    start = time.monotonic()
-    done = subprocess.run(
-        ["sh", "-c", handover_command(group, series(group.primary))],
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    end = time.monotonic()
-    until(lambda: writer.after(end) >= 100, "writes acknowledged after it")
+    run = handed_over(group, writer)
+    until(lambda: writer.after(run.end) >= 100, "writes acknowledged after it")
     writer.join()
-    assert done.returncode == 0, done.stdout + done.stderr
+    assert run.done.returncode == 0, run.done.stdout + run.done.stderr
 
     # the other sentinels learn the new primary from the leader's hello messages
     until(lambda: len(group.named()) == 1, "the sentinels agree on the primary", seconds=30)
@@ -54,8 +52,8 @@ def test_the_primary_role_moves_to_a_replica_and_no_waited_write_is_lost(group: 
     new = valkey.Valkey(host=host, port=port, decode_responses=True)
     lost = [k for k in writer.acked if new.get(k) is None]
     print(
-        f"\nhandover {end - start:.2f} s; longest pause between waited writes"
-        f" {writer.longest_pause(start, end):.2f} s; {len(writer.acked)} waited writes,"
+        f"\nhandover {run.end - run.start:.2f} s; longest pause between waited writes"
+        f" {writer.longest_pause(run.start, run.end):.2f} s; {len(writer.acked)} waited writes,"
         f" {writer.errors} errors, {len(lost)} lost"
     )
     assert not lost, f"{len(lost)} waited writes lost, e.g. {lost[:5]}"

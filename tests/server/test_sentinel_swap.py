@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 import valkey
 
+from tests.sentinel_group import until
 from tests.unit.pyinfra_commands import linux_facts, planned_commands
 from tests.valkey_server import ValkeyProcess, free_port
 from valkey_plans.deploy import restarts
@@ -83,18 +84,6 @@ class Sentinel:
         if pid.exists() and pid.read_text().strip():
             subprocess.run(["kill", pid.read_text().strip()], check=False)
             time.sleep(0.3)
-
-
-def until(condition, what: str, seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            if condition():
-                return
-        except (valkey.ValkeyError, OSError):
-            pass
-        assert time.monotonic() < deadline, f"not within {seconds} s: {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
