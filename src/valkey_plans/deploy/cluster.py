@@ -297,7 +297,8 @@ def cluster_formed(
     steps = plan_growth(missing, replicas, _shards(view), where, _fresh(view))
     check = _cli("--cluster", "check", existing, auth_file=auth_file)
     # add-node returns before gossip has spread; moves and rebalance need nodes that agree
-    agree = until(StringCommand(check, ">/dev/null 2>&1"), check, seconds=30)
+    # (bounded generously: a loaded machine can take a while to spread a new node)
+    agree = until(StringCommand(check, ">/dev/null 2>&1"), check, seconds=90)
     for step in steps:
         yield _step_command(step, existing, auth_file)
         yield agree
