@@ -26,9 +26,14 @@ from valkey_plans.lab.state import Host, LabState
 RELEASES = ("bookworm", "trixie", "bookworm")
 TOOLS = ("debootstrap", "systemd-nspawn", "apt-cacher-ng", "ip", "ssh", "ssh-keygen")
 #: Modules that change the lab's shape, in the order they run after every other lab test:
-#: the cluster tests grow the lab by a host, the upgrade moves a trixie host to Valkey 9.1,
-#: the teardown tests take it down.
-LAST_MODULES = ("test_cluster_lab.py", "test_upgrade_lab.py", "test_lab_teardown.py")
+#: the cluster tests grow the lab by a host, the upgrades move trixie hosts to Valkey 9.1
+#: (and add three), the release matrix adds a forky host, the teardown tests take it down.
+LAST_MODULES = (
+    "test_cluster_lab.py",
+    "test_upgrade_lab.py",
+    "test_release_matrix_lab.py",
+    "test_lab_teardown.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

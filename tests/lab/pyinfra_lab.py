@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.deploy.pyinfra_run import project_command
 
@@ -67,9 +68,21 @@ def plan_env(common: dict | None = None, per_host: dict | None = None) -> dict[s
     }
 
 
-def deploy(env: dict[str, str], timeout: float = 1200, inventory: str = INVENTORY) -> Run:
-    """`pyinfra -y INVENTORY deploy.py`: one parallel run over SSH to every lab host."""
-    return Run(*project_command(["pyinfra", "-y", inventory, "deploy.py"], timeout, env))
+def deploy(
+    env: dict[str, str],
+    timeout: float = 1200,
+    inventory: str = INVENTORY,
+    limit: str | None = None,
+) -> Run:
+    """`pyinfra -y INVENTORY deploy.py`: one parallel run over SSH to every lab host (or
+    to the host `limit` names)."""
+    only = ["--limit", limit] if limit else []
+    return Run(*project_command(["pyinfra", "-y", *only, inventory, "deploy.py"], timeout, env))
+
+
+def hosts_url(lab: Any, chosen: list[Any]) -> str:
+    """The `--hosts=` value of the checks for the lab hosts `chosen` only."""
+    return ",".join(f"ssh://root@{h.address}?ssh_config={lab.state.ssh_config}" for h in chosen)
 
 
 def checks(

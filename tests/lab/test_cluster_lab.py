@@ -28,7 +28,7 @@ from valkey.exceptions import ValkeyError
 
 from tests.lab.conftest import RELEASES
 from tests.lab.downwatch import DownWatch
-from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy
+from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy, hosts_url
 from tests.valkey_server import ValkeyProcess
 from valkey_plans import lab
 from valkey_plans.client import functions
@@ -250,10 +250,6 @@ def cluster(lab_hosts):
 @pytest.fixture
 def hosts(lab_hosts):
     return lab_hosts.hosts[:HOSTS]
-
-
-def hosts_url(lab, chosen) -> str:
-    return ",".join(f"ssh://root@{h.address}?ssh_config={lab.state.ssh_config}" for h in chosen)
 
 
 def test_first_deploy_forms_three_primaries_with_replicas_on_other_hosts(lab_hosts, hosts, cluster):

@@ -8,10 +8,11 @@ from valkey_plans.lab import config, lifecycle, rootfs, ssh
 from valkey_plans.lab.state import Host, LabState
 
 
-def test_releases_are_assigned_round_robin_over_every_release_by_default():
+def test_releases_are_assigned_round_robin_over_bookworm_and_trixie_by_default():
     assert lifecycle.assign(3, ["bookworm", "trixie"]) == ["bookworm", "trixie", "bookworm"]
-    assert lifecycle.assign(2, []) == ["bookworm", "trixie"]
+    assert lifecycle.assign(3, []) == ["bookworm", "trixie", "bookworm"], "forky only if asked"
     assert lifecycle.assign(2, ["trixie"]) == ["trixie", "trixie"]
+    assert lifecycle.assign(2, ["forky", "trixie"]) == ["forky", "trixie"]
     with pytest.raises(ValueError, match="sid"):
         lifecycle.assign(1, ["sid"])
     with pytest.raises(ValueError, match="at least one"):

@@ -15,7 +15,7 @@ from valkey_plans.deploy.packages import (
     version_refusal,
 )
 from valkey_plans.plan import Plan
-from valkey_plans.plan.versions import VersionError, check_version, resolve, series_of
+from valkey_plans.plan.versions import VersionError, check_version, os_of, resolve, series_of
 
 TRIXIE_81 = "8.1.1+dfsg1-3+deb13u3"
 FORKY_91 = "9.1.2-1"
@@ -258,3 +258,16 @@ def test_holding_the_packages_is_no_change_the_instances_restart_for():
         assert not [c for c in ran if "apt-get install" in c], ran
     changed, ran = watched_change(TRIXIE_81, "9")
     assert changed and any("apt-get install" in c for c in ran), ran
+
+
+def test_a_debian_testing_host_is_known_by_its_codename():
+    """forky today: its os-release has VERSION_CODENAME but no VERSION_ID (no major)."""
+    testing = {"name": "Debian", "major": None, "release_meta": {"VERSION_CODENAME": "forky"}}
+    assert os_of(testing) == ("Debian", 14)
+    assert resolve(None, *os_of(testing), None) == resolve(None, "Debian", 14, None)
+    assert os_of({"name": "Debian", "major": 13, "release_meta": {}}) == ("Debian", 13)
+    assert os_of({"name": "Debian", "major": None, "release_meta": {}}) == ("Debian", 0)
+    unknown = {"name": "Ubuntu", "major": None, "release_meta": {"VERSION_CODENAME": "forky"}}
+    assert os_of(unknown) == ("Ubuntu", 0), "only Debian's codenames are Debian's"
+    with pytest.raises(VersionError, match="not available on Debian 0; allowed: none"):
+        resolve("9", *os_of({"name": "Debian", "release_meta": {}}), None)

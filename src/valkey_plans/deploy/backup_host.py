@@ -28,6 +28,7 @@ from valkey_plans.plan.backup import STATE_DIR
 from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import MANAGED_HEADER, TEMPLATE_DIR
 from valkey_plans.plan.secrets import SecretsError
+from valkey_plans.plan.versions import os_of
 
 PACKAGES = ["restic", "restic-rest-server"]
 
@@ -85,7 +86,7 @@ def converge_backup_host(plans: list[Plan], plan: Plan, init: Init, distro: dict
     served = offhost.served(plans, plan)
     if not served:
         return
-    name, major = distro.get("name"), distro.get("major") or 0
+    name, major = os_of(distro)
     if init is not Init.SYSTEMD or name != "Debian" or major < 13:
         raise DeployError(
             f"host {plan.host}: it is the backup_host of {', '.join(p.host for p, _ in served)};"

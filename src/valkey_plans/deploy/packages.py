@@ -22,7 +22,7 @@ from pyinfra.operations import apt
 from valkey_plans.deploy.operations import checked_file, unsupported_os
 from valkey_plans.plan import Plan, topology
 from valkey_plans.plan.render import MANAGED_HEADER
-from valkey_plans.plan.versions import Source, VersionError, resolve, series_of
+from valkey_plans.plan.versions import Source, VersionError, os_of, resolve, series_of
 
 VALKEY_PACKAGES = ["valkey-server", "valkey-tools"]
 PIN_FILE = "/etc/apt/preferences.d/valkey-plans-valkey.pref"
@@ -49,7 +49,7 @@ def installed_version(package: str = "valkey-server") -> str | None:
 def planned_source(plan: Plan, distro: dict) -> Source | None:
     """The series this host runs after the deploy; VersionError before any change when it
     cannot (see plan/versions.py). None: an OS whose own Valkey is all it gets."""
-    name, major = distro.get("name") or "", distro.get("major") or 0
+    name, major = os_of(distro)
     return resolve(plan.version, name, major, installed_version())
 
 
@@ -152,7 +152,7 @@ def install_valkey(
     `defer`: only the sources now; Valkey itself later, by `valkey_packages` (the host
     of a Sentinel group's primary, upgraded after its handover)."""
     source = planned_source(plan, distro)
-    name, major = distro.get("name"), distro.get("major") or 0
+    name, major = os_of(distro)
     if source is None and not (name == "Ubuntu" and major >= 24):
         raise unsupported_os(f"{name} {major}")
     added = _sources(plan, source) if source is not None and source.suite else []

@@ -21,7 +21,8 @@ def lab() -> None:
     "releases",
     multiple=True,
     type=click.Choice(config.RELEASES),
-    help="Debian release; repeat to assign releases round-robin (default: bookworm, trixie).",
+    help="Debian release (bookworm, trixie, forky); repeat to assign them round-robin"
+    " (default: bookworm, trixie).",
 )
 def up(n: int, releases: tuple[str, ...]) -> None:
     """Bring up N booted hosts (reusing a running lab of the same shape)."""

@@ -21,7 +21,14 @@ PREFIX = "vplab"
 #: apt-cacher-ng listens here; hosts reach Debian only through it.
 PROXY_PORT = 3142
 
-RELEASES = ("bookworm", "trixie")
+#: Debian releases a host can be: 8.0 (bookworm-backports), 8.1 and 9.1 (forky: testing
+#: today, so its os-release names no VERSION_ID).
+RELEASES = ("bookworm", "trixie", "forky")
+#: What `lab up N` round-robins over unless told: one Valkey major (8) in every group the
+#: scale-out inventories build from the first hosts.
+DEFAULT_RELEASES = ("bookworm", "trixie")
+#: debootstrap's scripts; a release newer than the machine's debootstrap uses sid's.
+DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 MIRROR = "http://deb.debian.org/debian"
 VARIANT = "minbase"
 INCLUDE = ("systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "iproute2", "procps")

@@ -24,13 +24,13 @@ def _locked(base: Path) -> Iterator[None]:
 
 
 def assign(n: int, releases: Sequence[str]) -> list[str]:
-    """Release of each of `n` hosts: round-robin over `releases` (every supported one if none).
+    """Release of each of `n` hosts: round-robin over `releases` (bookworm and trixie if none).
 
-    So `lab up 2` gives one bookworm and one trixie host: the two releases the deploy supports.
+    So `lab up 2` gives one bookworm and one trixie host; forky only when asked for.
     """
     if n < 1:
         raise ValueError("the lab needs at least one host")
-    chosen = list(releases) or list(config.RELEASES)
+    chosen = list(releases) or list(config.DEFAULT_RELEASES)
     for release in chosen:
         if release not in config.RELEASES:
             raise ValueError(f"release {release!r} is not one of {', '.join(config.RELEASES)}")

@@ -43,6 +43,7 @@ def ensure(release: str, base: Path) -> Path:
         mounts.unmount_under(building)  # debootstrap mounts /proc etc. and may have died
         shutil.rmtree(building)
     building.parent.mkdir(parents=True, exist_ok=True)
+    script = config.DEBOOTSTRAP_SCRIPTS / release
     run(
         "debootstrap",
         f"--variant={config.VARIANT}",
@@ -50,6 +51,7 @@ def ensure(release: str, base: Path) -> Path:
         release,
         str(building),
         config.MIRROR,
+        *([] if script.exists() else [str(script.with_name("sid"))]),
     )
     _generalise(building)
     building.rename(target)

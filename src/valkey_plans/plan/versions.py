@@ -10,7 +10,9 @@ downgrade is refused before anything changes.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 #: What `valkey_version` may say: a series ("8.1") or a major ("9": its newest series).
 VERSION = re.compile(r"(8|9)(\.[0-9])?")
@@ -57,6 +59,22 @@ def series_of(package_version: str) -> str:
 def _key(series: str) -> tuple[int, int]:
     major, _, minor = series.partition(".")
     return int(major), int(minor or 0)
+
+
+#: Debian's codenames by major: a testing or unstable host's os-release has no
+#: VERSION_ID (forky today), so pyinfra finds no major and the codename tells it.
+DEBIAN_CODENAMES = {"bookworm": 12, "trixie": 13, "forky": 14, "duke": 15}
+
+
+def os_of(distro: Mapping[str, Any]) -> tuple[str, int]:
+    """(name, major) of pyinfra's LinuxDistribution fact (0: unknown major), a Debian
+    testing host known by its VERSION_CODENAME."""
+    name = distro.get("name") or ""
+    major = distro.get("major") or 0
+    if not major and name == "Debian":
+        codename = (distro.get("release_meta") or {}).get("VERSION_CODENAME") or ""
+        major = DEBIAN_CODENAMES.get(codename, 0)
+    return name, major
 
 
 def _os_sources(os_name: str, major: int) -> tuple[Source, ...]:
