@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 from valkey_plans.deploy.valkey_cli import cli_format
+from valkey_plans.plan.versions import series_of
 from valkey_plans.verify.report import not_applicable
 
 PACKAGE = "valkey-server"
 
 
-def test_valkey_package_installed(host):
+def test_valkey_package_installed(host, plan):
     package = host.package(PACKAGE)
     assert package.is_installed, f"{PACKAGE} is not installed: run the deploy"
-    assert package.version.split(":")[-1].startswith("8."), f"{PACKAGE} {package.version}, want 8.x"
+    series = series_of(package.version)
+    if plan.version:  # "9.1", or a major: its newest series on the host's OS
+        wanted = plan.version
+        assert wanted in (series, series.split(".")[0]), (
+            f"{PACKAGE} {package.version} is Valkey {series}; the plan's valkey_version is"
+            f" {wanted!r}: run the deploy"
+        )
+    else:
+        assert series.split(".")[0] in ("8", "9"), f"{PACKAGE} {package.version}, want 8.x or 9.x"
 
 
 def test_instances_run_as_valkey(host, plan):
