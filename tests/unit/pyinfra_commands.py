@@ -77,7 +77,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         RunningPid: lambda pidfile: None,
         ValkeyLibraryVersion: lambda **kwargs: None,
         ClusterView: lambda **kwargs: dict(LONE_NODE),
-        OpenSlots: lambda **kwargs: [],
+        OpenSlots: lambda **kwargs: {},
         HeldPackages: lambda: [],
         ReplicationRole: lambda **kwargs: None,
         ResticRepository: lambda **kwargs: False,

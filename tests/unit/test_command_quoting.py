@@ -525,9 +525,11 @@ def test_cluster_commands_carry_each_plan_value_as_one_quoted_word(data, secrets
     # the deploy of the first host grows the cluster the first three hosts formed
     old = [f"{i.peer_address}:{i.port}" for p in accepted(grown)[:3] for i in p.instances]
     # ... and finds a slot a killed deploy left open (closed first, by --cluster fix)
-    view = linux_facts(ClusterView=lambda **kwargs: formed(old), OpenSlots=lambda **kwargs: [5])
+    stale = {"fix": [5], "stale": [[9, old[1], "1" * 40]]}
+    view = linux_facts(ClusterView=lambda **kwargs: formed(old), OpenSlots=lambda **kwargs: stale)
     commands += flat(deploy_commands(grown, 0, view))
     assert any("--cluster fix" in c for c in commands)
+    assert any("CLUSTER SETSLOT 9 NODE" in c for c in commands)
     check_field(field, value, commands, CLUSTER)
     if field.key == "announce":  # the grown cluster asks the new node for its id
         assert any("CLUSTER MYID" in c and field.marker in c for c in commands)

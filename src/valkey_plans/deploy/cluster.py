@@ -16,7 +16,8 @@ from pyinfra import host
 from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, operation
 
 from valkey_plans.deploy import cluster_nodes
-from valkey_plans.deploy.restarts import until
+from valkey_plans.deploy.cluster_check import open_slots
+from valkey_plans.deploy.restarts import BUSY_AWK, until
 from valkey_plans.deploy.valkey_cli import valkey_cli
 
 SEPARATOR = "--- nodes ---"
@@ -54,25 +55,24 @@ class ClusterView(FactBase[dict]):
         }
 
 
-class OpenSlots(FactBase[list[int]]):
-    """Slots left importing or migrating anywhere in the cluster (a rebalance or a slot
-    move cut off midway), as `valkey-cli --cluster check` from one node finds them.
+class OpenSlots(FactBase[dict]):
+    """Slots left importing or migrating anywhere in the cluster, as `valkey-cli --cluster
+    check` from one node finds them (deploy/cluster_check.py): {"fix": open on a primary,
+    a move cut off midway; "stale": [[slot, primary address, owner id], ...] open on
+    replicas only}.
 
     + address: "ADDRESS:PORT" of a member to start the check from
     + auth_file: root-only file with the admin password (None without ACLs)
     """
 
+    default = dict
+
     def command(self, address: str, auth_file: str | None = None) -> StringCommand:
         # --cluster check exits non-zero when it finds a problem: its words are the fact
         return StringCommand(_cli("--cluster", "check", address, auth_file=auth_file), "|| true")
 
-    def process(self, output: list[str]) -> list[int]:
-        slots: set[int] = set()
-        for line in output:
-            _, found, listed = line.partition(OPEN_SLOTS)
-            if found:
-                slots.update(int(s) for s in listed.strip().rstrip(".").split(",") if s.strip())
-        return sorted(slots)
+    def process(self, output: list[str]) -> dict:
+        return open_slots(output)
 
 
 #: How `valkey-cli --cluster check` names the slots a cut-off migration left open.
@@ -102,6 +102,23 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
             until(
                 StringCommand(info, "2>/dev/null | grep -q '^cluster_state:ok'"),
                 StringCommand("echo", QuoteString(f"{address}: cluster_state is not ok")),
+            )
+        )
+    return StringCommand(*probes, _separator="; ")
+
+
+def _in_sync(addresses: list[str], auth_file: str | None) -> StringCommand:
+    """Wait until no node loads, rewrites its AOF or syncs, and every replica is linked
+    (up to 120 s each: a new replica's first sync of a large shard)."""
+    probes = []
+    for address in addresses:
+        node, port = address.rsplit(":", 1)
+        info = _cli("-h", node, "-p", port, "INFO", auth_file=auth_file)
+        probes.append(
+            until(
+                StringCommand(info, "2>/dev/null | tr -d '\\r' | awk -F:", QuoteString(BUSY_AWK)),
+                StringCommand("echo", QuoteString(f"{address}: still syncing or loading")),
+                seconds=120,
             )
         )
     return StringCommand(*probes, _separator="; ")
@@ -306,14 +323,27 @@ def cluster_formed(
 
 
 def _open_slots_closed(existing: str, auth_file: str | None) -> Generator[StringCommand]:
-    """Finish what a killed deploy left midway: slots still importing or migrating are
-    closed by `valkey-cli --cluster fix` (it moves the slot's keys to one owner and marks
-    the slot stable), then the check must find none open."""
-    open_slots = host.get_fact(OpenSlots, address=existing, auth_file=auth_file)
-    if not open_slots:
+    """Finish what a killed deploy (or Valkey 8.0 itself) left midway: slots open on a
+    primary are closed by `valkey-cli --cluster fix` (it moves the slot's keys to one
+    owner); a slot open only on replicas by `CLUSTER SETSLOT slot NODE owner` on their
+    primary, which replicates it to them (deploy/cluster_check.py). Then the check must
+    find none open."""
+    found = host.get_fact(OpenSlots, address=existing, auth_file=auth_file)
+    if not found.get("fix") and not found.get("stale"):
         return
+    if found.get("fix"):
+        yield _cli("--cluster", "fix", existing, "--cluster-yes", auth_file=auth_file)
+    for slot, primary, owner in found.get("stale", []):
+        node, port = primary.rsplit(":", 1)
+        setslot = ("CLUSTER", "SETSLOT", str(slot), "NODE", owner)
+        yield StringCommand(
+            "out=$(",
+            _cli("-h", node, "-p", port, *setslot, auth_file=auth_file),
+            '2>&1); [ "$out" = OK ] || { echo',
+            QuoteString(f"CLUSTER SETSLOT {slot} NODE {owner} on {primary}:"),
+            '"$out"; exit 1; }',
+        )
     check = _cli("--cluster", "check", existing, auth_file=auth_file)
-    yield _cli("--cluster", "fix", existing, "--cluster-yes", auth_file=auth_file)
     yield StringCommand(
         "out=$(",
         check,
@@ -368,8 +398,11 @@ def _rebalanced(
     addresses: list[str], existing: str, auth_file: str | None
 ) -> Generator[StringCommand, None, None]:
     """Move slots onto empty primaries once every node serves (a node that just joined
-    answers MIGRATE with CLUSTERDOWN until its rejoin delay is over)."""
+    answers MIGRATE with CLUSTERDOWN until its rejoin delay is over), and every replica is
+    in sync: Valkey 8.0 replicates a move's final SETSLOT only to replicas in sync, and a
+    replica still syncing would keep the slot open forever (valkey-io/valkey#998)."""
     yield _wait_ok(addresses, auth_file)
+    yield _in_sync(addresses, auth_file)
     yield _agreed(
         _cli(
             "--cluster",
