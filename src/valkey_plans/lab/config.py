@@ -27,6 +27,8 @@ RELEASES = ("bookworm", "trixie", "forky")
 #: What `lab up N` round-robins over unless told: one Valkey major (8) in every group the
 #: scale-out inventories build from the first hosts.
 DEFAULT_RELEASES = ("bookworm", "trixie")
+#: Releases whose systemd runs only on the unified cgroup hierarchy (cgroup v2).
+UNIFIED_CGROUP_RELEASES = ("forky",)
 #: debootstrap's scripts; a release newer than the machine's debootstrap uses sid's.
 DEBOOTSTRAP_SCRIPTS = Path("/usr/share/debootstrap/scripts")
 MIRROR = "http://deb.debian.org/debian"

@@ -110,7 +110,19 @@ def boot(state: LabState, host: Host) -> None:
         "--console=read-only",
         "--boot",
     ]
-    host.proc = procs.spawn(argv, Path(state.lab_dir) / "logs" / f"{host.name}.console.log")
+    log = Path(state.lab_dir) / "logs" / f"{host.name}.console.log"
+    host.proc = procs.spawn(argv, log, env=_cgroups(host.release))
+
+
+def _cgroups(release: str) -> dict[str, str]:
+    """nspawn's environment for `release`: forky's systemd (262) refuses to run on the
+    legacy cgroup v1 hierarchy that nspawn hands it where this machine has one (CI's
+    containers do), so its hosts get a cgroup v2 hierarchy of their own. The older
+    releases keep what they were tested with."""
+    legacy_host = not Path("/sys/fs/cgroup/cgroup.controllers").exists()
+    if release in config.UNIFIED_CGROUP_RELEASES and legacy_host:
+        return {"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY": "1"}
+    return {}
 
 
 def wait_ready(state: LabState, host: Host, timeout: float = 120.0) -> str:

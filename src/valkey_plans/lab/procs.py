@@ -23,12 +23,18 @@ def start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
-def spawn(argv: list[str], log: Path) -> Proc:
-    """Start a long-running process detached from us (own session), output to `log`."""
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Proc:
+    """Start a long-running process detached from us (own session), output to `log`;
+    `env` adds to this process's environment."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         child = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
         )
     started = start_time(child.pid)
     if started is None:
