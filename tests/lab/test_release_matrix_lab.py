@@ -5,7 +5,9 @@ a forky host (Debian testing today: its os-release names no VERSION_ID, so the d
 knows it by its codename) and runs the lab inventory's base plan there, a cache and a
 primary, with the user's commands: the deploy, then every check of `checks/` (templates,
 live config, ACL-free logins, the Functions library and the canary through the client
-module, the keyspace audit, the exporters), then the deploy again, which changes nothing.
+module, the keyspace audit, the exporters), then what a boot runs (systemd-tmpfiles, whose
+rule in Valkey 9.1's package would chmod every file in /etc/valkey to 2770 but for the
+deploy's replacement), then the deploy again, which changes nothing.
 """
 
 from __future__ import annotations
@@ -49,5 +51,9 @@ def test_the_deploy_and_every_check_pass_on_forky_with_its_own_valkey_9_1(lab_ho
     assert checked.returncode == 0, checked.tail()
     assert " passed" in checked.output and "failed" not in checked.output, checked.tail()
 
+    # what every boot runs: Valkey 9.1's own rule would make every file there 2770
+    lab.check(forky, "systemd-tmpfiles --create")
+    modes = lab.check(forky, "stat -c '%n %a' /etc/valkey/valkey-*.conf").split()
+    assert modes[1::2] == ["640", "640"], modes
     again = deploy(env, limit=forky.name)
     assert again.returncode == 0 and again.changed(forky.name) == 0, again.tail()

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from tests.unit.pyinfra_commands import linux_facts, planned_commands
 from valkey_plans.deploy import valkey_plan
 from valkey_plans.deploy.packages import (
+    TMPFILES_RULE,
     install_valkey,
     packages_held,
     valkey_at_series,
@@ -271,3 +272,15 @@ def test_a_debian_testing_host_is_known_by_its_codename():
     assert os_of(unknown) == ("Ubuntu", 0), "only Debian's codenames are Debian's"
     with pytest.raises(VersionError, match="not available on Debian 0; allowed: none"):
         resolve("9", *os_of({"name": "Debian", "release_meta": {}}), None)
+
+
+def test_the_package_s_recursive_chmod_of_etc_valkey_is_replaced_before_any_install():
+    """Valkey 9.1's tmpfiles.d rule `Z /etc/valkey 2770` would reset every file's mode at
+    each boot and package configure; same-named files in /etc/tmpfiles.d replace it."""
+    changed, ran = watched_change(TRIXIE_81, "9")
+    install = next(i for i, c in enumerate(ran) if "apt-get install" in c)
+    rules = [i for i, c in enumerate(ran) if "/etc/tmpfiles.d/valkey-server.conf" in c]
+    rules += [i for i, c in enumerate(ran) if "/etc/tmpfiles.d/valkey-sentinel.conf" in c]
+    assert changed and rules and max(rules) < install, ran
+    assert TMPFILES_RULE == "d /etc/valkey 2770 valkey valkey\n", "the directory rule is kept"
+    assert "Z " not in TMPFILES_RULE

@@ -17,7 +17,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt
+from pyinfra.operations import apt, files
 
 from valkey_plans.deploy.operations import checked_file, unsupported_os
 from valkey_plans.plan import Plan, topology
@@ -162,6 +162,7 @@ def install_valkey(
     )
     apt.update(name="Package lists fresh", cache_time=plan.apt_cache_time)
     target = source.suite if source and source.suite and not source.pinned else None
+    tmpfiles_kept()
     valkey = None if defer else valkey_packages(plan, source)
     if extra:
         apt.packages(
@@ -170,6 +171,36 @@ def install_valkey(
             extra_install_args=f"-t {target}" if target else None,
         )
     return valkey
+
+
+#: Valkey 9.1's packages ship tmpfiles.d rules with `Z /etc/valkey 2770 valkey valkey`:
+#: at every boot and every package configure, every file there becomes 2770, the ACL and
+#: login files the deploy made 0600 group-writable and readable, and the next deploy
+#: would restart every instance to put the modes back. Same-named files in /etc/tmpfiles.d
+#: replace the package's: they keep its directory rule and drop the recursive one.
+TMPFILES_REPLACED = ("valkey-server.conf", "valkey-sentinel.conf")
+TMPFILES_RULE = "d /etc/valkey 2770 valkey valkey\n"
+
+
+def tmpfiles_kept() -> None:
+    """The package's recursive chmod of /etc/valkey replaced (see TMPFILES_REPLACED),
+    before any install or upgrade runs the package's own systemd-tmpfiles."""
+    files.directory(
+        name="systemd-tmpfiles configuration directory",
+        path="/etc/tmpfiles.d",
+        user="root",
+        group="root",
+        mode="755",
+    )
+    for name in TMPFILES_REPLACED:
+        checked_file(
+            name=f"/etc/tmpfiles.d/{name}: the package's recursive chmod of /etc/valkey off",
+            content=f"# {MANAGED_HEADER}\n{TMPFILES_RULE}",
+            dest=f"/etc/tmpfiles.d/{name}",
+            user="root",
+            group="root",
+            mode="644",
+        )
 
 
 def valkey_packages(plan: Plan, source: Source | None) -> OperationMeta:
