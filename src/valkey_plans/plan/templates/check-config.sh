@@ -10,6 +10,8 @@ shift
 tried="$candidate${*:+ $*}"
 server=$(command -v valkey-server)
 cli=$(command -v valkey-cli)
+# "Valkey server v=8.0.1 sha=...": a refusal names the Valkey that refused.
+version=$("$server" --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')
 scratch=$(mktemp -d "${TMPDIR:-/tmp}/valkey-plans-check.XXXXXX")
 pid=""
 cleanup() {
@@ -50,8 +52,13 @@ pid=$!
 tries=0
 while [ "$tries" -lt 100 ]; do
     if ! kill -0 "$pid" 2>/dev/null; then
-        echo "valkey-server rejected $tried:" >&2
-        cat "$scratch/stdout" "$scratch/check.log" 2>/dev/null | grep -v '^\s*$' | tail -n 15 >&2
+        echo "valkey-server ${version:-(version unknown)} rejected $tried:" >&2
+        said=$(cat "$scratch/stdout" "$scratch/check.log" 2>/dev/null | grep -v '^\s*$' | tail -n 15)
+        echo "$said" >&2
+        if echo "$said" | grep -q 'Bad directive'; then
+            echo "Valkey ${version:-on this host} does not know a setting above: one of a" \
+                "newer Valkey, or misspelt (valkey_version sets the host's Valkey)" >&2
+        fi
         pid=""
         exit 1
     fi
