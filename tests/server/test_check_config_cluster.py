@@ -12,30 +12,46 @@ import shutil
 import socket
 import subprocess
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from valkey_plans.plan.render import TEMPLATE_DIR
 
 
-def test_a_cluster_candidate_passes_while_port_10000_is_taken():
-    # Not under pytest's 0700 tmp root: the checker reads the candidate as valkey.
+@contextmanager
+def candidate(text: str) -> Iterator[Path]:
+    """A candidate config with `text`, not under pytest's 0700 tmp root: the checker
+    reads it as the valkey user."""
     where = Path(tempfile.mkdtemp(prefix="vp-check-"))
     where.chmod(0o755)
-    candidate = where / "node.conf"
-    candidate.write_text("bind 127.0.0.1\nport 7000\ncluster-enabled yes\n")
-    candidate.chmod(0o644)
-    with socket.socket() as taken:
+    path = where / "candidate.conf"
+    path.write_text(text)
+    path.chmod(0o644)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(where)
+
+
+def check(path: Path) -> subprocess.CompletedProcess[str]:
+    """The deploy's checker on `path`, as the deploy runs it on a host."""
+    return subprocess.run(
+        ["sh", str(TEMPLATE_DIR / "check-config.sh"), str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_a_cluster_candidate_passes_while_port_10000_is_taken():
+    node = "bind 127.0.0.1\nport 7000\ncluster-enabled yes\n"
+    with candidate(node) as path, socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         taken.bind(("127.0.0.1", 10000))
         taken.listen()
-        checked = subprocess.run(
-            ["sh", str(TEMPLATE_DIR / "check-config.sh"), str(candidate)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    shutil.rmtree(where)
+        checked = check(path)
     assert checked.returncode == 0, checked.stderr
 
 
@@ -47,20 +63,9 @@ def test_a_setting_this_valkey_does_not_know_is_refused_naming_its_version():
         .stdout.split("v=")[1]
         .split()[0]
     )
-    where = Path(tempfile.mkdtemp(prefix="vp-check-"))
-    where.chmod(0o755)
-    candidate = where / "cache.conf"
-    candidate.write_text("bind 127.0.0.1\nport 6379\nsetting-of-valkey-99 yes\n")
-    candidate.chmod(0o644)
-    checked = subprocess.run(
-        ["sh", str(TEMPLATE_DIR / "check-config.sh"), str(candidate)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    shutil.rmtree(where)
+    with candidate("bind 127.0.0.1\nport 6379\nsetting-of-valkey-99 yes\n") as path:
+        checked = check(path)
     assert checked.returncode == 1
-    assert f"valkey-server {version} rejected {candidate}" in checked.stderr, checked.stderr
+    assert f"valkey-server {version} rejected {path}" in checked.stderr, checked.stderr
     assert "setting-of-valkey-99" in checked.stderr
     assert f"Valkey {version} does not know a setting above" in checked.stderr

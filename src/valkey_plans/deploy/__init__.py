@@ -36,7 +36,7 @@ from valkey_plans.deploy.packages import (
     valkey_packages,
     version_refusal,
 )
-from valkey_plans.deploy.sentinel import converge_sentinel, sentinel_restart
+from valkey_plans.deploy.sentinel import converge_sentinel, restarted_on_upgrade, sentinel_login
 from valkey_plans.deploy.service import (
     Init,
     Service,
@@ -47,7 +47,7 @@ from valkey_plans.deploy.service import (
 )
 from valkey_plans.plan import DEFAULTS, Instance, Plan, PlanError, topology
 from valkey_plans.plan.app_settings import app_environment
-from valkey_plans.plan.layout import DEBIAN, sentinel_paths
+from valkey_plans.plan.layout import DEBIAN
 from valkey_plans.plan.render import (
     TEMPLATE_DIR,
     acl_file,
@@ -197,7 +197,6 @@ def _hand_over_then_upgrade(
     """After every other host of the group: hand the primary role over, then upgrade this
     host's Valkey and restart its instances and sentinel, settled, one host at a time."""
     assert plan.sentinel is not None
-    sentinel_auth = sentinel_paths(DEBIAN, plan.sentinel.name).auth_file if passwords else None
     source = planned_source(plan, distro)
     assert source is not None
     primary_handed_over(
@@ -210,20 +209,14 @@ def _hand_over_then_upgrade(
         group=plan.sentinel.name,
         sentinel_address=plan.sentinel.address,
         sentinel_port=plan.sentinel.port,
-        sentinel_auth_file=sentinel_auth,
+        sentinel_auth_file=sentinel_login(plan, passwords),
     )
     late = valkey_packages(plan, source)
     for inst in plan.instances:
         runner = service_runner(instance_service(inst), init)
         runner.running()
         runner.restart_if([late])
-    sentinel_restart(
-        plan,
-        init,
-        sentinel_auth,
-        f"Sentinel {plan.sentinel.name} restarted on its upgraded Valkey (one host at a time)",
-        when=late.did_change,
-    )
+    restarted_on_upgrade(plan, init, passwords, late.did_change)
 
 
 def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:

@@ -8,6 +8,7 @@ the nodes a grown inventory brings (then rebalances slots onto the new primaries
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Literal
@@ -86,6 +87,30 @@ def _cli(*args: str | StringCommand, auth_file: str | None) -> StringCommand:
     return valkey_cli(None, *args, auth_file=auth_file)
 
 
+def _on_each_node(
+    addresses: list[str],
+    auth_file: str | None,
+    ask: tuple[str, ...],
+    holds: str,
+    unless: str,
+    seconds: int,
+) -> StringCommand:
+    """Wait, node after node, until the node's answer to `ask` passes `holds` (shell
+    reading it on stdin); after `seconds` on one node, say that it still `unless`."""
+    probes = []
+    for address in addresses:
+        node, port = address.rsplit(":", 1)
+        answer = _cli("-h", node, "-p", port, *ask, auth_file=auth_file)
+        probes.append(
+            until(
+                StringCommand(answer, "2>/dev/null |", holds),
+                StringCommand("echo", QuoteString(f"{address}: {unless}")),
+                seconds=seconds,
+            )
+        )
+    return StringCommand(*probes, _separator="; ")
+
+
 def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     """Wait until every node says cluster_state:ok (up to 60 s each).
 
@@ -94,34 +119,17 @@ def _wait_ok(addresses: list[str], auth_file: str | None) -> StringCommand:
     before they serve: without this wait, a deploy that just formed the cluster would
     hand over (and a rerun would find) a cluster whose state is still 'fail'.
     """
-    probes = []
-    for address in addresses:
-        node, port = address.rsplit(":", 1)
-        info = _cli("-h", node, "-p", port, "CLUSTER", "INFO", auth_file=auth_file)
-        probes.append(
-            until(
-                StringCommand(info, "2>/dev/null | grep -q '^cluster_state:ok'"),
-                StringCommand("echo", QuoteString(f"{address}: cluster_state is not ok")),
-            )
-        )
-    return StringCommand(*probes, _separator="; ")
+    ok = "grep -q '^cluster_state:ok'"
+    return _on_each_node(
+        addresses, auth_file, ("CLUSTER", "INFO"), ok, "cluster_state is not ok", 60
+    )
 
 
 def _in_sync(addresses: list[str], auth_file: str | None) -> StringCommand:
     """Wait until no node loads, rewrites its AOF or syncs, and every replica is linked
     (up to 120 s each: a new replica's first sync of a large shard)."""
-    probes = []
-    for address in addresses:
-        node, port = address.rsplit(":", 1)
-        info = _cli("-h", node, "-p", port, "INFO", auth_file=auth_file)
-        probes.append(
-            until(
-                StringCommand(info, "2>/dev/null | tr -d '\\r' | awk -F:", QuoteString(BUSY_AWK)),
-                StringCommand("echo", QuoteString(f"{address}: still syncing or loading")),
-                seconds=120,
-            )
-        )
-    return StringCommand(*probes, _separator="; ")
+    settled = f"tr -d '\\r' | awk -F: {shlex.quote(BUSY_AWK)}"
+    return _on_each_node(addresses, auth_file, ("INFO",), settled, "still syncing or loading", 120)
 
 
 @dataclass(frozen=True)

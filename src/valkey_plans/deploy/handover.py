@@ -29,7 +29,7 @@ from pyinfra import host
 from pyinfra.api import FactBase, QuoteString, StringCommand, operation
 
 from valkey_plans.deploy.restarts import until
-from valkey_plans.deploy.valkey_cli import valkey_cli
+from valkey_plans.deploy.valkey_cli import on_sentinel, valkey_cli
 
 #: Longest write pause the handover may hold; the server lifts it by itself after that.
 PAUSE_MS = 30_000
@@ -92,13 +92,7 @@ def primary_handed_over(
     if host.get_fact(ReplicationRole, socket=socket, auth_file=auth_file) != "master":
         host.noop(f"{address}:{port} is no primary: nothing to hand over")
         return
-    sentinel = partial(
-        valkey_cli,
-        sentinel_port,
-        host_address=sentinel_address,
-        auth_file=sentinel_auth_file,
-        user="default",
-    )
+    sentinel = on_sentinel(sentinel_port, sentinel_address, sentinel_auth_file)
     admin = partial(valkey_cli, None, socket=socket, auth_file=auth_file)
     info = StringCommand(admin("INFO", "replication"), "2>/dev/null | tr -d '\\r'")
     replica = partial(_on_replica, auth_file=auth_file)

@@ -56,21 +56,23 @@ def planned_source(plan: Plan, distro: dict) -> Source | None:
 def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
     """Why this host's Valkey must not be touched, checked before the first operation."""
     try:
-        source = planned_source(plan, distro)
+        series = upgrade_pending(plan, distro)
     except VersionError as error:
         return f"host {plan.host}: {error}"
-    installed = installed_version()
-    if source is None or installed is None or series_of(installed) == source.series:
+    if series is None:
         return None
-    change = f"valkey_version {plan.version!r} would upgrade Valkey {series_of(installed)} to"
-    change += f" {source.series} on host {plan.host}"
+    installed = series_of(installed_version() or "")
+    change = f"valkey_version {plan.version!r} would upgrade Valkey {installed} to {series}"
+    change += f" on host {plan.host}"
     if any(i.role == "cluster-node" for i in plan.instances):
         return (
             f"{change}, whose instances are Valkey Cluster nodes; allowed here: the series it"
             " runs. Upgrading a cluster (replicas first, a failover per shard) is not built"
             " yet. Nothing was changed"
         )
-    if _replicated(plans, plan) and not _sentinel_group(plans, plan):
+    replicating = _replicating(plans, plan)
+    in_group = plan.sentinel is not None and replicating <= topology.sentinel_watched(plans)
+    if (plan.sentinel is not None or replicating) and not in_group:
         return (
             f"{change}, whose instances replicate without a Sentinel of their group on this"
             " host; allowed here: the series it runs, or a Sentinel group with a sentinel on"
@@ -88,28 +90,14 @@ def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
     return None
 
 
-def _replicated(plans: list[Plan], plan: Plan) -> bool:
-    mine = {f"{plan.host}/{i.name}" for i in plan.instances}
+def _replicating(plans: list[Plan], plan: Plan) -> set[str]:
+    """This host's instances that replicate or are replicated ("HOST/INSTANCE")."""
     followed = {i.replicaof for p in plans for i in p.instances if i.role == "replica"}
-    return (
-        plan.sentinel is not None
-        or any(i.role in ("replica", "cluster-node") for i in plan.instances)
-        or bool(mine & followed)
-        or bool(mine & topology.sentinel_watched(plans))
-    )
-
-
-def _sentinel_group(plans: list[Plan], plan: Plan) -> bool:
-    """Whether every instance of this host that replicates (or is followed) is one that
-    Sentinel watches, and the host runs a sentinel of that group."""
     watched = topology.sentinel_watched(plans)
-    followed = {i.replicaof for p in plans for i in p.instances if i.role == "replica"}
-    replicating = {
-        f"{plan.host}/{i.name}"
-        for i in plan.instances
-        if i.role == "replica" or f"{plan.host}/{i.name}" in followed
+    refs = {f"{plan.host}/{i.name}": i for i in plan.instances}
+    return {
+        ref for ref, i in refs.items() if i.role == "replica" or ref in followed or ref in watched
     }
-    return plan.sentinel is not None and replicating <= watched
 
 
 def _group(plans: list[Plan], plan: Plan) -> list[Plan]:
@@ -125,7 +113,8 @@ def _group(plans: list[Plan], plan: Plan) -> list[Plan]:
 
 
 def upgrade_pending(plan: Plan, distro: dict) -> str | None:
-    """The series this host's Valkey moves to in this run (None: it stays)."""
+    """The series this host's Valkey moves to in this run (None: it stays); VersionError
+    when the plan asks for one this host cannot run or move to."""
     source = planned_source(plan, distro)
     installed = installed_version()
     if source is None or installed is None or series_of(installed) == source.series:

@@ -20,7 +20,7 @@ from collections.abc import Generator
 
 from pyinfra.api import QuoteString, StringCommand, operation
 
-from valkey_plans.deploy.valkey_cli import valkey_cli
+from valkey_plans.deploy.valkey_cli import on_sentinel, valkey_cli
 
 #: How long a server may stay busy before a restart (loading, an AOF rewrite, a sync).
 SETTLE_SECONDS = 120
@@ -171,8 +171,7 @@ def _sentinel_checks(
     (answers), `whole` (every sentinel it knows is usable; sets $n) and `back` (as many
     usable as $n)."""
 
-    def cli(*args: str) -> StringCommand:
-        return valkey_cli(port, *args, host_address=address, auth_file=auth_file, user="default")
+    cli = on_sentinel(port, address, auth_file)
 
     def usable(into: str) -> StringCommand:
         ckquorum = cli("SENTINEL", "CKQUORUM", name)
@@ -209,6 +208,22 @@ def _sentinel_checks(
     }
 
 
+def _swapped_keeping_id(source: str, dest: str) -> StringCommand:
+    """Shell: `source` copied over the stopped sentinel's `dest`, its `sentinel myid` kept."""
+    return StringCommand(
+        "myid=$(awk",
+        QuoteString(MYID_AWK),
+        QuoteString(dest),
+        "2>/dev/null || :) &&",
+        "cp -p",
+        QuoteString(source),
+        QuoteString(dest),
+        '&& { [ -z "$myid" ] || echo "sentinel myid $myid" >>',
+        QuoteString(dest),
+        "; }",
+    )
+
+
 @operation()
 def sentinel_swapped(
     source: str | None,
@@ -242,19 +257,7 @@ def sentinel_swapped(
     + auth_file: root-only file with the sentinel's password (None without ACLs)
     """
     check = _sentinel_checks(address, port, group, auth_file)
-    keep_id = StringCommand(
-        "myid=$(awk",
-        QuoteString(MYID_AWK),
-        QuoteString(dest),
-        "2>/dev/null || :) &&",
-        "cp -p",
-        QuoteString(source or dest),
-        QuoteString(dest),
-        '&& { [ -z "$myid" ] || echo "sentinel myid $myid" >>',
-        QuoteString(dest),
-        "; }",
-    )
-    swap = [keep_id, "&&"] if source is not None else []
+    swap = [_swapped_keeping_id(source, dest), "&&"] if source is not None else []
     yield StringCommand(
         "n=0; if",
         check["answers"],

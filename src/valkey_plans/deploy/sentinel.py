@@ -52,9 +52,8 @@ def converge_sentinel(
         dest=paths.record,
         mode="640",
     )
-    auth_file = None
-    if password:
-        auth_file = paths.auth_file
+    auth_file = sentinel_login(plan, passwords)
+    if password and auth_file:
         checked_file(
             name=f"Password of sentinel {name} for valkey-cli on the host",
             content=password.get_secret_value(),
@@ -77,13 +76,30 @@ def converge_sentinel(
     )
     service_runner(sentinel_service(name), init).running()
     if upgraded is not None:
-        sentinel_restart(
-            plan,
-            init,
-            auth_file,
-            f"Sentinel {name} restarted on its upgraded Valkey (one host at a time)",
-            when=lambda: upgraded.did_change() and not swapped.did_change(),
+        restarted_on_upgrade(
+            plan, init, passwords, lambda: upgraded.did_change() and not swapped.did_change()
         )
+
+
+def sentinel_login(plan: Plan, passwords: dict | None) -> str | None:
+    """The root-only file with the sentinel's password for valkey-cli (None: no ACLs)."""
+    assert plan.sentinel is not None
+    return sentinel_paths(DEBIAN, plan.sentinel.name).auth_file if passwords else None
+
+
+def restarted_on_upgrade(
+    plan: Plan, init: Init, passwords: dict | None, when: Callable[[], bool]
+) -> OperationMeta:
+    """This host's sentinel restarted on its live config, one host at a time, when
+    `when()` says that its Valkey was upgraded (the live config keeps what it learned)."""
+    assert plan.sentinel is not None
+    return sentinel_restart(
+        plan,
+        init,
+        sentinel_login(plan, passwords),
+        f"Sentinel {plan.sentinel.name} restarted on its upgraded Valkey (one host at a time)",
+        when=when,
+    )
 
 
 def sentinel_restart(

@@ -14,7 +14,9 @@ tests/unit/test_packaging.py keeps the client off everything in deploy/).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TypedDict, Unpack
 
 from pyinfra.api import QuoteString, StringCommand
@@ -85,6 +87,12 @@ def valkey_cli(
     """`cli_pieces` as a pyinfra command: each value a QuoteString, a StringCommand as is."""
     pieces = cli_pieces(port, *args, **where)
     return StringCommand(*(_pyinfra(piece) for piece in pieces), _separator="")
+
+
+def on_sentinel(port: int, address: str, auth_file: str | None) -> Callable[..., StringCommand]:
+    """valkey-cli against a sentinel at `address`:`port`: `on_sentinel(...)(*args)`. A
+    sentinel's password is its default user's (`auth_file`, None without ACLs)."""
+    return partial(valkey_cli, port, host_address=address, auth_file=auth_file, user="default")
 
 
 def _pyinfra(piece: Piece) -> str | StringCommand | QuoteString:

@@ -61,6 +61,12 @@ def _key(series: str) -> tuple[int, int]:
     return int(major), int(minor or 0)
 
 
+def meets(series: str, wanted: str) -> bool:
+    """Whether Valkey `series` ("9.1") is what `valkey_version` `wanted` ("9.1" or "9")
+    asks for."""
+    return wanted in (series, series.split(".")[0])
+
+
 #: Debian's codenames by major: a testing or unstable host's os-release has no
 #: VERSION_ID (forky today), so pyinfra finds no major and the codename tells it.
 DEBIAN_CODENAMES = {"bookworm": 12, "trixie": 13, "forky": 14, "duke": 15}
@@ -96,7 +102,7 @@ def resolve(wanted: str | None, os_name: str, major: int, installed: str | None)
     if wanted is None:
         keep = [s for s in sources if s.series == current]
         return (keep or list(sources[:1]) or [None])[0]
-    fits = [s for s in sources if s.series == wanted or s.series.split(".")[0] == wanted]
+    fits = [s for s in sources if meets(s.series, wanted)]
     if not fits:
         offered = ", ".join(s.series for s in sources) or "none: leave valkey_version unset"
         raise VersionError(
