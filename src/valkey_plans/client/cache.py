@@ -416,7 +416,8 @@ class UserIndexCalls:
 
     @staticmethod
     def lookup(email: str) -> Call[str | None]:
-        return Call(("GET", normalise_email(email)), _text)
+        key = normalise_email(email)
+        return Call(("GET", key), _text, wire=b"*2\r\n$3\r\nGET\r\n%b" % bulk(key))
 
     @staticmethod
     def link(email: str, user_key: str) -> Call[None]:

@@ -15,6 +15,7 @@ never per call: the sync path is the method, the runner and valkey-py's
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
@@ -22,6 +23,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import valkey
 import valkey.asyncio
 from valkey.exceptions import ResponseError
+from valkey.sentinel import SentinelConnectionPool
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -43,10 +45,11 @@ class Call(Generic[T]):
     touch): their replies are read and dropped, and an error reply of any of them
     raises (or is `refused`) as the command's own would. `wire`, when given, is those
     commands already in RESP (a builder on the hot path packs its constant parts once);
-    the sync runner sends it as it is. A `wire` that opens with SKIP_REPLY carries one
-    `before` command whose reply the server skips (CLIENT REPLY SKIP), so only the
-    command's own reply comes back: reading a reply costs the client more than the
-    server's touch does.
+    the sync runner sends it as it is, on its parked connection (`_Lane`), and the
+    parser gets the raw reply (a wire is only for commands valkey-py leaves raw). A
+    `wire` that opens with SKIP_REPLY carries one `before` command whose reply the
+    server skips (CLIENT REPLY SKIP), so only the command's own reply comes back:
+    reading a reply costs the client more than the server's touch does.
     (Not frozen: a frozen dataclass costs a microsecond per call to build, a tenth of a
     cache hit's budget.)
     """
@@ -149,22 +152,80 @@ def _exchange(conn: Any, commands: Sequence[tuple[str | int, ...]], wire: bytes)
     return replies
 
 
-def _round_trip(
-    client: valkey.Valkey, commands: Sequence[tuple[str | int, ...]], wire: bytes = b""
-) -> list[Any]:
-    """Several commands in one round trip on a connection of the pool, with the
-    client's retry policy, and no per-command layers: what a cache hit pays for is
-    its round trip, not valkey-py's pipeline object (a plain GET pays the same)."""
-    pool = client.connection_pool
-    conn = client.connection or pool.get_connection(str(commands[-1][0]))
-    try:
-        return conn.retry.call_with_retry(
-            lambda: _exchange(conn, commands, wire),
-            lambda error: client._disconnect_raise(conn, error),
-        )
-    finally:
+#: Bumped in a forked child, whose copy of a parked connection is its parent's socket.
+_FORKS = [0]
+os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+
+
+def _parks(client: Client) -> bool:
+    """Whether a runner may keep one connection of `client`'s pool checked out between
+    round trips. Not for a pool that bounds its connections by blocking (a parked one
+    would starve its other users), nor for Sentinel's, which drops a connection to a
+    former primary only when it comes back to the pool."""
+    pool = getattr(client, "connection_pool", None)
+    return (
+        isinstance(client, valkey.Valkey)
+        and client.connection is None
+        and isinstance(pool, valkey.ConnectionPool)
+        and not isinstance(pool, (valkey.BlockingConnectionPool, SentinelConnectionPool))
+    )
+
+
+class _Lane:
+    """A round trip's connection: one kept checked out from the pool between round
+    trips (its checkout costs a lock and a poll syscall, a tenth of a GET on loopback),
+    else the pool's. A connection is parked only after a round trip that read every
+    reply, so a parked one holds no unread data; any failure hands it back to the pool,
+    whose checkout checks it again. The parked one stays counted by the pool, which
+    closes it with the others (`client.close()`); a fork forgets it."""
+
+    __slots__ = ("client", "pool", "parks", "spare", "forks")
+
+    def __init__(self, client: valkey.Valkey) -> None:
+        self.client = client
+        self.pool = client.connection_pool
+        self.parks = _parks(client)
+        self.spare: list[Any] = []
+        self.forks = _FORKS[0]
+
+    def __del__(self) -> None:
+        if self.spare and self.forks == _FORKS[0]:
+            self.pool.release(self.spare.pop())
+
+    def round_trip(self, commands: Sequence[tuple[str | int, ...]], wire: bytes) -> list[Any]:
+        """Several commands in one round trip, with the client's retry policy and no
+        per-command layers: what a cache hit pays for is its round trip, not valkey-py's
+        pipeline object (a plain GET pays the same)."""
+        client = self.client
+        conn = client.connection or self._take(str(commands[-1][0]))
+        try:
+            replies = conn.retry.call_with_retry(
+                lambda: _exchange(conn, commands, wire),
+                lambda error: client._disconnect_raise(conn, error),
+            )
+        except BaseException:
+            if not client.connection:
+                self.pool.release(conn)
+            raise
         if not client.connection:
-            pool.release(conn)
+            self._give(conn)
+        return replies
+
+    def _take(self, name: str) -> Any:
+        if self.spare and self.forks == _FORKS[0]:
+            try:
+                return self.spare.pop()
+            except IndexError:  # another thread took it
+                pass
+        return self.pool.get_connection(name)
+
+    def _give(self, conn: Any) -> None:
+        if self.forks != _FORKS[0]:
+            self.spare, self.forks = [], _FORKS[0]
+        if self.parks and not self.spare:
+            self.spare.append(conn)
+        else:
+            self.pool.release(conn)
 
 
 class Runner(Protocol):
@@ -194,20 +255,26 @@ class _OnClient:
 class SyncRunner(_OnClient):
     """Runs calls on a sync valkey-py client and returns their parsed replies."""
 
-    __slots__ = ()
+    __slots__ = ("_lane",)
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client)
+        self._lane = _Lane(client) if isinstance(client, valkey.Valkey) else None
 
     def run(self, call: Call[T]) -> T:
         """Send one call (the hot path: one frame between the caller and valkey-py)."""
         if call.before:
             return _last(call, self._round(_commands(call), call.wire))
+        if call.wire and self._lane is not None:
+            return _last(call, self._lane.round_trip((call.command,), call.wire))
         try:
             return call.parse(self._execute(*call.command))
         except ResponseError as error:
             return _refusal(call, error)
 
     def _round(self, commands: Sequence[tuple[str | int, ...]], wire: bytes) -> list[Any]:
-        if isinstance(self.client, valkey.Valkey):
-            return _round_trip(self.client, commands, wire)
+        if self._lane is not None:
+            return self._lane.round_trip(commands, wire)
         pipe = self.client.pipeline(transaction=False)
         for command in commands:
             pipe.execute_command(*command)
