@@ -16,11 +16,14 @@ Binding beyond loopback needs passwords: they are generated once into the lab di
 (`cluster-secrets.json`, mode 0600), never into the repository. Applications on each
 host get `VALKEY_MODE=cluster` settings pointing at the host's `n0`; cluster hosts
 have no local cache instance.
+
+With VALKEY_PLANS_LAB_RELEASE=forky it takes the first lab hosts of that release
+instead (`valkey-plans lab up 3 --release forky`): one Valkey series for the whole group.
 """
 
 import os
 
-from valkey_plans.lab.inventory import connection, running_lab, secrets_file
+from valkey_plans.lab.inventory import connection, first_hosts, running_lab, secrets_file
 
 #: Instance name -> port of the two nodes on every host.
 PORTS = {"n0": 7000, "n1": 7001}
@@ -30,7 +33,7 @@ HOSTS = int(os.environ.get("VALKEY_PLANS_CLUSTER_HOSTS") or 3)
 MAXMEMORY = os.environ.get("VALKEY_PLANS_CLUSTER_MAXMEMORY") or "64mb"
 
 _lab = running_lab(HOSTS, "inventories/cluster.py")
-_hosts = _lab.hosts[:HOSTS]
+_hosts = first_hosts(_lab, HOSTS, "inventories/cluster.py")
 
 
 def _data(index: int) -> dict:

@@ -11,18 +11,21 @@ topology: a later deploy of the same plan changes nothing and restarts nobody.
 Passwords are generated once into the lab dir (`replication-secrets.json`, 0600).
 A changed config restarts the instances, then the sentinels, one host at a time (try
 VALKEY_PLANS_REPL_MAXMEMORY=96mb VALKEY_PLANS_REPL_DOWN_AFTER_MS=6000).
+
+With VALKEY_PLANS_LAB_RELEASE=forky it takes the first lab hosts of that release
+instead (`valkey-plans lab up 3 --release forky`): one Valkey series for the whole group.
 """
 
 import os
 
-from valkey_plans.lab.inventory import connection, running_lab, secrets_file
+from valkey_plans.lab.inventory import connection, first_hosts, running_lab, secrets_file
 
 PORT = 6390
 MAXMEMORY = os.environ.get("VALKEY_PLANS_REPL_MAXMEMORY") or "64mb"
 DOWN_AFTER_MS = int(os.environ.get("VALKEY_PLANS_REPL_DOWN_AFTER_MS") or 5000)
 
 _lab = running_lab(3, "inventories/replication.py")
-_hosts = _lab.hosts[:3]
+_hosts = first_hosts(_lab, 3, "inventories/replication.py")
 _primary = _hosts[0].name
 
 

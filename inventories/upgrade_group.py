@@ -1,6 +1,6 @@
 """A Sentinel group on the lab's last three trixie hosts, at the Valkey the plan names.
 
-    valkey-plans lab up 6                                                      # 3 trixie
+    valkey-plans lab up 6 --release trixie
     pyinfra -y inventories/upgrade_group.py deploy.py                              # 8.1
     VALKEY_PLANS_UPGRADE_VERSION=9 pyinfra -y inventories/upgrade_group.py deploy.py  # 9.1
 

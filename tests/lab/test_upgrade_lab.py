@@ -9,6 +9,10 @@ inventories/upgrade_group.py: a Sentinel group on three more trixie hosts, upgra
 a client writes through Sentinel and waits for a replica after each write: the replicas'
 hosts first, then a handover of the primary role, then the old primary's host; no
 waited write is lost.
+
+inventories/upgrade_cluster.py: a 3-host Valkey Cluster on three more, upgraded while a
+writer per shard waits for a replica after each write: every replica node first, then
+each primary after a CLUSTER FAILOVER to its upgraded replica; no waited write is lost.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from pathlib import Path
 
 import pytest
 import valkey
+from valkey.crc import key_slot
 from valkey.exceptions import ValkeyError
 
 from tests.deploy.pyinfra_run import pyinfra
@@ -124,14 +129,20 @@ UPGRADE = {"VALKEY_PLANS_UPGRADE_VERSION": "9"}
 
 
 @pytest.fixture(scope="module")
-def group(lab_hosts):
-    """Three more trixie hosts (after every other lab test: conftest.LAST_MODULES) and the
-    Sentinel group of inventories/upgrade_group.py on them, at trixie's 8.1."""
+def six_trixie(lab_hosts):
+    """Six more trixie hosts (after every other lab test: conftest.LAST_MODULES): the
+    first three for inventories/upgrade_cluster.py, the last three for upgrade_group.py."""
     releases = [h.release for h in lab_hosts.hosts]
-    lab_hosts.state = lab_up(len(releases) + 3, [*releases, "trixie", "trixie", "trixie"])
+    lab_hosts.state = lab_up(len(releases) + 6, [*releases, *["trixie"] * 6])
+    return lab_hosts.hosts[-6:]
+
+
+@pytest.fixture(scope="module")
+def group(six_trixie):
+    """The Sentinel group of inventories/upgrade_group.py, at trixie's 8.1."""
     first = pyinfra(GROUP_INVENTORY)
     assert first.returncode == 0, first.output[-5000:]
-    return lab_hosts.hosts[-3:]
+    return six_trixie[3:]
 
 
 @dataclass
@@ -162,8 +173,13 @@ class Writer:
         return sum(t > moment for t in self.times)
 
     def longest_pause(self, start: float, end: float) -> float:
-        times = [start, *(t for t in self.times if start < t < end), end]
-        return max(b - a for a, b in zip(times, times[1:], strict=False))
+        return longest_gap(self.times, start, end)
+
+
+def longest_gap(times: list[float], start: float, end: float) -> float:
+    """The longest time between `start`, the moments of `times` in between, and `end`."""
+    inside = [start, *(t for t in times if start < t < end), end]
+    return max(b - a for a, b in zip(inside, inside[1:], strict=False))
 
 
 def group_admin(lab, host) -> valkey.Valkey:
@@ -234,4 +250,148 @@ def test_a_sentinel_group_moves_to_9_1_replicas_first_and_loses_no_waited_write(
         admin.close()
 
     again = pyinfra(GROUP_INVENTORY, env=UPGRADE)
+    assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
+
+
+CLUSTER_INVENTORY = "inventories/upgrade_cluster.py"
+CLUSTER_PORTS = (7100, 7101)
+
+
+def cluster_admin(lab, host, port: int) -> valkey.Valkey:
+    secrets = json.loads(Path(lab.state.lab_dir, "upgrade-cluster-secrets.json").read_text())
+    return valkey.Valkey(
+        host=host.address,
+        port=port,
+        username="admin",
+        password=secrets["admin"],
+        socket_timeout=5,
+        socket_connect_timeout=2,
+        decode_responses=True,
+    )
+
+
+@dataclass
+class ShardWriter(Writer):
+    """Writes keys of one hash tag (one slot: one shard), each waited for by a replica
+    with WAIT 1 on the connection that wrote it; after a MOVED or a lost connection it
+    asks the cluster for the slot's owner again. (WAIT must run on the writing
+    connection, which a cluster client does not promise.)"""
+
+    seeds: list = field(default_factory=list)
+    tag: str = ""
+    #: False: SET only, never waited for (how long writes themselves pause)
+    waits: bool = True
+    #: when each SET was answered OK, waited for or not (the pause writers see)
+    wrote: list[float] = field(default_factory=list)
+
+    def owner(self) -> valkey.Valkey:
+        for seed in self.seeds:
+            try:
+                slot = key_slot(self.tag.encode())
+                for start, end, primary, *_ in seed.execute_command("CLUSTER", "SLOTS"):
+                    if start <= slot <= end:
+                        kwargs = seed.connection_pool.connection_kwargs
+                        return valkey.Valkey(
+                            host=primary[0],
+                            port=primary[1],
+                            username=kwargs["username"],
+                            password=kwargs["password"],
+                            socket_timeout=5,
+                            socket_connect_timeout=2,
+                            single_connection_client=True,
+                        )
+            except (ValkeyError, OSError):
+                continue
+        raise valkey.ConnectionError("no seed answered CLUSTER SLOTS")
+
+    def run(self) -> None:
+        conn, n = None, 0
+        while not self.stop.is_set():
+            n += 1
+            key = f"{{{self.tag}}}:{n}"
+            try:
+                conn = conn or self.owner()
+                conn.set(key, "1")
+                self.wrote.append(time.monotonic())
+                if self.waits and conn.wait(1, 1000) >= 1:
+                    self.acked.append(key)
+                    self.times.append(time.monotonic())
+            except (ValkeyError, OSError):
+                self.errors += 1
+                if conn is not None:
+                    conn.close()
+                conn = None
+                time.sleep(0.05)
+
+
+def shard_tags(admin: valkey.Valkey) -> list[str]:
+    """One hash tag per primary's slot range."""
+    ranges = [(start, end) for start, end, *_ in admin.execute_command("CLUSTER", "SLOTS")]
+    tags: dict[tuple[int, int], str] = {}
+    n = 0
+    while len(tags) < len(ranges):
+        n += 1
+        slot = key_slot(f"t{n}".encode())
+        for start, end in ranges:
+            if start <= slot <= end:
+                tags.setdefault((start, end), f"t{n}")
+    return list(tags.values())
+
+
+def test_a_cluster_moves_to_9_1_replicas_first_and_loses_no_waited_write(lab_hosts, six_trixie):
+    lab, hosts = lab_hosts, six_trixie[:3]
+    first = pyinfra(CLUSTER_INVENTORY)
+    assert first.returncode == 0, first.output[-5000:]
+    admins = [cluster_admin(lab, h, p) for h in hosts for p in CLUSTER_PORTS]
+    assert all(a.info("server")["valkey_version"].startswith("8.1.") for a in admins)
+    tags = shard_tags(admins[0])
+    writers = [ShardWriter(None, seeds=admins, tag=tag) for tag in tags]
+    plain = [ShardWriter(None, seeds=admins, tag=tag, waits=False) for tag in tags]
+    threads = [threading.Thread(target=w.run, daemon=True) for w in writers + plain]
+    for thread in threads:
+        thread.start()
+    try:
+        for w in writers:
+            wait_until(lambda w=w: len(w.acked) >= 100, f"waited writes of {w.tag} before")
+        start = time.monotonic()
+        upgraded = pyinfra(CLUSTER_INVENTORY, env=UPGRADE)
+        end = time.monotonic()
+        for w in writers:
+            wait_until(lambda w=w: w.after(end) >= 100, f"waited writes of {w.tag} after")
+    finally:
+        for w in writers + plain:
+            w.stop.set()
+        for thread in threads:
+            thread.join(timeout=60)
+    assert upgraded.returncode == 0, upgraded.output[-6000:]
+
+    versions = [a.info("server")["valkey_version"] for a in admins]
+    assert all(v.startswith("9.1.") for v in versions), versions
+    roles = [a.info("replication") for a in admins]
+    primaries = [r for r in roles if r["role"] == "master"]
+    assert len(primaries) == 3 and all(r["connected_slaves"] == 1 for r in primaries), roles
+    assert "cluster_state:ok" in admins[0].execute_command("CLUSTER", "INFO")
+    lost = {}
+    for w in writers:
+        owner = w.owner()
+        values = [
+            v for c in range(0, len(w.acked), 1000) for v in owner.mget(w.acked[c : c + 1000])
+        ]
+        lost[w.tag] = [k for k, v in zip(w.acked, values, strict=True) if v is None]
+        owner.close()
+    writes = {w.tag: round(longest_gap(w.wrote, start, end), 2) for w in plain}
+    waited = {w.tag: round(w.longest_pause(start, end), 2) for w in writers}
+    assert all(w.wrote for w in plain), "the writers that do not wait wrote nothing"
+    print(
+        f"\nCluster 8.1 -> 9.1: deploy {end - start:.1f} s;"
+        f" {sum(len(w.acked) for w in writers)} waited writes,"
+        f" {sum(w.errors for w in writers)} errors; longest pause per shard: of plain writes"
+        f" {writes}, of writes a replica acknowledged {waited} (a shard's one replica"
+        f" restarting acknowledges nothing); lost {sum(len(v) for v in lost.values())}"
+    )
+    assert not any(lost.values()), {t: v[:5] for t, v in lost.items() if v}
+    for admin in admins:
+        admin.close()
+
+    again = pyinfra(CLUSTER_INVENTORY, env=UPGRADE)
     assert again.returncode == 0 and again.changed == 0, again.output[-5000:]

@@ -37,6 +37,7 @@ from pyinfra.facts.sysvinit import InitdStatus
 from valkey_plans.deploy.adoption import ListeningPrograms
 from valkey_plans.deploy.backup import ResticRepository
 from valkey_plans.deploy.cluster import ClusterView, OpenSlots
+from valkey_plans.deploy.cluster_upgrade import RunningVersion
 from valkey_plans.deploy.facts import HasSystemd, RunningPid
 from valkey_plans.deploy.functions import ValkeyLibraryVersion
 from valkey_plans.deploy.handover import ReplicationRole
@@ -80,6 +81,7 @@ def linux_facts(**overrides: Any) -> dict[type, Any]:
         OpenSlots: lambda **kwargs: {},
         HeldPackages: lambda: [],
         ReplicationRole: lambda **kwargs: None,
+        RunningVersion: lambda **kwargs: None,
         ResticRepository: lambda **kwargs: False,
         ListeningPrograms: {},
     }

@@ -161,31 +161,89 @@ def test_a_sentinel_group_may_change_version_when_every_host_plans_the_same(secr
     assert mixed[1] is None, "db2 stays at its series: nothing to refuse there"
 
 
-def test_a_version_change_under_replication_without_sentinel_or_in_a_cluster_is_refused(secrets):
+def test_a_version_change_under_replication_without_sentinel_is_refused(secrets):
     hosts = group_hosts(secrets)
     for _, data in hosts:
         del data["valkey_sentinel"]
     said = refusals(hosts)
     assert all(s and "replicate without a Sentinel of their group" in s for s in said), said
-    login = {k: v for k, v in hosts[0][1].items() if k.startswith(("valkey_acl", "valkey_sec"))}
-    cluster = [
+
+
+def cluster_hosts(secrets: str, versions: tuple[str | None, ...] = ("9", "9", "9")) -> list:
+    """A 3-host cluster: nodes n0 (7000) and n1 (7001) on each of db1..db3."""
+    return [
         (
             f"db{n}",
             {
-                **login,
-                "valkey_version": "9",
+                "valkey_acl": True,
+                "valkey_secrets_file": secrets,
+                "valkey_secrets_generate": True,
+                "valkey_version": version,
                 "valkey_app": {"hosted_instance": "n0", "cache_instance": None},
                 "valkey_instances": [
-                    {"name": "n0", "role": "cluster-node", "port": 7000, "cluster": "main"}
+                    {"name": f"n{i}", "role": "cluster-node", "port": 7000 + i, "cluster": "main"}
                     | {"bind": ["127.0.0.1", f"10.0.0.{n}"]}
+                    for i in (0, 1)
                 ],
             },
         )
-        for n in (1, 2, 3)
+        for n, version in zip((1, 2, 3), versions, strict=True)
     ]
-    said = refusals(cluster)
-    assert all(s and "whose instances are Valkey Cluster nodes" in s for s in said), said
-    assert all(s and "Nothing was changed" in s for s in said)
+
+
+def test_a_cluster_may_change_version_only_when_every_host_plans_the_same(secrets):
+    assert refusals(cluster_hosts(secrets)) == [None, None, None]
+    mixed = refusals(cluster_hosts(secrets, ("9", "9", None)))
+    assert "the other hosts of its Valkey Cluster plan other versions ({'db3': None})" in mixed[0]
+    assert all(s and "Nothing was changed" in s for s in mixed[:2]), mixed
+    assert mixed[2] is None, "db3 stays at its series: nothing to refuse there"
+
+
+def cluster_run(secrets: str, running: str) -> list[tuple[str, list[str]]]:
+    """What the deploy runs on db2 of the cluster, at Valkey 8.1 on trixie, when the plan
+    asks for 9 and its nodes report `running`."""
+    hosts = cluster_hosts(secrets)
+    trixie = {"name": "Debian", "major": 13, "release_meta": {"VERSION_CODENAME": "trixie"}}
+    packages = ("valkey-server", "valkey-tools")
+    units = {f"valkey-server@n{i}.service": True for i in (0, 1)}
+    facts = linux_facts(
+        LinuxDistribution=lambda: dict(trixie),
+        DebPackages=lambda: {p: [TRIXIE_81] for p in packages},
+        HeldPackages=lambda: list(packages),
+        RunningVersion=lambda **kwargs: running,
+        SystemdStatus=lambda **kwargs: dict(units),
+        SystemdEnabled=lambda **kwargs: dict(units),
+    )
+    name, data = hosts[1]
+    return planned_commands(valkey_plan, facts, data, name, [hosts[0], hosts[2]])
+
+
+def test_a_cluster_host_restarts_its_replicas_then_fails_over_its_primaries(secrets):
+    run = cluster_run(secrets, "8.1.1")
+    names = [name for name, _ in run]
+    replicas = names.index(
+        "valkey-plans | Cluster replicas here restarted on Valkey 9.1 (one node at a time)"
+    )
+    primaries = names.index(
+        "valkey-plans | Cluster primaries here failed over, then restarted on Valkey 9.1"
+    )
+    assert first(run, "apt-get install") < replicas < primaries, names
+    assert len(run[replicas][1]) == 2 and len(run[primaries][1]) == 2, "one command per node"
+    for command in run[replicas][1]:
+        assert '[ "$role" = slave ]' in command and "CLUSTER FAILOVER" not in command
+    for node, command in zip((7000, 7001), run[primaries][1], strict=True):
+        assert "CLUSTER FAILOVER" in command and f"port {node}" in command
+        failover, restart = command.index("CLUSTER FAILOVER"), command.index("systemctl restart")
+        assert failover < restart, "a primary restarts only once it follows its replica"
+    restarts = [n for n in names if "Restart valkey-server" in n and "for its new config" in n]
+    assert not restarts, "a node the upgrade restarts is not restarted for its config first"
+
+
+def test_a_cluster_at_the_series_restarts_nothing_for_the_upgrade(secrets):
+    run = cluster_run(secrets, "9.1.2")
+    upgrade = [cs for name, cs in run if "Cluster replicas here" in name or "failed over" in name]
+    assert upgrade == [[], []], "both phases are no-ops"
+    assert not [c for _, cs in run for c in cs if "CLUSTER FAILOVER" in c]
 
 
 def group_run(secrets: str, index: int, role: str) -> list[tuple[str, list[str]]]:

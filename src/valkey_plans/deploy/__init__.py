@@ -24,6 +24,12 @@ from valkey_plans.deploy.adoption import ListeningPrograms, adopting, refusal
 from valkey_plans.deploy.backup import converge_backups
 from valkey_plans.deploy.backup_host import converge_backup_host
 from valkey_plans.deploy.cluster import cluster_formed
+from valkey_plans.deploy.cluster_upgrade import (
+    Node,
+    behind,
+    cluster_primaries_handed_over,
+    cluster_replicas_upgraded,
+)
 from valkey_plans.deploy.exporter import PACKAGE as EXPORTER_PACKAGE
 from valkey_plans.deploy.exporter import converge_exporters
 from valkey_plans.deploy.functions import library_loaded
@@ -122,9 +128,11 @@ def _converge_instance(
     init: Init,
     passwords: Passwords | None,
     upgraded: OperationMeta | None = None,
+    restarts: bool = True,
 ) -> None:
     """One instance's files, its service running, and its restart when a file or
-    Valkey itself (`upgraded`: the package operation) changed."""
+    Valkey itself (`upgraded`: the package operation) changed; `restarts` False: a
+    cluster node the upgrade restarts in its own order (`_cluster_upgrade`)."""
     repl = None
     if passwords and plan.replication:
         repl = checked_file(
@@ -170,7 +178,8 @@ def _converge_instance(
             ),
         )
         _auth_files(inst, passwords)
-    runner.restart_if([config, repl, upgraded])
+    if restarts:
+        runner.restart_if([config, repl, upgraded])
 
 
 def _primary_to_hand_over(
@@ -217,6 +226,39 @@ def _hand_over_then_upgrade(
         runner.running()
         runner.restart_if([late])
     restarted_on_upgrade(plan, init, passwords, late.did_change)
+
+
+def _cluster_nodes(plan: Plan, init: Init, passwords: Passwords | None) -> list[Node]:
+    """This host's cluster nodes, as the cluster upgrade restarts them."""
+    return [
+        Node(
+            label=f"cluster node {inst.name} (port {inst.port})",
+            socket=inst.paths.unixsocket,
+            auth_file=admin_auth(inst, passwords),
+            restart=service_runner(instance_service(inst), init).restart_command(),
+        )
+        for inst in plan.instances
+        if inst.role == "cluster-node"
+    ]
+
+
+def _cluster_upgrade(nodes: list[Node], series: str | None) -> None:
+    """Every host's replica nodes to `series` first, then each primary after a failover
+    to an upgraded replica (deploy/cluster_upgrade.py), one node at a time."""
+    if not nodes or series is None:
+        return
+    cluster_replicas_upgraded(
+        name=f"Cluster replicas here restarted on Valkey {series} (one node at a time)",
+        nodes=nodes,
+        series=series,
+        _serial=True,
+    )
+    cluster_primaries_handed_over(
+        name=f"Cluster primaries here failed over, then restarted on Valkey {series}",
+        nodes=nodes,
+        series=series,
+        _serial=True,
+    )
 
 
 def admin_auth(inst: Instance, passwords: Passwords | None) -> str | None:
@@ -353,11 +395,19 @@ def valkey_plan() -> None:
     _install_checker()
     if passwords:
         _auth_dirs(plan)
+    nodes = _cluster_nodes(plan, init, passwords)
+    series = source.series if (source := planned_source(plan, distro)) else None
+    stale = {node.socket for node in behind(nodes, series)} if series else set()
     for inst in plan.instances:
         converge = partial(_converge_instance, plans, plan, init=init, passwords=passwords)
         if not adopting(plan, plans, inst, converge, passwords):
-            _converge_instance(plans, plan, inst, init, passwords, valkey)
+            node = inst.role == "cluster-node"
+            restarts = inst.paths.unixsocket not in stale
+            _converge_instance(
+                plans, plan, inst, init, passwords, None if node else valkey, restarts
+            )
     _clusters(plans, plan, passwords)
+    _cluster_upgrade(nodes, series)
     if plan.sentinel:
         converge_sentinel(plans, plan, init, passwords, valkey)
     if handover is not None:

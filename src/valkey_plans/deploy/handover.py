@@ -95,7 +95,7 @@ def primary_handed_over(
     sentinel = on_sentinel(sentinel_port, sentinel_address, sentinel_auth_file)
     admin = partial(valkey_cli, None, socket=socket, auth_file=auth_file)
     info = StringCommand(admin("INFO", "replication"), "2>/dev/null | tr -d '\\r'")
-    replica = partial(_on_replica, auth_file=auth_file)
+    replica = partial(on_replica, auth_file=auth_file)
     yield StringCommand(
         *_replicas_at(info, replica, series),
         *_paused(admin),
@@ -118,13 +118,14 @@ def primary_handed_over(
     )
 
 
-def _on_replica(*args: str, auth_file: str | None) -> StringCommand:
-    """valkey-cli as admin on the replica "$r" ("ADDRESS:PORT"), as its primary reaches it."""
+def on_replica(*args: str, auth_file: str | None) -> StringCommand:
+    """valkey-cli as admin on the replica "$r" ("ADDRESS:PORT"), as its primary reaches it
+    (every node of an inventory has the same admin password)."""
     where = (StringCommand('"${r%:*}"'), StringCommand('"${r##*:}"'))
     return valkey_cli(None, "-h", where[0], "-p", where[1], *args, auth_file=auth_file)
 
 
-def _field(name: str) -> str:
+def info_field(name: str) -> str:
     """sed printing the value of one INFO field."""
     return f"| tr -d '\\r' | sed -n 's/^{name}://p'"
 
@@ -142,7 +143,7 @@ def _replicas_at(
             "for r in $replicas; do v=$(",
             replica("INFO", "server"),
             "2>/dev/null",
-            _field("valkey_version"),
+            info_field("valkey_version"),
             '); case "$v" in',
             StringCommand(QuoteString(f"{series}."), "*)", _separator=""),
             ';; *) echo "replica $r runs Valkey ${v:-(no answer)}, not',
@@ -170,11 +171,11 @@ def _caught_up(info: StringCommand, replica: Callable[..., StringCommand]) -> St
     offsets = StringCommand(
         "o=$(",
         info,
-        _field("master_repl_offset"),
+        info_field("master_repl_offset"),
         '); [ -n "$o" ] && for r in $replicas; do [ "$(',
         replica("INFO", "replication"),
         "2>/dev/null",
-        _field("slave_repl_offset"),
+        info_field("slave_repl_offset"),
         ')" = "$o" ] || exit 1; done',
     )
     return until(

@@ -4,9 +4,11 @@ The packages are held (`apt-mark hold`), so unattended upgrades or an operator's
 `apt upgrade` never replace or restart Valkey behind the deploy. The deploy installs or
 upgrades them only when the host's series differs from the plan's, and the instances
 then restart the settled way (deploy/restarts.py); in a Sentinel group the primary's
-host goes last, after a handover (deploy/handover.py). Refusals come before any change:
-a series the OS cannot run, a downgrade, a version change on a cluster node or on
-replication without Sentinel, and a Sentinel group whose hosts plan different versions.
+host goes last, after a handover (deploy/handover.py), and a cluster's nodes restart
+replicas first, then each primary after a failover (deploy/cluster_upgrade.py).
+Refusals come before any change: a series the OS cannot run, a downgrade, a version
+change on replication without Sentinel, and a Sentinel group or a cluster whose hosts
+plan different versions.
 """
 
 from __future__ import annotations
@@ -64,11 +66,12 @@ def version_refusal(plans: list[Plan], plan: Plan, distro: dict) -> str | None:
     installed = series_of(installed_version() or "")
     change = f"valkey_version {plan.version!r} would upgrade Valkey {installed} to {series}"
     change += f" on host {plan.host}"
-    if any(i.role == "cluster-node" for i in plan.instances):
+    peers = {p.host: p.version for p in _cluster_hosts(plans, plan) if p.version != plan.version}
+    if peers:
         return (
-            f"{change}, whose instances are Valkey Cluster nodes; allowed here: the series it"
-            " runs. Upgrading a cluster (replicas first, a failover per shard) is not built"
-            " yet. Nothing was changed"
+            f"{change}, but the other hosts of its Valkey Cluster plan other versions"
+            f" ({peers}): one valkey_version for every host of a cluster, so that every"
+            " primary hands its slots to a replica of the new series. Nothing was changed"
         )
     replicating = _replicating(plans, plan)
     in_group = plan.sentinel is not None and replicating <= topology.sentinel_watched(plans)
@@ -98,6 +101,12 @@ def _replicating(plans: list[Plan], plan: Plan) -> set[str]:
     return {
         ref for ref, i in refs.items() if i.role == "replica" or ref in followed or ref in watched
     }
+
+
+def _cluster_hosts(plans: list[Plan], plan: Plan) -> list[Plan]:
+    """The plans of the hosts with a node of a cluster one of this host's nodes is in."""
+    clusters = {i.cluster for i in plan.instances if i.cluster}
+    return [p for p in plans if any(i.cluster in clusters for i in p.instances if i.cluster)]
 
 
 def _group(plans: list[Plan], plan: Plan) -> list[Plan]:

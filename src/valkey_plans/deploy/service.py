@@ -147,6 +147,11 @@ class ServiceRunner(ABC):
         """A command that starts the service (for an operation that restarts it itself)."""
         raise ValueError(f"{self.service.label}: no start command under {type(self).__name__}")
 
+    def restart_command(self) -> StringCommand:
+        """A bounded restart of a valkey-server reached on its socket, for an operation
+        that restarts it itself between its own settled waits."""
+        raise ValueError(f"{self.service.label}: no restart command under {type(self).__name__}")
+
     @abstractmethod
     def _start(self) -> OperationMeta: ...
 
@@ -173,9 +178,7 @@ class Systemd(ServiceRunner):
 
     def _restart(self, when: Callable[[], bool]) -> OperationMeta:
         if self.service.settles:
-            return restarted_settled(
-                self.service, systemctl_restart(self.unit), when, **SYSTEMD_RETRY
-            )
+            return restarted_settled(self.service, self.restart_command(), when, **SYSTEMD_RETRY)
         return systemd.service(
             name=f"Restart {self.unit} for its new config",
             service=self.unit,
@@ -189,6 +192,9 @@ class Systemd(ServiceRunner):
 
     def start(self) -> StringCommand:
         return StringCommand("systemctl start", QuoteString(self.unit))
+
+    def restart_command(self) -> StringCommand:
+        return systemctl_restart(self.unit)
 
 
 def restarted_settled(
@@ -230,12 +236,14 @@ class StartStopDaemon(_OperationRunner):
     start_name = "{label} running (no systemd: start-stop-daemon)"
 
     def _restart(self, when: Callable[[], bool]) -> OperationMeta:
-        s = self.service
-        if not s.settles:
+        if not self.service.settles:
             return super()._restart(when)
+        return restarted_settled(self.service, self.restart_command(), when)
+
+    def restart_command(self) -> StringCommand:
+        s = self.service
         waited = StringCommand(self.start(), _socket_wait(s.needs("socket", "restart"), s.logfile))
-        restart = StringCommand(self.stop(), "&&", waited)
-        return restarted_settled(s, restart, when)
+        return StringCommand(self.stop(), "&&", waited)
 
     def _operation(self, restarted: bool, **global_arguments: object) -> OperationMeta:
         s = self.service

@@ -7,6 +7,7 @@ each host's key itself, so nothing is trusted on first use).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,24 @@ def running_lab(minimum: int, inventory: str) -> state.LabState:
             f" ({config.state_file()}): run `valkey-plans lab up {minimum}` first"
         )
     return lab
+
+
+#: Names a Debian release: the scale-out inventories then take that release's lab hosts.
+RELEASE_ENV = "VALKEY_PLANS_LAB_RELEASE"
+
+
+def first_hosts(lab: state.LabState, count: int, inventory: str) -> list[state.Host]:
+    """The first `count` lab hosts, or with VALKEY_PLANS_LAB_RELEASE set the first
+    `count` of that release: a replicated group or a cluster on forky runs one Valkey
+    series throughout (a 9.x primary cannot full-sync an 8.x replica)."""
+    release = os.environ.get(RELEASE_ENV)
+    hosts = [h for h in lab.hosts if h.release == release] if release else lab.hosts
+    if len(hosts) < count:
+        raise RuntimeError(
+            f"{inventory} needs {count} lab hosts{f' of {release}' if release else ''},"
+            f" the lab has {len(hosts)}: run `valkey-plans lab up` with more"
+        )
+    return hosts[:count]
 
 
 def connection(lab: state.LabState, host: state.Host) -> dict[str, Any]:
