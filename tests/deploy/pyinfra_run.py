@@ -63,5 +63,5 @@ def pyinfra(
     )
 
 
-def valkey_plans(*args: str, timeout: float = 900) -> Run:
-    return Run(*project_command(["valkey-plans", *args], timeout))
+def valkey_plans(*args: str, timeout: float = 900, env: dict[str, str] | None = None) -> Run:
+    return Run(*project_command(["valkey-plans", *args], timeout, env))

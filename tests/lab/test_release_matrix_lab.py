@@ -1,21 +1,26 @@
 """Debian 14 forky in the release matrix: its own Valkey 9.1, deployed and checked.
 
 The lab's other modules run on bookworm (8.0) and trixie (8.1); this one grows the lab by
-a forky host (Debian testing today: its os-release names no VERSION_ID, so the deploy
+three forky hosts (Debian testing today: its os-release names no VERSION_ID, so the deploy
 knows it by its codename) and runs the lab inventory's base plan there, a cache and a
 primary, with the user's commands: the deploy, then every check of `checks/` (templates,
 live config, ACL-free logins, the Functions library and the canary through the client
 module, the keyspace audit, the exporters), then what a boot runs (systemd-tmpfiles, whose
 rule in Valkey 9.1's package would chmod every file in /etc/valkey to 2770 but for the
-deploy's replacement), then the deploy again, which changes nothing.
+deploy's replacement), then the deploy again, which changes nothing. Then the scale-out
+inventories, replication with Sentinel and a Valkey Cluster, on the three forky hosts.
 """
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from tests.deploy.pyinfra_run import pyinfra, valkey_plans
 from tests.lab.pyinfra_lab import checks, deploy, hosts_url, plan_env
 from valkey_plans.lab import up as lab_up
+from valkey_plans.lab.inventory import RELEASE_ENV
 
 pytestmark = [pytest.mark.lab, pytest.mark.root, pytest.mark.slow]
 
@@ -28,11 +33,16 @@ BASE = {
 
 
 @pytest.fixture(scope="module")
-def forky(lab_hosts):
-    """A forky host added to the lab (after every other lab module but the teardown)."""
+def forky_hosts(lab_hosts):
+    """Three forky hosts added to the lab (after every other lab module but the teardown)."""
     releases = [h.release for h in lab_hosts.hosts]
-    lab_hosts.state = lab_up(len(releases) + 1, [*releases, "forky"])
-    return lab_hosts.host("forky")
+    lab_hosts.state = lab_up(len(releases) + 3, [*releases, *["forky"] * 3])
+    return [h for h in lab_hosts.hosts if h.release == "forky"]
+
+
+@pytest.fixture(scope="module")
+def forky(forky_hosts):
+    return forky_hosts[0]
 
 
 def test_the_deploy_and_every_check_pass_on_forky_with_its_own_valkey_9_1(lab_hosts, forky):
@@ -57,3 +67,23 @@ def test_the_deploy_and_every_check_pass_on_forky_with_its_own_valkey_9_1(lab_ho
     assert modes[1::2] == ["640", "640"], modes
     again = deploy(env, limit=forky.name)
     assert again.returncode == 0 and again.changed(forky.name) == 0, again.tail()
+
+
+@pytest.mark.parametrize("inventory", ["inventories/replication.py", "inventories/cluster.py"])
+def test_replication_with_sentinel_and_a_cluster_run_on_forky_s_valkey_9_1(
+    lab_hosts, forky_hosts, inventory
+):
+    """The scale-out inventories on three forky hosts (one series for the whole group):
+    the deploy, `valkey-plans verify` (replication linked, sentinels in quorum, the
+    cluster whole, the canary through the client module), and a rerun with no change."""
+    env = {RELEASE_ENV: "forky"}
+    first = pyinfra(inventory, env=env)
+    assert first.returncode == 0, first.output[-5000:]
+    for host in forky_hosts:
+        assert "v=9.1." in lab_hosts.check(host, "valkey-server --version")
+    verified = valkey_plans("verify", inventory, env=env)
+    assert verified.returncode == 0, verified.output[-5000:]
+    assert re.search(r"3 host\(s\), \d+ results: 0 failed", verified.output), verified.output
+    assert verified.output.count("PASS") >= 3 * 10, verified.output[-3000:]
+    again = pyinfra(inventory, env=env)
+    assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
