@@ -5,6 +5,7 @@ connection with unread data, and pools that bound or re-route connections left a
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import signal
 import threading
@@ -160,3 +161,20 @@ def test_pools_that_bound_or_reroute_connections_are_never_parked(server: Valkey
     assert not _parks(blocking)
     assert not _parks(valkey.Valkey(connection_pool=sentinel_pool))
     assert not _parks(server.client(single_connection_client=True))
+
+
+def test_a_dropped_cache_hands_its_parked_connection_back_to_the_pool(server: ValkeyProcess):
+    """A parked connection counts as one of the pool's; a cache that goes away gives it
+    back (a pool of one shows it: nothing else can check one out meanwhile)."""
+    client = valkey.Valkey(
+        connection_pool=valkey.ConnectionPool(port=server.port, db=1, max_connections=1)
+    )
+    cache = UserCache(client, cap=10, ttl=60)
+    key = new_key("usr")
+    cache.put(key, {"n": 5})
+    assert cache.get(key) == {"n": 5}
+    with pytest.raises(valkey.ConnectionError, match="Too many connections"):
+        client.echo("parked")
+    del cache
+    gc.collect()
+    assert client.echo("back") == b"back"

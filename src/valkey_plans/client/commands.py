@@ -15,6 +15,7 @@ never per call: the sync path is the method, the runner and valkey-py's
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -189,8 +190,10 @@ class _Lane:
         self.forks = _FORKS[0]
 
     def __del__(self) -> None:
-        if self.spare and self.forks == _FORKS[0]:
-            self.pool.release(self.spare.pop())
+        # at interpreter exit the pool may be half torn down; it closes with the process
+        with contextlib.suppress(Exception):
+            if self.spare and self.forks == _FORKS[0]:
+                self.pool.release(self.spare.pop())
 
     def round_trip(self, commands: Sequence[tuple[str | int, ...]], wire: bytes) -> list[Any]:
         """Several commands in one round trip, with the client's retry policy and no
