@@ -8,7 +8,8 @@ live config, ACL-free logins, the Functions library and the canary through the c
 module, the keyspace audit, the exporters), then what a boot runs (systemd-tmpfiles, whose
 rule in Valkey 9.1's package would chmod every file in /etc/valkey to 2770 but for the
 deploy's replacement), then the deploy again, which changes nothing. Then the scale-out
-inventories, replication with Sentinel and a Valkey Cluster, on the three forky hosts.
+inventories, replication with Sentinel and a Valkey Cluster, on the three forky hosts,
+and the Sentinel lab's drill there: the primary's host lost.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pytest
 
 from tests.deploy.pyinfra_run import pyinfra, valkey_plans
 from tests.lab.pyinfra_lab import checks, deploy, hosts_url, plan_env
+from tests.lab.test_sentinel_lab import primary_loss_drill
 from valkey_plans.lab import up as lab_up
 from valkey_plans.lab.inventory import RELEASE_ENV
 
@@ -87,3 +89,17 @@ def test_replication_with_sentinel_and_a_cluster_run_on_forky_s_valkey_9_1(
     assert verified.output.count("PASS") >= 3 * 10, verified.output[-3000:]
     again = pyinfra(inventory, env=env)
     assert again.returncode == 0 and again.changed == 0, again.output[-5000:]
+
+
+def test_losing_the_primary_host_on_forky_promotes_a_replica_and_loses_no_waited_write(
+    lab_hosts, forky_hosts, tmp_path
+):
+    """test_sentinel_lab's drill on Valkey 9.1: Sentinel's failover, the client's move to
+    the new primary, the old one back as a replica, and a rerun that changes nothing."""
+    env = {RELEASE_ENV: "forky"}
+    deployed = pyinfra("inventories/replication.py", env=env)
+    assert deployed.returncode == 0, deployed.output[-5000:]
+    settings = tmp_path / "repl.env"
+    settings.write_text(lab_hosts.check(forky_hosts[1], "cat /etc/valkey-plans/repl.env"))
+    settings.chmod(0o600)
+    primary_loss_drill(lab_hosts, forky_hosts, settings, env)

@@ -237,11 +237,18 @@ def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
     replication, settings_file
 ):
     lab, _ = replication
+    primary_loss_drill(lab, lab.hosts[:3], settings_file)
+
+
+def primary_loss_drill(lab, hosts: list, settings_file: Path, env: dict | None = None) -> None:
+    """The group of inventories/replication.py on `hosts` (deployed with `env`) loses its
+    primary's host: a replica is promoted, the client writes there, no waited write is
+    lost, the old primary rejoins as a replica, and the plan again changes nothing."""
     settings = load_settings(env_file=settings_file).hosted
     assert settings.mode == "sentinel"
     password = settings.sentinel_password.get_secret_value()
-    old_primary = lab.hosts[0]
-    witness = lab.hosts[1]
+    old_primary = hosts[0]
+    witness = hosts[1]
     assert primary_port(lab, witness, password) == f"{old_primary.address}:6390"
 
     waited: list[str] = []
@@ -315,6 +322,6 @@ def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
 
     # Sentinel owns the topology now: the same plan changes nothing, restarts nobody.
     pid = lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip()
-    rerun = pyinfra(INVENTORY)
+    rerun = pyinfra(INVENTORY, env=env)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-5000:]
     assert lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip() == pid
