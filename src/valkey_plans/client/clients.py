@@ -39,6 +39,7 @@ from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from valkey_plans.client.guards import DEFAULT_MAX_BLOCK, CommandRefused, Guard, GuardedMixin
 from valkey_plans.client.settings import WORKLOADS, TierSettings, Workload
+from valkey_plans.client.switch_watch import SwitchWatch
 
 __all__ = [
     "ASYNC",
@@ -455,6 +456,8 @@ class WorkloadClients(Generic[C]):
         self._views: dict[int, Self] = {self.db: self}
         self._lock = threading.Lock()
         self._sentinel: Any = None
+        self._sentinel_pools: list[Any] = []
+        self._watch: SwitchWatch | None = None
 
     def __repr__(self) -> str:
         return (
@@ -505,6 +508,7 @@ class WorkloadClients(Generic[C]):
                 connection_class=kinds.sentinel_connections[tier.tls],
                 **options,
             )
+            self._watched(pool)
             return kinds.standalone(connection_pool=pool, vp_guard=guard)
         connection = kinds.library.SSLConnection if tier.tls else kinds.library.Connection
         if tier.tls and tier.tls_servername:
@@ -561,6 +565,18 @@ class WorkloadClients(Generic[C]):
             )
         return root._sentinel
 
+    def _watched(self, pool: Any) -> None:
+        """A sync Sentinel pool closes its connections when Sentinel names a new primary
+        (client/switch_watch.py): one watch per tier, for every workload and db view."""
+        if self.flavour is not SYNC:
+            return
+        root = self._views[min(self._views)]
+        root._sentinel_pools.append(pool)
+        if root._watch is None:
+            sentinels = self._sentinels().sentinels
+            pools = root._sentinel_pools
+            root._watch = SwitchWatch(sentinels, self.tier.sentinel_name, lambda: list(pools))
+
     def _closers(self) -> Iterator[Callable[[], Any]]:
         """What closing every client of this object and its `for_db` views takes, in order:
         a standalone client's pool (passed in, so the client leaves it open), then the client."""
@@ -578,7 +594,12 @@ class Clients(WorkloadClients[valkey.Valkey | valkey.ValkeyCluster]):
     flavour = SYNC
 
     def close(self) -> None:
-        """Close every pool made by this object and its `for_db` views."""
+        """Close every pool made by this object and its `for_db` views (and stop the
+        Sentinel switch watch first, so it closes nothing after)."""
+        root = self._views[min(self._views)]
+        if root._watch is not None:
+            root._watch.close()
+            root._watch = None
         for close in self._closers():
             close()
 
