@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.valkey_server import ValkeyProcess
+from valkey_plans.client import functions
 
 IN_CI = bool(os.environ.get("CI"))
 
@@ -43,3 +44,15 @@ def valkey_factory(tmp_path: Path) -> Iterator[Callable[..., ValkeyProcess]]:
 def valkey_server(valkey_factory: Callable[..., ValkeyProcess]) -> ValkeyProcess:
     """One plain real valkey-server with 16 dbs on a free port."""
     return valkey_factory()
+
+
+@pytest.fixture(scope="module")
+def cache_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
+    """One cache-role server per module (4 dbs, volatile-lru), the library loaded the way
+    the deploy loads it (starting one per test is too slow for the state machines)."""
+    server = ValkeyProcess(
+        tmp_path_factory.mktemp("cache"), databases="4", maxmemory_policy="volatile-lru"
+    ).start()
+    functions.ensure_loaded(server.client())
+    yield server
+    server.stop()

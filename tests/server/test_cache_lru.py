@@ -6,9 +6,7 @@ import json
 import multiprocessing
 import random
 from collections import OrderedDict
-from collections.abc import Iterator
 
-import pytest
 import valkey
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
@@ -23,17 +21,6 @@ from valkey_plans.keys import new_key
 CAP = 4
 USER_KEYS = [new_key("usr") for _ in range(8)]
 STRUCTURAL = ("vp:lru:users", "vp:lru:users:clock", USER_TOUCHES, "vp:lru:users:leases")
-
-
-@pytest.fixture(scope="module")
-def cache_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
-    """One cache-role server for the state machine (starting one per example is too slow)."""
-    server = ValkeyProcess(
-        tmp_path_factory.mktemp("cache"), databases="4", maxmemory_policy="volatile-lru"
-    ).start()
-    functions.ensure_loaded(server.client())
-    yield server
-    server.stop()
 
 
 def records(client: valkey.Valkey) -> dict[str, dict]:

@@ -20,7 +20,6 @@ import valkey
 import valkey.asyncio
 
 from tests.valkey_server import ValkeyProcess
-from valkey_plans.client import functions
 from valkey_plans.client.cache import (
     QUEUE_PENDING,
     QUEUE_PROCESSING,
@@ -58,17 +57,6 @@ OWNED = sessions_of(OWNER)
 M = new_key("msg")
 ENVELOPE = f'{{"key":"{M}","body":{{"n":1}}}}'
 TEN_YEARS_MS = "315360000000"
-
-
-@pytest.fixture(scope="module")
-def cache_instance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
-    """One cache-role server with the library loaded the way the deploy loads it."""
-    server = ValkeyProcess(
-        tmp_path_factory.mktemp("cache"), databases="4", maxmemory_policy="volatile-lru"
-    ).start()
-    functions.ensure_loaded(server.client())
-    yield server
-    server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import gc
 import multiprocessing
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -21,16 +20,6 @@ from valkey_plans.client import functions
 from valkey_plans.client.cache import UserCache, UserIndex
 from valkey_plans.client.commands import _parks
 from valkey_plans.keys import new_key
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyProcess]:
-    process = ValkeyProcess(
-        tmp_path_factory.mktemp("parked"), databases="4", maxmemory_policy="volatile-lru"
-    ).start()
-    functions.ensure_loaded(process.client())
-    yield process
-    process.stop()
 
 
 def counted_checkouts(client: valkey.Valkey) -> list[str]:
@@ -53,9 +42,9 @@ def parked_client_id(cache: UserCache | UserIndex) -> int:
     return int(conn.read_response())
 
 
-def test_hits_and_lookups_check_out_one_connection_for_all_of_them(server: ValkeyProcess):
-    client = server.client(db=1)
-    cache, index = UserCache(client, cap=10, ttl=60), UserIndex(server.client(db=0))
+def test_hits_and_lookups_check_out_one_connection_for_all_of_them(cache_instance: ValkeyProcess):
+    client = cache_instance.client(db=1)
+    cache, index = UserCache(client, cap=10, ttl=60), UserIndex(cache_instance.client(db=0))
     key = new_key("usr")
     cache.put(key, {"n": 1})
     index.link("a@example.com", key)
@@ -66,8 +55,8 @@ def test_hits_and_lookups_check_out_one_connection_for_all_of_them(server: Valke
     assert (len(checkouts), len(index_checkouts)) == (1, 1)
 
 
-def test_a_forked_child_never_uses_its_parents_parked_connection(server: ValkeyProcess):
-    cache = UserCache(server.client(db=1), cap=10, ttl=60)
+def test_a_forked_child_never_uses_its_parents_parked_connection(cache_instance: ValkeyProcess):
+    cache = UserCache(cache_instance.client(db=1), cap=10, ttl=60)
     key = new_key("usr")
     cache.put(key, {"n": 2})
     assert cache.get(key) == {"n": 2}
@@ -107,11 +96,11 @@ class Interrupted(Exception):
 
 
 def test_an_interrupted_hit_parks_nothing_and_later_replies_stay_in_step(
-    server: ValkeyProcess,
+    cache_instance: ValkeyProcess,
 ):
-    client = server.client(db=1)
+    client = cache_instance.client(db=1)
     cache = UserCache(client, cap=10, ttl=60)
-    key, admin = new_key("usr"), server.client()
+    key, admin = new_key("usr"), cache_instance.client()
     cache.put(key, {"n": 4})
     assert cache.get(key) == {"n": 4}
 
@@ -133,8 +122,8 @@ def test_an_interrupted_hit_parks_nothing_and_later_replies_stay_in_step(
         assert client.echo(f"after {n}") == f"after {n}".encode()
 
 
-def test_threads_sharing_one_cache_each_get_their_own_records(server: ValkeyProcess):
-    cache = UserCache(server.client(db=1), cap=100, ttl=60)
+def test_threads_sharing_one_cache_each_get_their_own_records(cache_instance: ValkeyProcess):
+    cache = UserCache(cache_instance.client(db=1), cap=100, ttl=60)
     keys = [new_key("usr") for _ in range(8)]
     for n, key in enumerate(keys):
         cache.put(key, {"n": n})
@@ -154,20 +143,24 @@ def test_threads_sharing_one_cache_each_get_their_own_records(server: ValkeyProc
     assert wrong == [] and len(cache.runner._lane.spare) <= 1  # type: ignore[attr-defined]
 
 
-def test_pools_that_bound_or_reroute_connections_are_never_parked(server: ValkeyProcess):
-    blocking = valkey.Valkey(connection_pool=valkey.BlockingConnectionPool(port=server.port))
+def test_pools_that_bound_or_reroute_connections_are_never_parked(cache_instance: ValkeyProcess):
+    blocking = valkey.Valkey(
+        connection_pool=valkey.BlockingConnectionPool(port=cache_instance.port)
+    )
     sentinel_pool = SentinelConnectionPool("mymaster", sentinel_manager=None)
-    assert _parks(server.client())
+    assert _parks(cache_instance.client())
     assert not _parks(blocking)
     assert not _parks(valkey.Valkey(connection_pool=sentinel_pool))
-    assert not _parks(server.client(single_connection_client=True))
+    assert not _parks(cache_instance.client(single_connection_client=True))
 
 
-def test_a_dropped_cache_hands_its_parked_connection_back_to_the_pool(server: ValkeyProcess):
+def test_a_dropped_cache_hands_its_parked_connection_back_to_the_pool(
+    cache_instance: ValkeyProcess,
+):
     """A parked connection counts as one of the pool's; a cache that goes away gives it
     back (a pool of one shows it: nothing else can check one out meanwhile)."""
     client = valkey.Valkey(
-        connection_pool=valkey.ConnectionPool(port=server.port, db=1, max_connections=1)
+        connection_pool=valkey.ConnectionPool(port=cache_instance.port, db=1, max_connections=1)
     )
     cache = UserCache(client, cap=10, ttl=60)
     key = new_key("usr")

@@ -57,6 +57,10 @@ class Node:
     #: the service runner's bounded restart (`ServiceRunner.restart_command`)
     restart: StringCommand
 
+    def cli(self, *args: str | StringCommand) -> StringCommand:
+        """valkey-cli as admin on this node's socket."""
+        return valkey_cli(None, *args, socket=self.socket, auth_file=self.auth_file)
+
 
 class RunningVersion(FactBase[str | None]):
     """The Valkey version a running instance reports ("8.1.4"), None when it does not
@@ -84,7 +88,7 @@ def behind(nodes: Sequence[Node], series: str) -> list[Node]:
 def _read(node: Node, series: str) -> list[str | StringCommand]:
     """Statements: $v and $role of `node`, fail if it does not answer, and $old set when
     it runs another series than `series`."""
-    cli = partial(valkey_cli, None, socket=node.socket, auth_file=node.auth_file)
+    cli = node.cli
     return [
         StringCommand(
             "v=$(", cli("INFO", "server"), "2>/dev/null", info_field("valkey_version"), ")"
@@ -173,7 +177,7 @@ def cluster_primaries_handed_over(
 def _handed_over(node: Node, series: str) -> StringCommand:
     """Statements: a CLUSTER FAILOVER to a healthy replica of `node` ("$r") that runs
     `series`, and a wait until `node` follows it, linked; a note when it has none."""
-    cli = partial(valkey_cli, None, socket=node.socket, auth_file=node.auth_file)
+    cli = node.cli
     replica = partial(on_replica, auth_file=node.auth_file)
     info = StringCommand(cli("INFO", "replication"), "2>/dev/null | tr -d '\\r'")
     linked = StringCommand(

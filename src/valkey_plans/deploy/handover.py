@@ -60,7 +60,7 @@ class ReplicationRole(FactBase[str | None]):
 
     def command(self, socket: str, auth_file: str | None = None) -> StringCommand:
         info = valkey_cli(None, "INFO", "replication", socket=socket, auth_file=auth_file)
-        return StringCommand(info, "2>/dev/null | tr -d '\\r' | sed -n 's/^role://p' || true")
+        return StringCommand(info, "2>/dev/null", info_field("role"), "|| true")
 
     def process(self, output: list[str]) -> str | None:
         role = "".join(output).strip()

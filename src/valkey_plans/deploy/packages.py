@@ -106,7 +106,8 @@ def _replicating(plans: list[Plan], plan: Plan) -> set[str]:
 def _cluster_hosts(plans: list[Plan], plan: Plan) -> list[Plan]:
     """The plans of the hosts with a node of a cluster one of this host's nodes is in."""
     clusters = {i.cluster for i in plan.instances if i.cluster}
-    return [p for p in plans if any(i.cluster in clusters for i in p.instances if i.cluster)]
+    hosts = {node.host for name in clusters for node in topology.cluster_nodes(plans, name)}
+    return [p for p in plans if p.host in hosts]
 
 
 def _group(plans: list[Plan], plan: Plan) -> list[Plan]:
