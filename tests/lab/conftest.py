@@ -1,8 +1,11 @@
-"""The lab fixture: three hosts (bookworm, trixie, bookworm), booted once per test session.
+"""The lab fixture: four hosts (bookworm, trixie, bookworm, forky), booted once per session.
 
-Three, because scale-out needs them: a Valkey Cluster of 3 primaries with their replicas
-on other hosts, or a primary, its replicas and 3 Sentinels, each survive losing one host.
-Tests that need one host per release use `Lab.host(release)` (the first of that release).
+Three of Valkey 8, because scale-out needs them: a Valkey Cluster of 3 primaries with
+their replicas on other hosts, or a primary, its replicas and 3 Sentinels, each survive
+losing one host. One of forky (Valkey 9.1), so that every module that deploys to each
+host covers the third release; the scale-out modules run once per `lane` (Valkey 8, then
+forky, which grows the lab to three forky hosts). Tests that need one host per release
+use `Lab.host(release)` (the first of that release).
 
 The hosts are brought up fresh (any earlier lab is removed first) so that every session
 starts from a just-booted Debian, and are removed at the end of the session unless
@@ -20,18 +23,18 @@ from dataclasses import dataclass
 import pytest
 
 from valkey_plans import lab
-from valkey_plans.lab import ssh
+from valkey_plans.lab import inventory, ssh
 from valkey_plans.lab.state import Host, LabState
 
-RELEASES = ("bookworm", "trixie", "bookworm")
+RELEASES = ("bookworm", "trixie", "bookworm", "forky")
 TOOLS = ("debootstrap", "systemd-nspawn", "apt-cacher-ng", "ip", "ssh", "ssh-keygen")
 #: Modules that change the lab's shape, in the order they run after every other lab test:
-#: the cluster tests grow the lab by a host, the upgrades move trixie hosts to Valkey 9.1
-#: (and add three), the release matrix adds a forky host, the teardown tests take it down.
+#: the Sentinel module's forky lane adds two forky hosts, the cluster tests grow each lane
+#: by a host, the upgrades add six trixie hosts, the teardown tests take the lab down.
 LAST_MODULES = (
+    "test_sentinel_lab.py",
     "test_cluster_lab.py",
     "test_upgrade_lab.py",
-    "test_release_matrix_lab.py",
     "test_lab_teardown.py",
 )
 
@@ -79,7 +82,7 @@ def _require_lab_tools() -> None:
 
 @pytest.fixture(scope="session")
 def lab_hosts() -> Iterator[Lab]:
-    """Fresh hosts of RELEASES (bookworm, trixie, bookworm), booted, reachable over SSH."""
+    """Fresh hosts of RELEASES (bookworm, trixie, bookworm, forky), booted, over SSH."""
     _require_lab_tools()
     lab.down()
     state = lab.up(len(RELEASES), RELEASES)
@@ -92,3 +95,40 @@ def lab_hosts() -> Iterator[Lab]:
 def lab_run(lab_hosts: Lab) -> Callable[[Host, str], str]:
     """check(host, command) -> stdout, failing loudly on a non-zero exit."""
     return lab_hosts.check
+
+
+@dataclass
+class Lane:
+    """The lab hosts one scale-out plan may span: Valkey 8 (bookworm and trixie) or forky's
+    9.1 (`release`). The inventories take them from VALKEY_PLANS_LAB_RELEASE, which the
+    `lane` fixture sets for its module, so every deploy, verify and check there sees it."""
+
+    lab: Lab
+    release: str | None
+
+    @property
+    def hosts(self) -> list[Host]:
+        return inventory.lane(self.lab.state, self.release)
+
+    def grow(self, count: int) -> list[Host]:
+        """At least `count` hosts in this lane (new ones join the end of the lab)."""
+        missing = count - len(self.hosts)
+        if missing > 0:
+            releases = [h.release for h in self.lab.hosts]
+            added = [self.release or "trixie"] * missing
+            self.lab.state = lab.up(len(releases) + missing, [*releases, *added])
+        return self.hosts[:count]
+
+
+@pytest.fixture(scope="module", params=[None, "forky"], ids=["valkey8", "forky"])
+def lane(request: pytest.FixtureRequest, lab_hosts: Lab) -> Iterator[Lane]:
+    """Each scale-out module once on Valkey 8 and once on forky's Valkey 9.1, with three
+    hosts of the lane up and the lane named in the environment of every command it runs."""
+    chosen = Lane(lab_hosts, request.param)
+    chosen.grow(3)
+    with pytest.MonkeyPatch.context() as patch:
+        if chosen.release:
+            patch.setenv(inventory.RELEASE_ENV, chosen.release)
+        else:
+            patch.delenv(inventory.RELEASE_ENV, raising=False)
+        yield chosen

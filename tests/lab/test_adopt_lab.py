@@ -1,5 +1,6 @@
 """Adopting a real redis-server on real hosts: Redis 7.0 on bookworm (by replication),
-Redis 8.0 on trixie (by the logical copy), while a client on the host keeps writing.
+Redis 8.0 on trixie and on forky (by the logical copy, into Valkey 8.1 and 9.1), while a
+client on the host keeps writing.
 
 Debian's redis-server runs under its own systemd unit, moved to port 6396; the plan adds
 an instance `adopted` (primary) on 6396 with `adopt`. After the deploy: every key, value
@@ -77,7 +78,9 @@ def _redis_on_port(lab, host) -> None:
     lab.check(host, _python(SEED, KEYS) + f" | redis-cli -p {PORT} --pipe", 600)
 
 
-@pytest.mark.parametrize(("release", "method"), [("bookworm", "replication"), ("trixie", "copy")])
+@pytest.mark.parametrize(
+    ("release", "method"), [("bookworm", "replication"), ("trixie", "copy"), ("forky", "copy")]
+)
 def test_a_running_redis_is_adopted_with_every_key_and_every_write(lab_hosts, release, method):
     host = lab_hosts.host(release)
     _redis_on_port(lab_hosts, host)
@@ -148,6 +151,7 @@ PHASES = [
     ("bookworm", "waiting for the sync", "in sync"),
     ("bookworm", "in sync", "steady"),
     ("trixie", "of about", "changed meanwhile"),
+    ("forky", "of about", "changed meanwhile"),
 ]
 
 

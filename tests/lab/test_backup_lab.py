@@ -1,10 +1,10 @@
 """The backup drill on real hosts: a box is lost, its data comes back from another host.
 
 The production plan (group_data/production.py through tests/lab/inventories/backup.py)
-on three lab hosts: the box (the first host, reached as the non-root `ops` with sudo,
-as the README walkthrough says), the backup host (the trixie host, the box's
+on three lab hosts, one of each release: the box (bookworm, reached as the non-root
+`ops` with sudo, as the README walkthrough says), the backup host (forky, the box's
 `backup_host`: the deploy makes it serve the off-host repository with rest-server,
-append-only, behind TLS) and a spare. The README's commands as written: check-plan, up,
+append-only, behind TLS) and a spare (trixie). The README's commands as written: check-plan, up,
 backup, verify, restore, prune. After `up`, the backup host's account and rest-server
 are checked and a second deploy changes nothing. Three backdated backups of the empty
 `vault` come first; then 100,000 keys of every type, a third with TTLs, go into the
@@ -146,11 +146,13 @@ def _sudo_login(lab, host) -> None:
 
 @pytest.fixture(scope="module")
 def drill(lab_hosts):
-    box, vault, spare = lab_hosts.hosts[:3]
+    by_name = {h.name: h for h in lab_hosts.hosts}
+    targets = load_targets(INVENTORY, PROJECT_DIR)
+    box, vault, spare = (by_name[t.name] for t in targets)
     _secrets(lab_hosts.state)
     _sudo_login(lab_hosts, box)
     env = {"VALKEY_PLANS_BACKUP_EVERY_MINUTE": spare.name, "COLUMNS": "250"}
-    target = next(t for t in load_targets(INVENTORY, PROJECT_DIR) if t.name == box.name)
+    target = targets[0]
     inst = target.plan.instance("vault")
     settings = for_instance(target.plan, inst)
     yield Drill(
@@ -258,15 +260,26 @@ def _append_only_then_pruned(drill, newest: dict) -> None:
     assert [s["id"] for s in pruned] == [kept[2]["id"], newest["id"]], (kept, pruned)
 
 
+def _restic(drill, args: str) -> str:
+    """restic on the box's off-host repository, run on the backup host as its account
+    (as rest-server would write it; restic 0.18 there), the password on stdin."""
+    return (
+        f"cat {offhost.PRUNE_DIR}/{drill.box.name}/password | runuser -u {offhost.ACCOUNT} --"
+        f" restic --no-cache -r {offhost.REPOS}/{drill.box.name}/vault {args}"
+    )
+
+
 def _planted(drill, rdb: str, valkey: str) -> str:
     """A snapshot of `rdb` (on the backup host) among the box's, tagged as its runner
-    would: written as the account, as rest-server would have (restic 0.18 there)."""
+    would."""
     out = drill.lab.check(
         drill.vault,
-        f"cat {offhost.PRUNE_DIR}/{drill.box.name}/password | runuser -u {offhost.ACCOUNT} --"
-        f" restic --no-cache -r {offhost.REPOS}/{drill.box.name}/vault backup --json --quiet"
-        f" --host {drill.box.name} --tag instance=vault --tag valkey={valkey} --tag rdb=11"
-        f" --tag db0={KEYS} --stdin-filename dump.rdb --stdin-from-command -- cat {rdb}",
+        _restic(
+            drill,
+            f"backup --json --quiet --host {drill.box.name} --tag instance=vault"
+            f" --tag valkey={valkey} --tag rdb=11 --tag db0={KEYS} --stdin-filename dump.rdb"
+            f" --stdin-from-command -- cat {rdb}",
+        ),
     )
     return json.loads(out.strip().splitlines()[-1])["snapshot_id"]
 
@@ -282,11 +295,14 @@ def _refusals(drill, before: dict, real: str) -> None:
         vault,
         f"find {data} -type f -printf '%s %p\\n' | sort -n | tail -n 1 | cut -d' ' -f2",
     ).strip()
+    # The box's own RDB (Valkey 8.0's format 11), as its snapshot `real` holds it: a cut
+    # one passes the format check and is refused by valkey-check-rdb.
+    lab.check(vault, f"{_restic(drill, f'dump {real} /dump.rdb')} >/tmp/good.rdb")
     lab.check(
         vault,
-        f"cp {drill.rdb} /tmp/good.rdb; head -c $(( $(stat -c %s /tmp/good.rdb) / 2 ))"
-        " /tmp/good.rdb >/tmp/cut.rdb; { printf VALKEY080; tail -c +10 /tmp/good.rdb; }"
-        f" >/tmp/newer.rdb; chown {offhost.ACCOUNT} /tmp/cut.rdb /tmp/newer.rdb",
+        "head -c $(( $(stat -c %s /tmp/good.rdb) / 2 )) /tmp/good.rdb >/tmp/cut.rdb;"
+        " { printf VALKEY080; tail -c +10 /tmp/good.rdb; } >/tmp/newer.rdb;"
+        f" chown {offhost.ACCOUNT} /tmp/cut.rdb /tmp/newer.rdb",
     )
     cut, newer = (
         _planted(drill, "/tmp/cut.rdb", "8.0.1"),

@@ -1,5 +1,8 @@
 """Valkey Cluster from inventories/cluster.py on three lab hosts, and the loss of one host.
 
+The module runs once per lane: on Valkey 8 (bookworm, trixie, bookworm) and on three
+forky hosts (Valkey 9.1).
+
 The user's commands, as they are: `pyinfra -y inventories/cluster.py deploy.py` and
 `valkey-plans verify inventories/cluster.py`. Then an application writes through
 `valkey_plans.client.clients` with the settings the deploy rendered, one primary's host is cut
@@ -26,11 +29,9 @@ import pytest
 import valkey
 from valkey.exceptions import ValkeyError
 
-from tests.lab.conftest import RELEASES
 from tests.lab.downwatch import DownWatch
 from tests.lab.pyinfra_lab import PROJECT, Run, checks, deploy, hosts_url
 from tests.valkey_server import ValkeyProcess
-from valkey_plans import lab
 from valkey_plans.client import functions
 from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.clients import Clients
@@ -234,9 +235,8 @@ def missing(clients: Clients, keys: list[str]) -> int:
 
 
 @pytest.fixture(scope="module")
-def cluster(lab_hosts):
-    """The first deploy of inventories/cluster.py on fresh hosts; cluster stopped afterwards."""
-    assert len(lab_hosts.hosts) >= HOSTS, f"the cluster needs {HOSTS} lab hosts"
+def cluster(lab_hosts, lane):
+    """The first deploy of inventories/cluster.py on the lane's hosts; stopped afterwards."""
     run, elapsed = run_deploy()
     assert run.returncode == 0, run.tail()
     figure(f"first deploy, cluster created: {elapsed:.1f} s")
@@ -248,8 +248,8 @@ def cluster(lab_hosts):
 
 
 @pytest.fixture
-def hosts(lab_hosts):
-    return lab_hosts.hosts[:HOSTS]
+def hosts(lane):
+    return lane.hosts[:HOSTS]
 
 
 def test_first_deploy_forms_three_primaries_with_replicas_on_other_hosts(lab_hosts, hosts, cluster):
@@ -663,22 +663,22 @@ def test_a_config_change_restarts_one_node_at_a_time(lab_hosts, hosts, cluster):
     assert restored.returncode == 0, restored.tail()
 
 
-def test_a_fourth_host_joins_and_gets_slots(lab_hosts, cluster):
+def test_a_fourth_host_joins_and_gets_slots(lab_hosts, lane, hosts, cluster):
     """The inventory grows by a host: its nodes join (add-node), the new primary gets
     slots (rebalance), every primary keeps one replica on another host, no key is lost."""
-    before = Admin(lab_hosts, lab_hosts.hosts[1].address, PORTS[0])
+    before = Admin(lab_hosts, hosts[1].address, PORTS[0])
     primaries = [n for n in before.nodes().values() if n.primary and n.slots]
     keys_before = sum(Admin(lab_hosts, *p.address.split(":")).client.dbsize() for p in primaries)
     before.close()
-    # This module runs after every other lab test (conftest.LAST_MODULES): the lab grows
-    # by one host, the running three keep running.
-    lab_hosts.state = lab.up(HOSTS + 1, [*RELEASES, "trixie"])
-    new = lab_hosts.hosts[HOSTS]
+    # This module runs after every other lab test but the upgrades (conftest.LAST_MODULES):
+    # the lane grows by one host of its release, the running three keep running.
+    grown_hosts = lane.grow(HOSTS + 1)
+    new = grown_hosts[HOSTS]
 
     grown, elapsed = run_deploy(HOSTS + 1)
     figure(f"deploy adding {new.name} (add-node, rebalance): {elapsed:.1f} s")
     assert grown.returncode == 0, grown.tail()
-    first = lab_hosts.hosts[0].name
+    first = hosts[0].name
     assert any("Valkey Cluster main formed" in op for op in grown.changed_operations(first))
 
     admin = Admin(lab_hosts, new.address, PORTS[0])
@@ -700,11 +700,11 @@ def test_a_fourth_host_joins_and_gets_slots(lab_hosts, cluster):
     again, elapsed = run_deploy(HOSTS + 1)
     figure(f"second deploy of the grown cluster: {elapsed:.1f} s")
     assert again.returncode == 0, again.tail()
-    for host in lab_hosts.hosts:
+    for host in grown_hosts:
         assert not again.changed_operations(host.name), again.changed_operations(host.name)
     healed = checks(
         cluster_env(HOSTS + 1),
-        hosts_url(lab_hosts, lab_hosts.hosts),
+        hosts_url(lab_hosts, grown_hosts),
         inventory=INVENTORY,
         paths=("checks/test_scaleout.py",),
     )

@@ -1,4 +1,7 @@
-"""The deploy, end to end, on real systemd hosts over SSH: Debian 12 and Debian 13 at once.
+"""The deploy, end to end, on real systemd hosts over SSH: Debian 12, 13 and 14 at once.
+
+Debian 14 "forky" is Debian testing today: its os-release names no VERSION_ID, so the
+deploy knows it by its codename, and its Valkey is 9.1.
 
 Every run is the user's command, `pyinfra -y inventories/lab.py deploy.py`; the plan comes
 from group_data/ plus the JSON the lab inventory reads from the environment (see
@@ -23,7 +26,11 @@ INSTANCES = [
     {"name": "hosted", "role": "primary", "port": 6380, "maxmemory": "64mb"},
 ]
 BASE = {"valkey_instances": INSTANCES}
-VERSIONS = {"bookworm": ("8.0.", "bookworm-backports"), "trixie": ("8.1.", "trixie")}
+VERSIONS = {
+    "bookworm": ("8.0.", "bookworm-backports"),
+    "trixie": ("8.1.", "trixie"),
+    "forky": ("9.1.", "forky"),
+}
 
 
 def with_cache(**changes: object) -> dict:
@@ -107,9 +114,24 @@ def test_first_deploy_installs_each_release_s_valkey_and_runs_the_instances(
         assert default.strip() in ("disabled", "masked"), f"{host.name}: default unit {default}"
         active = lab_hosts.run(host, "systemctl is-active valkey-server.service").stdout
         assert active.strip() == "inactive", f"{host.name}: default unit is {active.strip()}"
+        held = lab_hosts.check(host, "apt-mark showhold").split()
+        assert {"valkey-server", "valkey-tools"} <= set(held), f"{host.name}: held {held}"
 
 
-def test_second_run_changes_nothing_on_either_host(lab_hosts, first_deploy):
+def test_what_a_boot_runs_leaves_the_config_modes_and_the_next_deploy_has_nothing_to_do(
+    lab_hosts, first_deploy
+):
+    """systemd-tmpfiles runs at every boot; Valkey 9.1's own rule (`Z /etc/valkey 2770`)
+    would make every file there group-writable but for the deploy's replacement. The run
+    is limited to /etc/valkey: a container's other rules (/proc, /sys) fail on their own."""
+    for host in lab_hosts.hosts:
+        lab_hosts.check(host, "systemd-tmpfiles --create --prefix /etc/valkey")
+        modes = lab_hosts.check(host, "stat -c '%n %a' /etc/valkey/valkey-*.conf").split()
+        assert "/etc/valkey/valkey-cache.conf" in modes, f"{host.name}: {modes}"
+        assert set(modes[1::2]) == {"640"}, f"{host.name}: {modes}"
+
+
+def test_second_run_changes_nothing_on_any_host(lab_hosts, first_deploy):
     again = deploy(plan_env(BASE))
     assert again.returncode == 0, again.tail()
     for host in lab_hosts.hosts:
@@ -118,7 +140,7 @@ def test_second_run_changes_nothing_on_either_host(lab_hosts, first_deploy):
         assert again.count(host.name, "No changes") > 0, again.tail()
 
 
-def test_checks_pass_on_both_hosts_over_ssh(lab_hosts, first_deploy):
+def test_checks_pass_on_every_host_over_ssh(lab_hosts, first_deploy):
     result = checks(plan_env(BASE), hosts_url(lab_hosts))
     assert result.returncode == 0, result.tail()
     assert "failed" not in result.output, result.tail()

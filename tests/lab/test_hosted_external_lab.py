@@ -1,13 +1,13 @@
 """In front of a managed Valkey: app hosts whose hosted tier is a service they do not deploy.
 
-The second lab host plays the managed service, three times over, all TLS only with a
+The second lab host (trixie) plays the managed service, three times over, all TLS only with a
 throwaway CA made here: (b) a `primary` with ACL users per workload and `default` off,
 deployed by its own inventory (tests/lab/inventories/hosted_service.py), and (a) a plain
 `valkey-server` with a `requirepass` AUTH token, started by hand over SSH (the plan
 refuses `requirepass`, as it should), and (c) a three-node Valkey Cluster with one
-token, also started by hand, which the third host then names in cluster mode. The first lab host's plan names (b) as an
-external tier, per workload, reached by address with the certificate's name as
-`tls_server_name`; the third host's names (a) with a token. After the deploy: verify
+token, also started by hand, which the forky host then names in cluster mode. The first lab host's (bookworm) plan
+names (b) as an external tier, per workload, reached by address with the certificate's
+name as `tls_server_name`; the forky host's names (a) with a token. After the deploy: verify
 passes on both, valkey-py and the README's iovalkey recipe, built only from the rendered env file,
 write and read,
 the store's invalidation crosses two store nodes through each tier, a rotated hosted
@@ -35,6 +35,7 @@ from valkey_plans.client.cache import LocalCache
 from valkey_plans.client.clients import Clients
 from valkey_plans.client.settings import load_settings
 from valkey_plans.client.store import Store
+from valkey_plans.lab.state import Host
 
 pytestmark = pytest.mark.lab
 
@@ -57,6 +58,12 @@ HOSTED_CHECKS = (
     "test_hosted_canary_key_round_trip",
     "test_hosted_pubsub_reaches_subscriber",
 )
+
+
+def app_hosts(lab) -> tuple[Host, Host]:
+    """The two app hosts: bookworm (per-workload logins) and forky (a token, or cluster
+    mode), so that the settings and checks run on Valkey 8.0's and 9.1's hosts."""
+    return lab.hosts[0], lab.host("forky")
 
 
 def put(lab, host, path: str, text: str, mode: str = "644") -> None:
@@ -160,16 +167,18 @@ def service(lab_hosts, pki, cluster_pki) -> dict[str, str]:
 
 
 def hosted_data(lab, pki: Pki, tls_port: int = TLS_PORT) -> dict[str, dict]:
-    """The first host: (b) per workload, by address + server name; the third: (a)'s token."""
+    """The first app host: (b) per workload, by address + server name; the second: (a)'s
+    token."""
     address = lab.hosts[1].address
+    first, second = app_hosts(lab)
     return {
-        lab.hosts[0].name: {
+        first.name: {
             "url": f"valkeys://{address}:{tls_port}",
             "login": "per-workload",
             "tls_ca_file": str(pki.ca),
             "tls_server_name": NAME,
         },
-        lab.hosts[2].name: {
+        second.name: {
             "url": f"valkeys://{address}:{TOKEN_PORT}",
             "login": "token",
             "tls_ca_file": str(pki.ca),
@@ -179,7 +188,7 @@ def hosted_data(lab, pki: Pki, tls_port: int = TLS_PORT) -> dict[str, dict]:
 
 
 def cluster_data(lab, pki: Pki) -> dict:
-    """(c) for the third host: cluster mode, the first node as url, the others as seeds;
+    """(c) for the second app host: cluster mode, the first node as url, the others as seeds;
     no server name (refused with cluster mode): the certificate names the address."""
     address = lab.hosts[1].address
     first, *others = CLUSTER_PORTS
@@ -224,7 +233,7 @@ def apps(lab_hosts, pki, service) -> dict[str, str]:
 
 def test_verify_passes_on_both_app_hosts(lab_hosts, apps):
     rows = verify(apps)
-    for host in (lab_hosts.hosts[0].name, lab_hosts.hosts[2].name):
+    for host in (h.name for h in app_hosts(lab_hosts)):
         for check in HOSTED_CHECKS:
             assert rows[(host, check)]["status"] == "pass", rows[(host, check)]
     failing = [row for row in rows.values() if row["status"] in ("fail", "error")]
@@ -273,9 +282,9 @@ def store_invalidation_crosses(env_file: Path, directory: Path, email: str) -> N
         ca.close(), cb.close(), pa.stop(), pb.stop()
 
 
-@pytest.mark.parametrize("index", [0, 2], ids=["per-workload-users", "token"])
+@pytest.mark.parametrize("index", [0, 1], ids=["per-workload-users", "token"])
 def test_client_and_store_from_the_rendered_settings(lab_hosts, apps, tmp_path, index):
-    env_file = settings_from(lab_hosts, lab_hosts.hosts[index], tmp_path)
+    env_file = settings_from(lab_hosts, app_hosts(lab_hosts)[index], tmp_path)
     with Clients(load_settings(env={}, env_file=env_file).hosted) as clients:
         clients.api.set("usr:0000000000ab", "{}", ex=60)
         assert clients.api.get("usr:0000000000ab") == b"{}"
@@ -291,7 +300,7 @@ def cache_pid(lab, host) -> str:
 def test_a_rotated_password_reaches_the_settings_without_restarting_the_cache(
     lab_hosts, pki, service, apps
 ):
-    lab, host = lab_hosts, lab_hosts.hosts[0]
+    lab, host = lab_hosts, app_hosts(lab_hosts)[0]
     before = cache_pid(lab, host)
     secrets = Path(lab.state.lab_dir) / "hosted-service-secrets.json"
     rotated = {**service, "api": "rotated-api-password-0123456789"}
@@ -312,9 +321,9 @@ def test_a_rotated_password_reaches_the_settings_without_restarting_the_cache(
 def test_a_cluster_mode_service_from_the_rendered_settings(
     lab_hosts, pki, cluster_pki, service, tmp_path
 ):
-    """(c): the third host names the cluster; verify, valkey-py, the store (one slot at a
+    """(c): the second app host names the cluster; verify, valkey-py, the store (one slot at a
     time, client/store.py) and iovalkey reach it."""
-    lab, host = lab_hosts, lab_hosts.hosts[2]
+    lab, host = lab_hosts, app_hosts(lab_hosts)[1]
     hosted = hosted_data(lab, pki[0]) | {host.name: cluster_data(lab, cluster_pki)}
     env = app_env(hosted, service)
     run = pyinfra(APPS, env=env)
@@ -345,7 +354,7 @@ def only_failure(rows: dict, host: str) -> tuple[str, str]:
 def test_each_fault_fails_its_own_check(lab_hosts, pki, service):
     """Wrong password, untrusted CA, unreachable port: each deployed, then verified."""
     lab, (good, stranger) = lab_hosts, pki
-    first = lab.hosts[0].name
+    first = app_hosts(lab)[0].name
     secrets = Path(lab.state.lab_dir) / "hosted-service-secrets.json"
     passwords = json.loads(secrets.read_text())
     faults = [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from valkey_plans.lab import config, lifecycle, rootfs, ssh
+from valkey_plans.lab import config, inventory, lifecycle, rootfs, ssh
 from valkey_plans.lab.state import Host, LabState
 
 
@@ -34,21 +34,22 @@ def test_lab_dir_follows_the_environment(monkeypatch, tmp_path):
     assert config.lab_dir() == config.DEFAULT_LAB_DIR
 
 
+def _host(name: str, release: str, address: str = "10.0.0.1") -> Host:
+    return Host(
+        name=name,
+        release=release,
+        address=address,
+        netns="n",
+        veth="v",
+        lower="l",
+        upper="u",
+        work="w",
+        root="r",
+    )
+
+
 def test_testinfra_hosts_name_every_host_with_the_lab_ssh_config(tmp_path):
-    hosts = [
-        Host(
-            name=f"vplab{i}",
-            release="bookworm",
-            address=f"10.149.73.{10 + i}",
-            netns="n",
-            veth="v",
-            lower="l",
-            upper="u",
-            work="w",
-            root="r",
-        )
-        for i in (1, 2)
-    ]
+    hosts = [_host(f"vplab{i}", "bookworm", f"10.149.73.{10 + i}") for i in (1, 2)]
     state = LabState(
         lab_dir=str(tmp_path),
         ssh_key="k",
@@ -60,3 +61,18 @@ def test_testinfra_hosts_name_every_host_with_the_lab_ssh_config(tmp_path):
         "ssh://root@10.149.73.11?ssh_config=/lab/ssh/config,"
         "ssh://root@10.149.73.12?ssh_config=/lab/ssh/config"
     )
+
+
+def test_a_lane_takes_one_valkey_major(monkeypatch):
+    """Scale-out inventories take the lane's hosts: bookworm and trixie (Valkey 8) unless
+    VALKEY_PLANS_LAB_RELEASE names a release, never a mix of 8 and 9."""
+    releases = ["bookworm", "trixie", "forky", "bookworm", "forky", "trixie"]
+    hosts = [_host(f"vplab{i}", release) for i, release in enumerate(releases)]
+    state = LabState(lab_dir="/x", ssh_key="k", known_hosts="kh", ssh_config="c", hosts=hosts)
+    monkeypatch.delenv(inventory.RELEASE_ENV, raising=False)
+    picked = inventory.first_hosts(state, 4, "inventories/cluster.py")
+    assert [h.name for h in picked] == ["vplab0", "vplab1", "vplab3", "vplab5"]
+    monkeypatch.setenv(inventory.RELEASE_ENV, "forky")
+    assert [h.name for h in inventory.first_hosts(state, 2, "x")] == ["vplab2", "vplab4"]
+    with pytest.raises(RuntimeError, match="needs 3 lab hosts of forky, the lab has 2"):
+        inventory.first_hosts(state, 3, "x")

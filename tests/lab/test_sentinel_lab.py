@@ -1,7 +1,8 @@
 """Replication with Sentinel on three lab hosts: deploy, verify, lose the primary's host.
 
-inventories/replication.py: the first lab host runs the primary, the other two its
-replicas, and every host a Sentinel. The primary's host is cut off the lab bridge; a
+inventories/replication.py: the first host of the lane runs the primary, the other two
+its replicas, and every host a Sentinel; the module runs once on Valkey 8 (bookworm,
+trixie, bookworm) and once on three forky hosts (Valkey 9.1). The primary's host is cut off the lab bridge; a
 replica must be promoted, the workload clients built from the rendered settings must
 follow it, writes acknowledged by a replica (WAIT) must all survive, and a deploy after
 the failover must change nothing and restart nobody.
@@ -30,19 +31,23 @@ INVENTORY = "inventories/replication.py"
 
 
 @pytest.fixture(scope="module")
-def replication(lab_hosts):
-    assert len(lab_hosts.hosts) >= 3, "the replication inventory needs three lab hosts"
+def replication(lab_hosts, lane):
+    """The group deployed on the lane's first three hosts: (lab, those hosts)."""
     first = pyinfra(INVENTORY)
     assert first.returncode == 0, first.output[-5000:]
-    return lab_hosts, first
+    hosts = lane.hosts[:3]
+    for host in hosts:
+        series = "9.1." if lane.release == "forky" else "8."
+        assert f"v={series}" in lab_hosts.check(host, "valkey-server --version"), host.name
+    return lab_hosts, hosts
 
 
 @pytest.fixture(scope="module")
 def settings_file(replication, tmp_path_factory) -> Path:
     """The env file the deploy rendered for applications on the second host."""
-    lab, _ = replication
+    lab, hosts = replication
     path = tmp_path_factory.mktemp("repl") / "repl.env"
-    path.write_text(lab.check(lab.hosts[1], "cat /etc/valkey-plans/repl.env"))
+    path.write_text(lab.check(hosts[1], "cat /etc/valkey-plans/repl.env"))
     path.chmod(0o600)
     return path
 
@@ -168,8 +173,7 @@ def _socket_polls(lab, host, into: list[float], stop: threading.Event) -> None:
 def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync(replication):
     """Instances, then sentinels, restart host by host, each settled first: a replica in
     the middle of its first AOF after a full sync is waited for, not stopped blind."""
-    lab, _ = replication
-    hosts = lab.hosts[:3]
+    lab, hosts = replication
     primary = admin(lab, hosts[0])
     primary.mset({f"restart:{i}": str(i) for i in range(KEYS)})
     assert primary.wait(2, 5000) == 2
@@ -236,13 +240,12 @@ def test_a_changed_plan_restarts_one_host_at_a_time_even_right_after_a_full_sync
 def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
     replication, settings_file
 ):
-    lab, _ = replication
-    primary_loss_drill(lab, lab.hosts[:3], settings_file)
+    lab, hosts = replication
+    primary_loss_drill(lab, hosts, settings_file)
 
 
-def primary_loss_drill(lab, hosts: list, settings_file: Path, env: dict | None = None) -> None:
-    """The group of inventories/replication.py on `hosts` (deployed with `env`) loses its
-    primary's host: a replica is promoted, the client writes there, no waited write is
+def primary_loss_drill(lab, hosts: list, settings_file: Path) -> None:
+    """The group of inventories/replication.py on `hosts` loses its primary's host: a replica is promoted, the client writes there, no waited write is
     lost, the old primary rejoins as a replica, and the plan again changes nothing."""
     settings = load_settings(env_file=settings_file).hosted
     assert settings.mode == "sentinel"
@@ -322,6 +325,6 @@ def primary_loss_drill(lab, hosts: list, settings_file: Path, env: dict | None =
 
     # Sentinel owns the topology now: the same plan changes nothing, restarts nobody.
     pid = lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip()
-    rerun = pyinfra(INVENTORY, env=env)
+    rerun = pyinfra(INVENTORY)
     assert rerun.returncode == 0 and rerun.changed == 0, rerun.output[-5000:]
     assert lab.check(witness, "systemctl show -p MainPID --value valkey-server@main").strip() == pid

@@ -30,16 +30,23 @@ def running_lab(minimum: int, inventory: str) -> state.LabState:
 RELEASE_ENV = "VALKEY_PLANS_LAB_RELEASE"
 
 
+def lane(lab: state.LabState, release: str | None = None) -> list[state.Host]:
+    """The lab hosts a replicated group or a cluster may take: those of `release`, or
+    without one those of the default releases (bookworm and trixie: Valkey 8). A group
+    runs one Valkey major throughout: a 9.x primary cannot full-sync an 8.x replica."""
+    releases = (release,) if release else config.DEFAULT_RELEASES
+    return [h for h in lab.hosts if h.release in releases]
+
+
 def first_hosts(lab: state.LabState, count: int, inventory: str) -> list[state.Host]:
-    """The first `count` lab hosts, or with VALKEY_PLANS_LAB_RELEASE set the first
-    `count` of that release: a replicated group or a cluster on forky runs one Valkey
-    series throughout (a 9.x primary cannot full-sync an 8.x replica)."""
-    release = os.environ.get(RELEASE_ENV)
-    hosts = [h for h in lab.hosts if h.release == release] if release else lab.hosts
+    """The first `count` hosts of the lane VALKEY_PLANS_LAB_RELEASE names (see `lane`)."""
+    release = os.environ.get(RELEASE_ENV) or None
+    hosts = lane(lab, release)
     if len(hosts) < count:
+        releases = release or " or ".join(config.DEFAULT_RELEASES)
         raise RuntimeError(
-            f"{inventory} needs {count} lab hosts{f' of {release}' if release else ''},"
-            f" the lab has {len(hosts)}: run `valkey-plans lab up` with more"
+            f"{inventory} needs {count} lab hosts of {releases}, the lab has {len(hosts)}:"
+            " run `valkey-plans lab up` with more"
         )
     return hosts[:count]
 

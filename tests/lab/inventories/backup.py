@@ -6,13 +6,13 @@ own instance `vault` (a primary on port 6421, no other lab module's port) in pla
 the production instance list, and no exporter (nothing left listening for later lab
 modules to find):
 
-- the first host is the production box, reached as the non-root `ops` with sudo (the
+- the first host (bookworm) is the production box, reached as the non-root `ops` with sudo (the
   README walkthrough's login); it backs `vault` up to its local repository and to
-- the second host (trixie), the backup host (`valkey_backup.backup_host`): the deploy
+- the forky host, the backup host (`valkey_backup.backup_host`): the deploy
   makes it serve the box's off-host repository with restic's rest-server, append-only,
   behind TLS, as the account `vpbackup`, and prune it daily; its own `vault` (AOF on)
   is where the drill restores too;
-- the third host (bookworm) is the box that replaces a lost one: `vault` with
+- the trixie host is the box that replaces a lost one: `vault` with
   appendonly off, restored onto with `--onto`.
 
 The box keeps 2 hourly and 1 daily snapshots (not the production plan's 24 + 30), so
@@ -34,7 +34,11 @@ OPS_USER = "ops"
 RETENTION = {"hourly": 2, "daily": 1}
 
 _lab = running_lab(3, "tests/lab/inventories/backup.py")
-_box, _vault, _spare = _lab.hosts[:3]
+#: One host of each release: Valkey 8.0 backs up, 9.1 serves the repository and restores
+#: with AOF, 8.1 restores from RDB (and refuses Valkey 9's RDB format).
+_box = _lab.hosts[0]
+_vault = next(h for h in _lab.hosts if h.release == "forky")
+_spare = next(h for h in _lab.hosts if h.release == "trixie")
 _extra = json.loads(os.environ.get("VALKEY_PLANS_LAB_HOST_DATA") or "{}")
 #: The host whose backups run every minute from its own timer (the timer drill).
 _every_minute = os.environ.get("VALKEY_PLANS_BACKUP_EVERY_MINUTE", "")

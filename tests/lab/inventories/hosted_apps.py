@@ -1,8 +1,8 @@
 """The application hosts of tests/lab/test_hosted_external_lab.py: a local cache in front
 of an external hosted tier that this inventory does not deploy.
 
-The first and third lab hosts each run their own `cache` instance; `valkey_app.hosted`
-of each comes from VALKEY_PLANS_LAB_HOSTED (JSON: host name -> the `hosted` mapping),
+The lab hosts that VALKEY_PLANS_LAB_HOSTED names (JSON: host name -> the `hosted`
+mapping, the test's choice) each run their own `cache` instance and that `hosted` tier,
 so the test can point them at the service, rotate or break a login, or swap the CA
 between deploys. The hosted passwords come as VALKEY_PLANS_SECRET_HOSTED* variables.
 """
@@ -23,6 +23,6 @@ hosted_apps = [
             "valkey_app": {"name": "shop", "hosted": _hosted[host.name]},
         },
     )
-    for host in (_lab.hosts[0], _lab.hosts[2])
+    for host in _lab.hosts
     if host.name in _hosted
 ]
