@@ -1,4 +1,4 @@
-"""The Prometheus exporters on real systemd hosts (Debian 12 and 13), and verify's check.
+"""The Prometheus exporters on real systemd hosts (Debian 12, 13 and 14), and verify's check.
 
 After a deploy with ACLs on, each instance's exporter (`valkey-plans-exporter@NAME`, as
 `prometheus`, settings in a root-only env file) answers on its planned address with

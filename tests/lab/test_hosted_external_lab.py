@@ -1,18 +1,18 @@
 """In front of a managed Valkey: app hosts whose hosted tier is a service they do not deploy.
 
-The second lab host (trixie) plays the managed service, three times over, all TLS only with a
-throwaway CA made here: (b) a `primary` with ACL users per workload and `default` off,
-deployed by its own inventory (tests/lab/inventories/hosted_service.py), and (a) a plain
-`valkey-server` with a `requirepass` AUTH token, started by hand over SSH (the plan
-refuses `requirepass`, as it should), and (c) a three-node Valkey Cluster with one
-token, also started by hand, which the forky host then names in cluster mode. The first lab host's (bookworm) plan
-names (b) as an external tier, per workload, reached by address with the certificate's
-name as `tls_server_name`; the forky host's names (a) with a token. After the deploy: verify
-passes on both, valkey-py and the README's iovalkey recipe, built only from the rendered env file,
-write and read,
-the store's invalidation crosses two store nodes through each tier, a rotated hosted
-password reaches the settings with no restart of the local cache, and a wrong
-password, an untrusted certificate and an unreachable endpoint each fail their check.
+The second lab host (trixie) plays the managed service, three times over, all TLS only
+with a throwaway CA made here: (b) a `primary` with ACL users per workload and `default`
+off, deployed by its own inventory (tests/lab/inventories/hosted_service.py), and (a) a
+plain `valkey-server` with a `requirepass` AUTH token, started by hand over SSH (the
+plan refuses `requirepass`, as it should), and (c) a three-node Valkey Cluster with one
+token, also started by hand, which the forky host then names in cluster mode. The first
+lab host's (bookworm) plan names (b) as an external tier, per workload, reached by
+address with the certificate's name as `tls_server_name`; the forky host's names (a)
+with a token. After the deploy: verify passes on both, valkey-py and the README's
+iovalkey recipe, built only from the rendered env file, write and read, the store's
+invalidation crosses two store nodes through each tier, a rotated hosted password
+reaches the settings with no restart of the local cache, and a wrong password, an
+untrusted certificate and an unreachable endpoint each fail their check.
 """
 
 from __future__ import annotations

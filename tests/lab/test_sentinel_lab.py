@@ -128,10 +128,16 @@ def until(condition, what: str, seconds: float = 60) -> None:
 def full_sync_under_way(lab, primary, replica) -> None:
     """Make `replica` sync in full from `primary` now, with a first AOF that takes about
     45 s to write (15 ms a key): the window in which Valkey refuses SIGTERM, wide enough
-    that the deploy reaches this replica's restart inside it."""
+    that the deploy reaches this replica's restart inside it.
+
+    Valkey 9 takes a full sync it loaded from disk as its AOF base, with no rewrite
+    (valkey-io/valkey#1901); one it loads from the socket it still rewrites. So on 9 the
+    replica loads from the socket (`repl-diskless-load swapdb`), or there is no window."""
     p, r = admin(lab, primary), admin(lab, replica)
     full_syncs = int(p.info("stats")["sync_full"])
     r.config_set("rdb-key-save-delay", "15000")
+    if int(r.info("server")["valkey_version"].split(".")[0]) >= 9:
+        r.config_set("repl-diskless-load", "swapdb")
     r.execute_command("REPLICAOF", "NO", "ONE")  # a new replication id: no partial sync
     r.execute_command("REPLICAOF", primary.address, "6390")
     until(lambda: r.info("replication")["master_link_status"] == "up", "the replica linked")

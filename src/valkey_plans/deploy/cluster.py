@@ -19,6 +19,7 @@ from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, op
 from valkey_plans.deploy import cluster_nodes
 from valkey_plans.deploy.cluster_check import open_slots
 from valkey_plans.deploy.restarts import BUSY_AWK, until
+from valkey_plans.deploy.slot_move import move_finished
 from valkey_plans.deploy.valkey_cli import valkey_cli
 
 SEPARATOR = "--- nodes ---"
@@ -58,9 +59,9 @@ class ClusterView(FactBase[dict]):
 
 class OpenSlots(FactBase[dict]):
     """Slots left importing or migrating anywhere in the cluster, as `valkey-cli --cluster
-    check` from one node finds them (deploy/cluster_check.py): {"fix": open on a primary,
-    a move cut off midway; "stale": [[slot, primary address, owner id], ...] open on
-    replicas only}.
+    check` from one node finds them (deploy/cluster_check.py): {"move": moves cut off
+    midway, with their source and target; "fix": other slots open on a primary; "stale":
+    [[slot, primary address, owner id], ...] open on replicas only}.
 
     + address: "ADDRESS:PORT" of a member to start the check from
     + auth_file: root-only file with the admin password (None without ACLs)
@@ -331,14 +332,17 @@ def cluster_formed(
 
 
 def _open_slots_closed(existing: str, auth_file: str | None) -> Generator[StringCommand]:
-    """Finish what a killed deploy (or Valkey 8.0 itself) left midway: slots open on a
-    primary are closed by `valkey-cli --cluster fix` (it moves the slot's keys to one
-    owner); a slot open only on replicas by `CLUSTER SETSLOT slot NODE owner` on their
-    primary, which replicates it to them (deploy/cluster_check.py). Then the check must
-    find none open."""
+    """Finish what a killed deploy (or Valkey 8.0 itself) left midway: a move cut off
+    midway is finished, keys first (deploy/slot_move.py); other slots open on a primary
+    are closed by `valkey-cli --cluster fix` (it moves the slot's keys to one owner); a
+    slot open only on replicas by `CLUSTER SETSLOT slot NODE owner` on their primary,
+    which replicates it to them (deploy/cluster_check.py). Then the check must find none
+    open."""
     found = host.get_fact(OpenSlots, address=existing, auth_file=auth_file)
-    if not found.get("fix") and not found.get("stale"):
+    if not any(found.get(kind) for kind in ("move", "fix", "stale")):
         return
+    for move in found.get("move", []):
+        yield move_finished(move, auth_file)
     if found.get("fix"):
         yield _cli("--cluster", "fix", existing, "--cluster-yes", auth_file=auth_file)
     for slot, primary, owner in found.get("stale", []):

@@ -7,6 +7,12 @@ slot yet"): Valkey 8.0 replicates slot states to healthy replicas only, so a rep
 that was syncing when a move finished keeps its importing (or migrating) mark forever
 (valkey-io/valkey#998). Its primary clears it: `CLUSTER SETSLOT <slot> NODE <owner>`
 sent to the primary again is replicated to its replicas.
+
+A move cut off midway, its slot migrating on its owner and importing on one other
+primary, is finished by the deploy itself (deploy/slot_move.py), not by `--cluster fix`:
+fix counts the target's keys as a second owner, may pick the target by its key count,
+and gives it the slot before the owner is marked importing, and the owner then drops
+the slot's keys it still holds (seen on Valkey 9.1; valkey-io/valkey#1532).
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NODE = re.compile(r"^([MS]): ([0-9a-f]{40}) (\S+)$")
 RANGE = re.compile(r"\[(\d+)(?:-(\d+))?\]")
-WARNING = re.compile(r"\[WARNING\] Node (\S+) has slots in (?:importing|migrating) state ([0-9,]+)")
+WARNING = re.compile(r"\[WARNING\] Node (\S+) has slots in (importing|migrating) state ([0-9,]+)")
 
 
 @dataclass
@@ -33,10 +39,13 @@ class Node:
         return self.primary and any(low <= slot <= high for low, high in self.slots)
 
 
-def _nodes_and_open(output: Iterable[str]) -> tuple[dict[str, Node], dict[int, set[str]]]:
-    """Every node the check lists (by address), and the addresses each open slot is open on."""
+def _nodes_and_open(
+    output: Iterable[str],
+) -> tuple[dict[str, Node], dict[int, dict[str, str]]]:
+    """Every node the check lists (by address), and for each open slot the addresses it is
+    open on, each with its state there ("importing" or "migrating")."""
     nodes: dict[str, Node] = {}
-    open_on: dict[int, set[str]] = defaultdict(set)
+    open_on: dict[int, dict[str, str]] = defaultdict(dict)
     current: Node | None = None
     for raw in output:
         line = ANSI.sub("", raw).strip()
@@ -47,23 +56,47 @@ def _nodes_and_open(output: Iterable[str]) -> tuple[dict[str, Node], dict[int, s
         elif current and line.startswith("replicates "):
             current.replicates = line.split()[1]
         if found := WARNING.search(line):
-            for slot in found[2].split(","):
-                open_on[int(slot)].add(found[1])
+            for slot in found[3].split(","):
+                open_on[int(slot)][found[1]] = found[2]
     return nodes, open_on
 
 
 def open_slots(output: Iterable[str]) -> dict:
-    """{"fix": slots open on a primary (or on a node the check does not list), "stale":
-    [[slot, "ADDRESS:PORT" of a primary to send SETSLOT to, owner's node id], ...]}."""
+    """{"move": [[slot, source address, target address, target id, [every primary's
+    address]], ...] for moves cut off midway; "fix": other slots open on a primary (or
+    on a node the check does not list); "stale": [[slot, "ADDRESS:PORT" of a primary to
+    send SETSLOT to, owner's node id], ...] for slots open on replicas only}."""
     nodes, open_on = _nodes_and_open(output)
     address_of = {node.id: address for address, node in nodes.items()}
-    fix, stale = [], []
-    for slot, addresses in sorted(open_on.items()):
+    move, fix, stale = [], [], []
+    for slot, marks in sorted(open_on.items()):
         owner = next((n for n in nodes.values() if n.owns(slot)), None)
-        on = [nodes.get(a) for a in addresses]
+        on = [nodes.get(a) for a in marks]
         primaries = {address_of.get(n.replicates or "") for n in on if n is not None}
         if owner is None or any(n is None or n.primary for n in on) or None in primaries:
-            fix.append(slot)
+            if cut := _cut_off_move(slot, marks, nodes, owner):
+                move.append(cut)
+            else:
+                fix.append(slot)
             continue
         stale += [[slot, primary, owner.id] for primary in sorted(primaries)]
-    return {"fix": fix, "stale": stale}
+    return {"move": move, "fix": fix, "stale": stale}
+
+
+def _cut_off_move(
+    slot: int, marks: dict[str, str], nodes: dict[str, Node], owner: Node | None
+) -> list | None:
+    """The move of `slot`, if the marks are exactly what a move leaves: migrating on its
+    owner, importing on one other primary, and on replicas of those two only."""
+    if owner is None or any(a not in nodes for a in marks):
+        return None
+    marked = {a: state for a, state in marks.items() if nodes[a].primary}
+    source = [a for a, state in marked.items() if state == "migrating"]
+    target = [a for a, state in marked.items() if state == "importing"]
+    if len(source) != 1 or len(target) != 1 or nodes[source[0]] is not owner:
+        return None
+    pair = {owner.id, nodes[target[0]].id}
+    if any(nodes[a].replicates not in pair for a in marks if a not in marked):
+        return None
+    every_primary = sorted(a for a, n in nodes.items() if n.primary)
+    return [slot, source[0], target[0], nodes[target[0]].id, every_primary]
