@@ -19,7 +19,7 @@ from pyinfra.api import FactBase, OperationError, QuoteString, StringCommand, op
 from valkey_plans.deploy import cluster_nodes
 from valkey_plans.deploy.cluster_check import open_slots
 from valkey_plans.deploy.restarts import BUSY_AWK, until
-from valkey_plans.deploy.slot_move import move_finished
+from valkey_plans.deploy.slot_move import move_finished, slot_given
 from valkey_plans.deploy.valkey_cli import valkey_cli
 
 SEPARATOR = "--- nodes ---"
@@ -346,15 +346,7 @@ def _open_slots_closed(existing: str, auth_file: str | None) -> Generator[String
     if found.get("fix"):
         yield _cli("--cluster", "fix", existing, "--cluster-yes", auth_file=auth_file)
     for slot, primary, owner in found.get("stale", []):
-        node, port = primary.rsplit(":", 1)
-        setslot = ("CLUSTER", "SETSLOT", str(slot), "NODE", owner)
-        yield StringCommand(
-            "out=$(",
-            _cli("-h", node, "-p", port, *setslot, auth_file=auth_file),
-            '2>&1); [ "$out" = OK ] || { echo',
-            QuoteString(f"CLUSTER SETSLOT {slot} NODE {owner} on {primary}:"),
-            '"$out"; exit 1; }',
-        )
+        yield slot_given(primary, slot, owner, auth_file)
     check = _cli("--cluster", "check", existing, auth_file=auth_file)
     yield StringCommand(
         "out=$(",

@@ -61,7 +61,7 @@ def move_finished(move: list, auth_file: str | None) -> StringCommand:
         '"$out"; exit 1 ;; esac; done',
     )
     owners = [target, source, *(p for p in primaries if p not in (target, source))]
-    setslots = [_setslot(address, slot, target_id, auth_file) for address in owners]
+    setslots = [slot_given(address, slot, target_id, auth_file) for address in owners]
     return StringCommand(rounds, *setslots, _separator="; ")
 
 
@@ -90,7 +90,7 @@ def _migrate_line(thost: str, tport: str, auth_file: str | None) -> StringComman
     )
 
 
-def _setslot(address: str, slot: int, owner: str, auth_file: str | None) -> StringCommand:
+def slot_given(address: str, slot: int, owner: str, auth_file: str | None) -> StringCommand:
     """`CLUSTER SETSLOT slot NODE owner` on `address`, which must answer OK."""
     node, port = address.rsplit(":", 1)
     setslot = ("CLUSTER", "SETSLOT", str(slot), "NODE", owner)
