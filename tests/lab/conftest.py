@@ -59,6 +59,12 @@ class Lab:
     def hosts(self) -> list[Host]:
         return self.state.hosts
 
+    def grow(self, releases: list[str]) -> list[Host]:
+        """Add hosts of `releases` at the end of the lab (the running ones keep running)."""
+        before = [h.release for h in self.hosts]
+        self.state = lab.up(len(before) + len(releases), [*before, *releases])
+        return self.hosts[len(before) :]
+
     def run(self, host: Host, command: str, timeout: float = 300) -> subprocess.CompletedProcess:
         """Run `command` as root on `host` over SSH (rc not checked)."""
         return ssh.ssh_run(self.state, host, command, timeout=timeout)
@@ -114,9 +120,7 @@ class Lane:
         """At least `count` hosts in this lane (new ones join the end of the lab)."""
         missing = count - len(self.hosts)
         if missing > 0:
-            releases = [h.release for h in self.lab.hosts]
-            added = [self.release or "trixie"] * missing
-            self.lab.state = lab.up(len(releases) + missing, [*releases, *added])
+            self.lab.grow([self.release or "trixie"] * missing)
         return self.hosts[:count]
 
 

@@ -2,10 +2,10 @@
 
 inventories/replication.py: the first host of the lane runs the primary, the other two
 its replicas, and every host a Sentinel; the module runs once on Valkey 8 (bookworm,
-trixie, bookworm) and once on three forky hosts (Valkey 9.1). The primary's host is cut off the lab bridge; a
-replica must be promoted, the workload clients built from the rendered settings must
-follow it, writes acknowledged by a replica (WAIT) must all survive, and a deploy after
-the failover must change nothing and restart nobody.
+trixie, bookworm) and once on three forky hosts (Valkey 9.1). The primary's host is cut
+off the lab bridge; a replica must be promoted, the workload clients built from the
+rendered settings must follow it, writes acknowledged by a replica (WAIT) must all
+survive, and a deploy after the failover must change nothing and restart nobody.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def replication(lab_hosts, lane):
     first = pyinfra(INVENTORY)
     assert first.returncode == 0, first.output[-5000:]
     hosts = lane.hosts[:3]
+    series = "9.1." if lane.release == "forky" else "8."
     for host in hosts:
-        series = "9.1." if lane.release == "forky" else "8."
         assert f"v={series}" in lab_hosts.check(host, "valkey-server --version"), host.name
     return lab_hosts, hosts
 
@@ -258,8 +258,9 @@ def test_losing_the_primary_host_promotes_a_replica_and_loses_no_waited_write(
 
 
 def primary_loss_drill(lab, hosts: list, settings_file: Path) -> None:
-    """The group of inventories/replication.py on `hosts` loses its primary's host: a replica is promoted, the client writes there, no waited write is
-    lost, the old primary rejoins as a replica, and the plan again changes nothing."""
+    """The group of inventories/replication.py on `hosts` loses its primary's host: a
+    replica is promoted, the client writes there, no waited write is lost, the old
+    primary rejoins as a replica, and the plan again changes nothing."""
     settings = load_settings(env_file=settings_file).hosted
     assert settings.mode == "sentinel"
     password = settings.sentinel_password.get_secret_value()

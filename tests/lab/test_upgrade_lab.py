@@ -32,7 +32,6 @@ from tests.deploy.pyinfra_run import pyinfra
 from valkey_plans.client.clients import Clients
 from valkey_plans.client.settings import load_settings
 from valkey_plans.keys import new_key
-from valkey_plans.lab import up as lab_up
 
 pytestmark = pytest.mark.lab
 
@@ -132,9 +131,7 @@ UPGRADE = {"VALKEY_PLANS_UPGRADE_VERSION": "9"}
 def six_trixie(lab_hosts):
     """Six more trixie hosts (after every other lab test: conftest.LAST_MODULES): the
     first three for inventories/upgrade_cluster.py, the last three for upgrade_group.py."""
-    releases = [h.release for h in lab_hosts.hosts]
-    lab_hosts.state = lab_up(len(releases) + 6, [*releases, *["trixie"] * 6])
-    return lab_hosts.hosts[-6:]
+    return lab_hosts.grow(["trixie"] * 6)
 
 
 @pytest.fixture(scope="module")

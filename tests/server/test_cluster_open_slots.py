@@ -32,6 +32,30 @@ def view(node: ValkeyProcess) -> dict:
     return ClusterView().process(out)
 
 
+def deploy_commands(
+    nodes: list[ValkeyProcess], found: dict, auth_file: str | None = None
+) -> list[str]:
+    """The commands the deploy's cluster operation plans for `nodes`, the open slots
+    being `found` (the OpenSlots fact) and the cluster view read from the first node."""
+    addresses = [f"127.0.0.1:{n.port}" for n in nodes]
+
+    def deploy() -> None:
+        cluster_formed(
+            name="formed",
+            addresses=addresses,
+            hosts=[f"h{i}" for i in range(len(addresses))],
+            replicas=1,
+            socket="/unused",
+            auth_file=auth_file,
+        )
+
+    facts = linux_facts(
+        ClusterView=lambda **kwargs: view(nodes[0]), OpenSlots=lambda **kwargs: found
+    )
+    ((_, commands),) = planned_commands(deploy, facts, {})
+    return commands
+
+
 def stale_on_a_replica(nodes: list[ValkeyProcess]) -> ValkeyProcess:
     """Move SLOT from one primary to another while the target's replica is down; that
     replica comes back still importing it."""
@@ -88,19 +112,7 @@ def test_a_slot_open_on_a_replica_only_is_closed_by_its_primary(valkey_factory):
     assert "can't fix this slot" in fix.stdout, "valkey-cli's own fix closes it after all"
     assert _mark(replica)
 
-    def deploy() -> None:
-        cluster_formed(
-            name="formed",
-            addresses=addresses,
-            hosts=[f"h{i}" for i in range(len(addresses))],
-            replicas=1,
-            socket="/unused",
-        )
-
-    facts = linux_facts(
-        ClusterView=lambda **kwargs: view(nodes[0]), OpenSlots=lambda **kwargs: found
-    )
-    ((_, commands),) = planned_commands(deploy, facts, {})
+    commands = deploy_commands(nodes, found)
     assert not any("--cluster fix" in c for c in commands), commands
     for command in commands:
         sh(command)
@@ -165,20 +177,7 @@ def test_a_move_cut_off_midway_is_finished_keys_first(valkey_factory, tmp_path):
     assert source_address == f"127.0.0.1:{source.port}", found
     assert target_address == f"127.0.0.1:{target.port}", found
 
-    def deploy() -> None:
-        cluster_formed(
-            name="formed",
-            addresses=addresses,
-            hosts=[f"h{i}" for i in range(len(addresses))],
-            replicas=1,
-            socket="/unused",
-            auth_file=str(auth),
-        )
-
-    facts = linux_facts(
-        ClusterView=lambda **kwargs: view(nodes[0]), OpenSlots=lambda **kwargs: found
-    )
-    ((_, commands),) = planned_commands(deploy, facts, {})
+    commands = deploy_commands(nodes, found, auth_file=str(auth))
     assert not any("--cluster fix" in c for c in commands), commands
     assert not any(PASSWORD in c for c in commands), "the password is on a command line"
     for command in commands:

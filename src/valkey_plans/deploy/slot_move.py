@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from pyinfra.api import QuoteString, StringCommand
 
-from valkey_plans.deploy.valkey_cli import valkey_cli
+from valkey_plans.deploy.valkey_cli import ADMIN_USER, valkey_cli
 
 #: Keys per MIGRATE, as valkey-cli's own resharding moves them.
 BATCH = 100
@@ -25,8 +25,6 @@ BATCH = 100
 MIGRATE_TIMEOUT_MS = 60000
 #: Rounds of BATCH keys at most (a slot holding more keys than this stops the deploy).
 MAX_ROUNDS = 1_000_000
-#: The ACL user the deploy logs in as (valkey_cli's default).
-ADMIN = "admin"
 
 
 def move_finished(move: list, auth_file: str | None) -> StringCommand:
@@ -83,7 +81,7 @@ def _migrate_line(thost: str, tport: str, auth_file: str | None) -> StringComman
         QuoteString(auth_file),
         '); printf "MIGRATE %s %s \\"\\" 0',
         str(MIGRATE_TIMEOUT_MS),
-        f"REPLACE AUTH2 {ADMIN} '%s' KEYS %s\\n\"",
+        f"REPLACE AUTH2 {ADMIN_USER} '%s' KEYS %s\\n\"",
         QuoteString(thost),
         QuoteString(tport),
         '"$pw" "$line"',

@@ -31,6 +31,9 @@ class Quoted:
 
 Piece = str | Quoted
 
+#: The ACL user the deploy and the checks log in as.
+ADMIN_USER = "admin"
+
 
 def cli_pieces(
     port: int | None,
@@ -38,7 +41,7 @@ def cli_pieces(
     host_address: str = "127.0.0.1",
     socket: str | None = None,
     auth_file: str | None = None,
-    user: str = "admin",
+    user: str = ADMIN_USER,
 ) -> list[Piece]:
     """
     The one valkey-cli command line: its login, its target, its arguments.
